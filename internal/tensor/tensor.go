@@ -1,0 +1,224 @@
+// Package tensor encodes and decodes the raw tensor bytes of the KServe v2
+// inference protocol: row-major, little-endian elements with no padding,
+// where a BYTES element is a 4-byte little-endian length followed by its
+// bytes. Both the gateway and the Triton simulator use it, so the two sides
+// of the wire share one definition of the format.
+package tensor
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Triton's names for the data types the gateway uses.
+const (
+	TypeBytes = "BYTES"
+	TypeFP32  = "FP32"
+	TypeFP16  = "FP16"
+	TypeINT32 = "INT32"
+	TypeINT64 = "INT64"
+)
+
+// ErrMalformed is the class of every decoding error; use errors.Is.
+var ErrMalformed = errors.New("malformed tensor")
+
+// ElementSize is the byte size of one element of a fixed-size data type, or
+// 0 for BYTES and unknown types.
+func ElementSize(datatype string) int {
+	switch datatype {
+	case TypeFP32, TypeINT32:
+		return 4
+	case TypeFP16:
+		return 2
+	case TypeINT64:
+		return 8
+	}
+	return 0
+}
+
+// ElementCount is the product of shape's dimensions. It fails on a negative
+// dimension or an overflowing product.
+func ElementCount(shape []int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("%w: negative dimension in shape %v", ErrMalformed, shape)
+		}
+		if d != 0 && n > math.MaxInt32/d {
+			return 0, fmt.Errorf("%w: shape %v is too large", ErrMalformed, shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// EncodeBytes packs elements as a BYTES tensor.
+func EncodeBytes(elements [][]byte) []byte {
+	size := 0
+	for _, e := range elements {
+		size += 4 + len(e)
+	}
+	out := make([]byte, 0, size)
+	for _, e := range elements {
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(e)))
+		out = append(out, e...)
+	}
+	return out
+}
+
+// DecodeBytes unpacks a BYTES tensor that must hold exactly count elements.
+// The returned slices alias raw.
+func DecodeBytes(raw []byte, count int) ([][]byte, error) {
+	out := make([][]byte, 0, count)
+	for len(raw) > 0 {
+		if len(raw) < 4 {
+			return nil, fmt.Errorf("%w: BYTES element %d has a truncated length prefix", ErrMalformed, len(out))
+		}
+		n := binary.LittleEndian.Uint32(raw)
+		raw = raw[4:]
+		if uint64(n) > uint64(len(raw)) {
+			return nil, fmt.Errorf("%w: BYTES element %d claims %d bytes, %d remain", ErrMalformed, len(out), n, len(raw))
+		}
+		if len(out) == count {
+			return nil, fmt.Errorf("%w: BYTES tensor holds more than the %d elements of its shape", ErrMalformed, count)
+		}
+		out = append(out, raw[:n:n])
+		raw = raw[n:]
+	}
+	if len(out) != count {
+		return nil, fmt.Errorf("%w: BYTES tensor holds %d elements, its shape says %d", ErrMalformed, len(out), count)
+	}
+	return out, nil
+}
+
+// AppendFP32 appends values as little-endian float32.
+func AppendFP32(dst []byte, values []float32) []byte {
+	for _, v := range values {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+	}
+	return dst
+}
+
+// AppendFP16 appends values as little-endian IEEE 754 half-precision floats,
+// rounding to nearest even.
+func AppendFP16(dst []byte, values []float32) []byte {
+	for _, v := range values {
+		dst = binary.LittleEndian.AppendUint16(dst, FP16FromFloat32(v))
+	}
+	return dst
+}
+
+// DecodeFloats converts count little-endian FP32 or FP16 elements of raw to
+// float32s.
+func DecodeFloats(raw []byte, datatype string, count int) ([]float32, error) {
+	size := ElementSize(datatype)
+	if datatype != TypeFP32 && datatype != TypeFP16 {
+		return nil, fmt.Errorf("%w: datatype %q is not FP32 or FP16", ErrMalformed, datatype)
+	}
+	if len(raw) != size*count {
+		return nil, fmt.Errorf("%w: %d bytes for %d %s elements, want %d", ErrMalformed, len(raw), count, datatype, size*count)
+	}
+	out := make([]float32, count)
+	if datatype == TypeFP32 {
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		return out, nil
+	}
+	for i := range out {
+		out[i] = Float32FromFP16(binary.LittleEndian.Uint16(raw[2*i:]))
+	}
+	return out, nil
+}
+
+// DecodeInts converts count little-endian INT32 or INT64 elements to ints.
+func DecodeInts(raw []byte, datatype string, count int) ([]int, error) {
+	size := ElementSize(datatype)
+	if datatype != TypeINT32 && datatype != TypeINT64 {
+		return nil, fmt.Errorf("%w: datatype %q is not INT32 or INT64", ErrMalformed, datatype)
+	}
+	if len(raw) != size*count {
+		return nil, fmt.Errorf("%w: %d bytes for %d %s elements, want %d", ErrMalformed, len(raw), count, datatype, size*count)
+	}
+	out := make([]int, count)
+	for i := range out {
+		if datatype == TypeINT32 {
+			out[i] = int(int32(binary.LittleEndian.Uint32(raw[4*i:])))
+		} else {
+			out[i] = int(int64(binary.LittleEndian.Uint64(raw[8*i:])))
+		}
+	}
+	return out, nil
+}
+
+// AppendINT32 appends values as little-endian int32.
+func AppendINT32(dst []byte, values []int32) []byte {
+	for _, v := range values {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(v))
+	}
+	return dst
+}
+
+// FP16FromFloat32 converts f to IEEE 754 binary16 bits, rounding to nearest
+// even; values beyond the half range become infinities, NaN stays NaN.
+func FP16FromFloat32(f float32) uint16 {
+	bits := math.Float32bits(f)
+	sign := uint16(bits>>16) & 0x8000
+	exp := int32(bits>>23) & 0xff
+	mant := bits & 0x7fffff
+
+	switch {
+	case exp == 0xff: // Inf or NaN
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	case exp-127+15 >= 0x1f: // overflow
+		return sign | 0x7c00
+	case exp-127+15 <= 0: // subnormal half or zero
+		e := exp - 127 + 15
+		if e < -10 {
+			return sign
+		}
+		mant |= 0x800000 // the implicit leading bit
+		shift := uint32(14 - e)
+		half := mant >> shift
+		rem := mant & (1<<shift - 1)
+		mid := uint32(1) << (shift - 1)
+		if rem > mid || (rem == mid && half&1 == 1) {
+			half++
+		}
+		return sign | uint16(half)
+	}
+	e := uint16(exp - 127 + 15)
+	half := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
+		half++ // may carry into the exponent, which is the right rounding
+	}
+	return sign | uint16(half)
+}
+
+// Float32FromFP16 converts IEEE 754 binary16 bits to a float32 exactly.
+func Float32FromFP16(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		// Subnormal: value is mant * 2^-24.
+		f := float32(mant) / (1 << 24)
+		if sign != 0 {
+			return -f
+		}
+		return f
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}

@@ -1,0 +1,154 @@
+package tensor
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestBytesRoundTrip(t *testing.T) {
+	in := [][]byte{[]byte("what is colpali"), {}, []byte("héllo"), bytes.Repeat([]byte{0xff}, 300)}
+	raw := EncodeBytes(in)
+	if got, want := len(raw), 4*4+15+0+6+300; got != want {
+		t.Fatalf("encoded %d bytes, want %d", got, want)
+	}
+	out, err := DecodeBytes(raw, len(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Fatalf("round trip (-in +out):\n%s", diff)
+	}
+}
+
+func TestDecodeBytesRejectsMalformed(t *testing.T) {
+	good := EncodeBytes([][]byte{[]byte("ab"), []byte("c")})
+	for name, tc := range map[string]struct {
+		raw   []byte
+		count int
+	}{
+		"truncated prefix":  {good[:len(good)-3], 2},
+		"truncated payload": {good[:len(good)-1], 2},
+		"too few elements":  {good, 3},
+		"too many elements": {good, 1},
+		"huge length":       {[]byte{0xff, 0xff, 0xff, 0xff, 'a'}, 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeBytes(tc.raw, tc.count); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("DecodeBytes = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestFP16KnownValues(t *testing.T) {
+	for _, tc := range []struct {
+		f    float32
+		bits uint16
+	}{
+		{0, 0x0000},
+		{1, 0x3c00},
+		{-2, 0xc000},
+		{0.5, 0x3800},
+		{65504, 0x7bff},                       // largest half
+		{65520, 0x7c00},                       // rounds up to +Inf
+		{float32(math.Inf(-1)), 0xfc00},       // -Inf
+		{5.960464477539063e-08, 0x0001},       // smallest subnormal
+		{6.103515625e-05, 0x0400},             // smallest normal
+		{0.0999755859375, 0x2e66},             // 0.1 rounded down
+		{1 + 1.0/2048, 0x3c00},                // tie to even (down)
+		{1 + 3.0/2048, 0x3c02},                // tie to even (up)
+		{1e-9, 0x0000},                        // underflow to zero
+		{float32(-5.960464477539063e-08), 0x8001},
+	} {
+		if got := FP16FromFloat32(tc.f); got != tc.bits {
+			t.Errorf("FP16FromFloat32(%g) = %#04x, want %#04x", tc.f, got, tc.bits)
+		}
+	}
+	if got := FP16FromFloat32(float32(math.NaN())); got&0x7c00 != 0x7c00 || got&0x3ff == 0 {
+		t.Errorf("FP16FromFloat32(NaN) = %#04x, not a NaN", got)
+	}
+}
+
+func TestFP16EveryHalfRoundTrips(t *testing.T) {
+	for h := 0; h <= 0xffff; h++ {
+		f := Float32FromFP16(uint16(h))
+		if f != f { // NaN has many encodings
+			continue
+		}
+		if back := FP16FromFloat32(f); back != uint16(h) {
+			t.Fatalf("half %#04x -> %g -> %#04x", h, f, back)
+		}
+	}
+}
+
+func TestDecodeFloats(t *testing.T) {
+	values := []float32{0.25, -1, 3.5}
+	for _, dt := range []string{TypeFP32, TypeFP16} {
+		var raw []byte
+		if dt == TypeFP32 {
+			raw = AppendFP32(nil, values)
+		} else {
+			raw = AppendFP16(nil, values)
+		}
+		got, err := DecodeFloats(raw, dt, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(values, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", dt, diff)
+		}
+		if _, err := DecodeFloats(raw, dt, 4); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s with wrong count: %v, want ErrMalformed", dt, err)
+		}
+	}
+	if _, err := DecodeFloats(nil, TypeBytes, 0); !errors.Is(err, ErrMalformed) {
+		t.Errorf("BYTES as floats: %v, want ErrMalformed", err)
+	}
+}
+
+func TestDecodeInts(t *testing.T) {
+	raw := AppendINT32(nil, []int32{7, -1, 1030})
+	got, err := DecodeInts(raw, TypeINT32, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int{7, -1, 1030}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, err := DecodeInts(raw[:5], TypeINT32, 3); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short INT32: %v, want ErrMalformed", err)
+	}
+}
+
+func TestElementCount(t *testing.T) {
+	if n, err := ElementCount([]int64{4, 1030, 128}); err != nil || n != 4*1030*128 {
+		t.Fatalf("ElementCount = %d, %v", n, err)
+	}
+	if _, err := ElementCount([]int64{-1, 128}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("negative dim: %v", err)
+	}
+	if _, err := ElementCount([]int64{1 << 20, 1 << 20}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("overflow: %v", err)
+	}
+}
+
+func FuzzDecodeBytes(f *testing.F) {
+	f.Add(EncodeBytes([][]byte{[]byte("a"), []byte("bc")}), 2)
+	f.Add([]byte{1, 0, 0}, 1)
+	f.Fuzz(func(t *testing.T, raw []byte, count int) {
+		if count < 0 || count > 1<<16 {
+			return
+		}
+		out, err := DecodeBytes(raw, count)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(EncodeBytes(out), raw) {
+			t.Fatalf("decoded %d elements do not re-encode to the input", len(out))
+		}
+	})
+}

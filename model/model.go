@@ -1,0 +1,133 @@
+// Package model is the contract between the gateway and the ColPali models
+// served by Triton: which models and tensors to use, how a batch of queries
+// or page images becomes one KServe v2 ModelInferRequest, and how the
+// response becomes one multi-vector embedding per item.
+//
+// The contract, with its defaults (every name is configuration):
+//
+//	query model "colpali_query"
+//	  input  "text"        BYTES [batch, 1]  UTF-8 query text
+//	image model "colpali_image"
+//	  input  "image"       BYTES [batch, 1]  encoded PNG or JPEG page
+//	both models
+//	  output "embeddings"  FP16 or FP32 [batch, tokens, 128]  L2-normalised,
+//	                       padded to the longest item of the batch
+//	  output "num_tokens"  INT32 or INT64 [batch, 1] (or [batch])  real rows
+//	                       of each item; the rest of its rows are padding
+//
+// Tensors travel raw (raw_input_contents / raw_output_contents), never as
+// typed contents, because FP16 can only travel raw and raw is faster.
+package model
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Kind says which of the two models a batch is for.
+type Kind int
+
+const (
+	// Query is the text query model.
+	Query Kind = iota
+	// Image is the page image model.
+	Image
+)
+
+func (k Kind) String() string {
+	if k == Image {
+		return "image"
+	}
+	return "query"
+}
+
+// Defaults of Config.
+const (
+	DefaultQueryModel       = "colpali_query"
+	DefaultImageModel       = "colpali_image"
+	DefaultQueryInput       = "text"
+	DefaultImageInput       = "image"
+	DefaultEmbeddingsOutput = "embeddings"
+	DefaultNumTokensOutput  = "num_tokens"
+	DefaultDimension        = 128
+	DefaultModelVersion     = ""
+	maxDimension            = 4096
+	maxNameLength           = 256
+)
+
+// Config names the Triton models and tensors. The zero value of a field
+// means its default.
+type Config struct {
+	// QueryModel is the Triton model for text queries. Default "colpali_query".
+	QueryModel string
+	// ImageModel is the Triton model for page images. Default "colpali_image".
+	ImageModel string
+	// ModelVersion pins a model version; empty lets Triton's version policy
+	// choose. Default "".
+	ModelVersion string
+	// QueryInput is the query model's BYTES input. Default "text".
+	QueryInput string
+	// ImageInput is the image model's BYTES input. Default "image".
+	ImageInput string
+	// EmbeddingsOutput is both models' embeddings output. Default "embeddings".
+	EmbeddingsOutput string
+	// NumTokensOutput is both models' per-item row count output.
+	// Default "num_tokens".
+	NumTokensOutput string
+	// Dimension is the length of every embedding vector. Default 128.
+	Dimension int
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&c.QueryModel, DefaultQueryModel)
+	def(&c.ImageModel, DefaultImageModel)
+	def(&c.QueryInput, DefaultQueryInput)
+	def(&c.ImageInput, DefaultImageInput)
+	def(&c.EmbeddingsOutput, DefaultEmbeddingsOutput)
+	def(&c.NumTokensOutput, DefaultNumTokensOutput)
+	if c.Dimension == 0 {
+		c.Dimension = DefaultDimension
+	}
+	return c
+}
+
+// Validate names every bad field of a defaulted Config.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"query model", c.QueryModel}, {"image model", c.ImageModel},
+		{"query input", c.QueryInput}, {"image input", c.ImageInput},
+		{"embeddings output", c.EmbeddingsOutput}, {"num tokens output", c.NumTokensOutput},
+	} {
+		if f.value == "" || len(f.value) > maxNameLength || strings.ContainsAny(f.value, " \t\n/") {
+			errs = append(errs, fmt.Errorf("%s %q: want 1 to %d characters without spaces or slashes", f.name, f.value, maxNameLength))
+		}
+	}
+	if c.Dimension < 1 || c.Dimension > maxDimension {
+		errs = append(errs, fmt.Errorf("dimension %d: want 1 to %d", c.Dimension, maxDimension))
+	}
+	return errors.Join(errs...)
+}
+
+// ModelName is the Triton model serving kind.
+func (c Config) ModelName(k Kind) string {
+	if k == Image {
+		return c.ImageModel
+	}
+	return c.QueryModel
+}
+
+// InputName is the BYTES input of kind's model.
+func (c Config) InputName(k Kind) string {
+	if k == Image {
+		return c.ImageInput
+	}
+	return c.QueryInput
+}

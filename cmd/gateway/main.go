@@ -1,0 +1,148 @@
+// Command gateway is colpali-gateway: the colpali.v1 API over gRPC and
+// REST/JSON in front of NVIDIA Triton servers running ColPali.
+//
+// Every flag can also be set by an environment variable: COLPALI_ and the
+// flag's name in upper case with underscores (-triton-addr is
+// COLPALI_TRITON_ADDR). A flag given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gateway"
+	"github.com/morphik-org/colpali-gateway/internal/cli"
+	"github.com/morphik-org/colpali-gateway/internal/telemetry"
+	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router"
+	"github.com/morphik-org/colpali-gateway/triton"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const envPrefix = "COLPALI_"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line: the gateway's Config plus what main wires.
+type options struct {
+	gateway gateway.Config
+	models  model.Config
+	triton  triton.Config
+	log     cli.LogFlags
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\n"+
+			"colpali-gateway serves the colpali.v1 API (gRPC and REST/JSON) in front of\n"+
+			"Triton servers running ColPali. Every flag may also be set by the environment\n"+
+			"variable %sNAME, NAME being the flag in upper case with underscores.\n\nFlags:\n", envPrefix)
+		fs.PrintDefaults()
+	}
+	g := &o.gateway
+	fs.StringVar(&g.GRPCAddr, "grpc-addr", gateway.DefaultGRPCAddr, "gRPC listen address")
+	fs.StringVar(&g.HTTPAddr, "http-addr", gateway.DefaultHTTPAddr, "REST, /metrics and /openapi.json listen address")
+	fs.DurationVar(&g.DefaultTimeout, "default-timeout", gateway.DefaultTimeout, "deadline of a call that carries none")
+	fs.DurationVar(&g.MaxTimeout, "max-timeout", gateway.DefaultMaxTimeout, "longest deadline a caller may ask for")
+	fs.IntVar(&g.MaxQueries, "max-queries", gateway.DefaultMaxQueries, "most queries in one EmbedQueries call")
+	fs.IntVar(&g.MaxQueryBytes, "max-query-bytes", gateway.DefaultMaxQueryBytes, "longest query, in UTF-8 bytes")
+	fs.IntVar(&g.MaxImages, "max-images", gateway.DefaultMaxImages, "most images in one EmbedImages call")
+	fs.IntVar(&g.MaxImageBytes, "max-image-bytes", gateway.DefaultMaxImageBytes, "largest encoded image, in bytes")
+	fs.IntVar(&g.MaxImagePixels, "max-image-pixels", gateway.DefaultMaxImagePixels, "largest image, in width x height pixels")
+	fs.IntVar(&g.MaxRecvMsgSize, "max-recv-msg-size", 0, "largest gRPC request, in bytes (0: max-images x max-image-bytes + 1 MiB)")
+	fs.IntVar(&g.MaxSendMsgSize, "max-send-msg-size", gateway.DefaultMaxSendMsgSize, "largest gRPC response, in bytes")
+	fs.DurationVar(&g.HealthInterval, "health-interval", gateway.DefaultHealthInterval, "how often backend readiness is checked")
+	fs.DurationVar(&g.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long calls in flight may drain on shutdown")
+
+	fs.StringVar(&o.triton.Addr, "triton-addr", "127.0.0.1:8001", "Triton gRPC address, host:port")
+	fs.IntVar(&o.triton.MaxRecvMsgSize, "triton-max-recv-msg-size", triton.DefaultMaxRecvMsgSize, "largest Triton response, in bytes")
+
+	m := &o.models
+	fs.StringVar(&m.QueryModel, "query-model", model.DefaultQueryModel, "Triton model for text queries")
+	fs.StringVar(&m.ImageModel, "image-model", model.DefaultImageModel, "Triton model for page images")
+	fs.StringVar(&m.ModelVersion, "model-version", model.DefaultModelVersion, "Triton model version (empty: Triton's version policy)")
+	fs.StringVar(&m.QueryInput, "query-input", model.DefaultQueryInput, "query model's BYTES input tensor")
+	fs.StringVar(&m.ImageInput, "image-input", model.DefaultImageInput, "image model's BYTES input tensor")
+	fs.StringVar(&m.EmbeddingsOutput, "embeddings-output", model.DefaultEmbeddingsOutput, "embeddings output tensor [batch, tokens, dim]")
+	fs.StringVar(&m.NumTokensOutput, "num-tokens-output", model.DefaultNumTokensOutput, "per-item token count output tensor [batch, 1]")
+	fs.IntVar(&m.Dimension, "dimension", model.DefaultDimension, "embedding vector length")
+
+	o.log.Register(fs)
+	return fs
+}
+
+// run parses args (and the environment, through getenv), serves until ctx
+// ends, and returns why it stopped.
+func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	var o options
+	fs := newFlagSet(&o, stderr)
+	err := cli.Parse(fs, args, envPrefix, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	errs := []error{err}
+	logger, logErr := o.log.Logger(stderr)
+	errs = append(errs, logErr)
+	// Validate everything before starting anything, and report it all.
+	if err := o.gateway.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.models.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.triton.Addr == "" {
+		errs = append(errs, errors.New("-triton-addr is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+
+	exporting, shutdownTracing, err := telemetry.Setup(ctx, "colpali-gateway", version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(flushCtx)
+	}()
+
+	backend, err := triton.New(o.triton)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	r := router.New(o.models, backend)
+
+	srv, err := gateway.New(o.gateway, gateway.Deps{Logger: logger, Embedder: r, Ready: r.Ready})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	logger.Info("colpali-gateway starting", "version", version, "triton_addr", o.triton.Addr,
+		"query_model", o.models.QueryModel, "image_model", o.models.ImageModel, "trace_export", exporting)
+	return srv.Serve(ctx)
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Starts the local stack on loopback: one Triton simulator (standing in for
+# Triton, as no GPU is here) and the gateway in front of it. Ctrl-C stops both.
+# Run it through `make run`, which builds bin/ first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SIM_GRPC=${SIM_GRPC:-127.0.0.1:8001}
+SIM_METRICS=${SIM_METRICS:-127.0.0.1:8002}
+GATEWAY_GRPC=${GATEWAY_GRPC:-127.0.0.1:9090}
+GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8080}
+
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+bin/tritonsim -grpc-addr "$SIM_GRPC" -metrics-addr "$SIM_METRICS" &
+pids+=($!)
+
+bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" -triton-addr "$SIM_GRPC" -health-interval 1s &
+pids+=($!)
+
+# Wait until the gateway reports ready (its backend's models are ready).
+for _ in $(seq 1 100); do
+	if curl -fsS "http://$GATEWAY_HTTP/readyz" >/dev/null 2>&1; then break; fi
+	sleep 0.1
+done
+if ! curl -fsS "http://$GATEWAY_HTTP/readyz" >/dev/null; then
+	echo "the gateway did not become ready; see the logs above" >&2
+	exit 1
+fi
+
+cat <<MSG
+
+colpali-gateway is up (Triton simulator on $SIM_GRPC, metrics on http://$SIM_METRICS/metrics).
+
+  REST:    curl -s -X POST http://$GATEWAY_HTTP/v1/queries:embed -d '{"queries": ["what is late interaction?"], "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"}'
+  gRPC:    bin/grpcurl -plaintext -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
+  image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 page.png)\"]}"
+  OpenAPI: curl -s http://$GATEWAY_HTTP/openapi.json
+  metrics: curl -s http://$GATEWAY_HTTP/metrics
+
+Ctrl-C stops the stack.
+MSG
+wait -n "${pids[@]}"

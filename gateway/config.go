@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultGRPCAddr        = ":9090"
+	DefaultHTTPAddr        = ":8080"
+	DefaultTimeout         = 30 * time.Second
+	DefaultMaxTimeout      = 2 * time.Minute
+	DefaultMaxQueries      = 64
+	DefaultMaxQueryBytes   = 2048
+	DefaultMaxImages       = 16
+	DefaultMaxImageBytes   = 8 << 20
+	DefaultMaxImagePixels  = 40_000_000
+	DefaultMaxSendMsgSize  = 64 << 20
+	DefaultHealthInterval  = 5 * time.Second
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Config is the gateway's own configuration. A zero field takes its default.
+type Config struct {
+	// GRPCAddr is the gRPC listen address. Default ":9090".
+	GRPCAddr string
+	// HTTPAddr is the REST, /metrics and /openapi.json listen address.
+	// Default ":8080".
+	HTTPAddr string
+	// DefaultTimeout is the deadline of a call that arrives without one.
+	// Default 30s: gRPC sets no deadline by default, and grpc-gateway's
+	// REST calls carry none unless the client sends Grpc-Timeout.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps a caller's deadline. Default 2m.
+	MaxTimeout time.Duration
+	// MaxQueries is the most queries in one EmbedQueries call. Default 64.
+	MaxQueries int
+	// MaxQueryBytes is the longest query, in UTF-8 bytes. Default 2048.
+	MaxQueryBytes int
+	// MaxImages is the most images in one EmbedImages call. Default 16.
+	MaxImages int
+	// MaxImageBytes is the largest encoded image. Default 8 MiB.
+	MaxImageBytes int
+	// MaxImagePixels bounds an image's width x height, so that a small file
+	// cannot expand into a huge bitmap in Triton's preprocessing.
+	// Default 40,000,000 (an A4 page at 300 dpi is 8.7 million).
+	MaxImagePixels int
+	// MaxRecvMsgSize bounds one received gRPC message. Default MaxImages x
+	// MaxImageBytes + 1 MiB, so the largest valid request fits; grpc-go's own
+	// default of 4 MiB would refuse a single large page.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize bounds one sent gRPC message. Default 64 MiB: 16 pages
+	// of 1030 FP32 vectors of 128 dims are 8.4 MB, over grpc-go's 4 MiB.
+	MaxSendMsgSize int
+	// HealthInterval is how often backend readiness is checked. Default 5s.
+	HealthInterval time.Duration
+	// ShutdownTimeout bounds the drain of calls in flight on shutdown.
+	// Default 15s.
+	ShutdownTimeout time.Duration
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = DefaultGRPCAddr
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setInt := func(i *int, def int) {
+		if *i == 0 {
+			*i = def
+		}
+	}
+	setDur(&c.DefaultTimeout, DefaultTimeout)
+	setDur(&c.MaxTimeout, DefaultMaxTimeout)
+	setDur(&c.HealthInterval, DefaultHealthInterval)
+	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setInt(&c.MaxQueries, DefaultMaxQueries)
+	setInt(&c.MaxQueryBytes, DefaultMaxQueryBytes)
+	setInt(&c.MaxImages, DefaultMaxImages)
+	setInt(&c.MaxImageBytes, DefaultMaxImageBytes)
+	setInt(&c.MaxImagePixels, DefaultMaxImagePixels)
+	setInt(&c.MaxSendMsgSize, DefaultMaxSendMsgSize)
+	if c.MaxRecvMsgSize == 0 && c.MaxImages > 0 && c.MaxImageBytes > 0 {
+		c.MaxRecvMsgSize = c.MaxImages*c.MaxImageBytes + 1<<20
+	}
+	return c
+}
+
+// Validate names every bad field of a defaulted Config.
+func (c Config) Validate() error {
+	var errs []error
+	positive := func(name string, v int64) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
+		}
+	}
+	positive("default timeout", int64(c.DefaultTimeout))
+	positive("max timeout", int64(c.MaxTimeout))
+	positive("health interval", int64(c.HealthInterval))
+	positive("shutdown timeout", int64(c.ShutdownTimeout))
+	positive("max queries", int64(c.MaxQueries))
+	positive("max query bytes", int64(c.MaxQueryBytes))
+	positive("max images", int64(c.MaxImages))
+	positive("max image bytes", int64(c.MaxImageBytes))
+	positive("max image pixels", int64(c.MaxImagePixels))
+	positive("max send message size", int64(c.MaxSendMsgSize))
+	positive("max receive message size", int64(c.MaxRecvMsgSize))
+	if c.DefaultTimeout > c.MaxTimeout {
+		errs = append(errs, fmt.Errorf("default timeout %v exceeds max timeout %v", c.DefaultTimeout, c.MaxTimeout))
+	}
+	if need := c.MaxImages * c.MaxImageBytes; c.MaxRecvMsgSize > 0 && need > 0 && c.MaxRecvMsgSize < need {
+		errs = append(errs, fmt.Errorf("max receive message size %d is below max images x max image bytes = %d: valid requests would be refused", c.MaxRecvMsgSize, need))
+	}
+	return errors.Join(errs...)
+}

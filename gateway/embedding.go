@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"context"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// Embedder computes embeddings for a batch of items of one kind. The router
+// implements it today; the batcher will sit in front of it.
+type Embedder interface {
+	Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
+	// ModelName is the Triton model that embeds kind, reported to clients.
+	ModelName(kind model.Kind) string
+}
+
+// embeddingService implements colpali.v1.EmbeddingService.
+type embeddingService struct {
+	colpaliv1.UnimplementedEmbeddingServiceServer
+	cfg      Config
+	embedder Embedder
+}
+
+var _ colpaliv1.EmbeddingServiceServer = (*embeddingService)(nil)
+
+func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.EmbedQueriesRequest) (*colpaliv1.EmbedQueriesResponse, error) {
+	if err := s.validateQueries(req); err != nil {
+		return nil, err
+	}
+	items := make([][]byte, len(req.GetQueries()))
+	for i, q := range req.GetQueries() {
+		items[i] = []byte(q)
+	}
+	embs, err := s.embedder.Embed(ctx, model.Query, items)
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &colpaliv1.EmbedQueriesResponse{
+		Embeddings: encodeAll(embs, req.GetEncoding()),
+		Model:      s.embedder.ModelName(model.Query),
+	}, nil
+}
+
+func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.EmbedImagesRequest) (*colpaliv1.EmbedImagesResponse, error) {
+	if err := s.validateImages(req); err != nil {
+		return nil, err
+	}
+	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages())
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &colpaliv1.EmbedImagesResponse{
+		Embeddings: encodeAll(embs, req.GetEncoding()),
+		Model:      s.embedder.ModelName(model.Image),
+	}, nil
+}
+
+func encodeAll(embs []model.Embedding, enc colpaliv1.EmbeddingEncoding) []*colpaliv1.MultiVector {
+	out := make([]*colpaliv1.MultiVector, len(embs))
+	for i, e := range embs {
+		out[i] = encode(e, enc)
+	}
+	return out
+}
+
+// encode puts one embedding in the encoding the caller asked for.
+func encode(e model.Embedding, enc colpaliv1.EmbeddingEncoding) *colpaliv1.MultiVector {
+	mv := &colpaliv1.MultiVector{VectorCount: int32(e.Rows), Dimension: int32(e.Dim)}
+	switch enc {
+	case colpaliv1.EmbeddingEncoding_EMBEDDING_ENCODING_FLOAT_LIST:
+		mv.Vectors = make([]*colpaliv1.Vector, e.Rows)
+		for r := range mv.Vectors {
+			mv.Vectors[r] = &colpaliv1.Vector{Values: e.Vector(r)}
+		}
+	case colpaliv1.EmbeddingEncoding_EMBEDDING_ENCODING_FLOAT16_BYTES:
+		mv.DataType = colpaliv1.DataType_DATA_TYPE_FLOAT16
+		mv.Data = tensor.AppendFP16(make([]byte, 0, 2*len(e.Values)), e.Values)
+	default: // UNSPECIFIED and FLOAT32_BYTES; validation refused anything else
+		mv.DataType = colpaliv1.DataType_DATA_TYPE_FLOAT32
+		mv.Data = tensor.AppendFP32(make([]byte, 0, 4*len(e.Values)), e.Values)
+	}
+	return mv
+}

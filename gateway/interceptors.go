@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// requestIDHeader carries a request id in and out, on gRPC metadata and, via
+// grpc-gateway's header matchers, as the X-Request-Id HTTP header.
+const requestIDHeader = "x-request-id"
+
+type loggerKey struct{}
+
+// Logger returns the request-scoped logger stored by the logging
+// interceptor, or fallback outside a request.
+func Logger(ctx context.Context, fallback *slog.Logger) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return fallback
+}
+
+// requestID returns the caller's request id, if it sent a sane one, or a new
+// random one.
+func requestID(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if ids := md.Get(requestIDHeader); len(ids) > 0 {
+			if id := ids[0]; id != "" && len(id) <= 128 && !strings.ContainsAny(id, "\r\n") {
+				return id
+			}
+		}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// quietMethods are logged at debug level: probes would drown the rest.
+var quietMethods = map[string]bool{
+	"/grpc.health.v1.Health/Check": true,
+	"/grpc.health.v1.Health/Watch": true,
+}
+
+// loggingInterceptor gives each call a request id (echoed in the response
+// header) and a logger carrying it, and logs the call's outcome once.
+func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		id := requestID(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
+		logger := base.With("request_id", id, "method", info.FullMethod)
+		start := time.Now()
+		resp, err := handler(context.WithValue(ctx, loggerKey{}, logger), req)
+		code := status.Code(err)
+		level := slog.LevelInfo
+		switch {
+		case quietMethods[info.FullMethod]:
+			level = slog.LevelDebug
+		case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
+			level = slog.LevelError
+		case err != nil:
+			level = slog.LevelWarn
+		}
+		attrs := []any{"code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+		if err != nil {
+			attrs = append(attrs, "error", status.Convert(err).Message())
+		}
+		logger.Log(ctx, level, "rpc", attrs...)
+		return resp, err
+	}
+}
+
+// deadlineInterceptor gives every call a deadline: gRPC sets none by
+// default, so without this a hung backend would hold a call forever. The
+// caller's deadline is kept when shorter than max, capped at max otherwise,
+// and def applies when the caller set none.
+func deadlineInterceptor(def, max time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		timeout := def
+		if d, ok := ctx.Deadline(); ok {
+			if time.Until(d) <= max {
+				return handler(ctx, req)
+			}
+			timeout = max
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return handler(ctx, req)
+	}
+}

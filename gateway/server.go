@@ -1,0 +1,338 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
+)
+
+// ReadinessFunc reports nil when the gateway can serve, or why not.
+type ReadinessFunc func(ctx context.Context) error
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	// Logger receives every log line. Required.
+	Logger *slog.Logger
+	// Embedder computes embeddings. Required.
+	Embedder Embedder
+	// Ready is the readiness check run every Config.HealthInterval.
+	// Required.
+	Ready ReadinessFunc
+	// Registry receives the gateway's metrics and is served on /metrics.
+	// Default: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Server is the gateway: a gRPC server and an HTTP server in front of it.
+type Server struct {
+	cfg    Config
+	deps   Deps
+	health *health.Server
+
+	grpcLis, httpLis net.Listener
+	grpcServer       *grpc.Server
+	httpServer       *http.Server
+	loopback         *grpc.ClientConn
+
+	mu    sync.Mutex
+	ready error // last readiness result; guarded by mu
+}
+
+// servedServices are the names whose health status the gateway reports,
+// besides the overall "".
+var servedServices = []string{colpaliv1.EmbeddingService_ServiceDesc.ServiceName}
+
+// New validates cfg (after defaults) and builds the gateway. Nothing
+// listens until Listen.
+func New(cfg Config, deps Deps) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if deps.Logger == nil {
+		errs = append(errs, errors.New("gateway: Deps.Logger is required"))
+	}
+	if deps.Embedder == nil {
+		errs = append(errs, errors.New("gateway: Deps.Embedder is required"))
+	}
+	if deps.Ready == nil {
+		errs = append(errs, errors.New("gateway: Deps.Ready is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+		deps.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return &Server{cfg: cfg, deps: deps, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
+}
+
+// Listen binds both listeners and wires the servers; afterwards GRPCAddr and
+// HTTPAddr report the bound addresses (useful with port 0).
+func (s *Server) Listen() error {
+	var lc net.ListenConfig
+	grpcLis, err := lc.Listen(context.Background(), "tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	httpLis, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("HTTP listener: %w", err)
+	}
+	s.grpcLis, s.httpLis = grpcLis, httpLis
+	s.grpcServer = s.newGRPCServer()
+	if err := s.newHTTPServer(); err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+func (s *Server) newGRPCServer() *grpc.Server {
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
+	))
+	s.deps.Registry.MustRegister(metrics)
+	panicHandler := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
+		return status.Error(codes.Internal, "internal error")
+	})
+	srv := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(
+			metrics.UnaryServerInterceptor(),
+			loggingInterceptor(s.deps.Logger),
+			recovery.UnaryServerInterceptor(panicHandler),
+			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
+		),
+		grpc.ChainStreamInterceptor(
+			metrics.StreamServerInterceptor(),
+			recovery.StreamServerInterceptor(panicHandler),
+		),
+	)
+	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
+	healthpb.RegisterHealthServer(srv, s.health)
+	reflection.Register(srv)
+	metrics.InitializeMetrics(srv)
+	s.setServing(false)
+	return srv
+}
+
+// newHTTPServer builds the REST side: grpc-gateway's mux over a loopback
+// client connection to our own gRPC server, so that REST calls pass the
+// same interceptors (the in-process RegisterXHandlerServer would skip them).
+func (s *Server) newHTTPServer() error {
+	target := s.grpcLis.Addr().String()
+	if host, port, err := net.SplitHostPort(target); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			target = net.JoinHostPort("127.0.0.1", port)
+		}
+	}
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallSendMsgSize(s.cfg.MaxRecvMsgSize),
+			grpc.MaxCallRecvMsgSize(s.cfg.MaxSendMsgSize),
+		),
+	)
+	if err != nil {
+		return fmt.Errorf("loopback gRPC client: %w", err)
+	}
+	s.loopback = conn
+
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			// Unknown JSON fields are refused, so a misspelt field is a 400
+			// naming it rather than a silently ignored option.
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			if strings.EqualFold(h, requestIDHeader) {
+				return requestIDHeader, true
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+		runtime.WithOutgoingHeaderMatcher(func(h string) (string, bool) {
+			if h == requestIDHeader {
+				return "X-Request-Id", true
+			}
+			return runtime.MetadataHeaderPrefix + h, true
+		}),
+	)
+	if err := colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn); err != nil {
+		conn.Close()
+		return fmt.Errorf("REST handlers: %w", err)
+	}
+
+	// JSON carries images as base64: 4 bytes for every 3, plus the rest of
+	// the document.
+	maxBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + 64<<10
+	root := http.NewServeMux()
+	root.Handle("/v1/", http.MaxBytesHandler(mux, maxBody))
+	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
+	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapiv2.Document)
+	})
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	root.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.readiness(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	s.httpServer = &http.Server{
+		Handler:           otelhttp.NewHandler(root, "colpali-gateway"),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// Serve runs until ctx ends or a server fails, then drains: health turns
+// NOT_SERVING, the HTTP server and then the gRPC server finish the calls in
+// flight within Config.ShutdownTimeout, and are then stopped hard.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.grpcServer == nil {
+		return errors.New("gateway: Serve called before Listen")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.grpcServer.Serve(s.grpcLis); err != nil {
+			errc <- fmt.Errorf("gRPC server: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.httpServer.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("HTTP server: %w", err)
+		}
+	})
+	wg.Go(func() { s.watchReadiness(ctx) })
+	s.deps.Logger.Info("gateway serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	cancel()
+	s.health.Shutdown()
+	s.mu.Lock()
+	s.ready = errors.New("shutting down")
+	s.mu.Unlock()
+	s.deps.Logger.Info("gateway draining", "timeout", s.cfg.ShutdownTimeout)
+	drainCtx, drainCancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer drainCancel()
+	if err := s.httpServer.Shutdown(drainCtx); err != nil {
+		s.httpServer.Close()
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-drainCtx.Done():
+		s.deps.Logger.Warn("drain timed out; stopping calls in flight")
+		s.grpcServer.Stop()
+		<-stopped
+	}
+	s.loopback.Close()
+	wg.Wait()
+	s.deps.Logger.Info("gateway stopped")
+	return serveErr
+}
+
+// watchReadiness runs the readiness check now and on every interval until
+// ctx ends, and publishes the result to gRPC health and /readyz.
+func (s *Server) watchReadiness(ctx context.Context) {
+	ticker := time.NewTicker(s.cfg.HealthInterval)
+	defer ticker.Stop()
+	for {
+		checkCtx, cancel := context.WithTimeout(ctx, min(s.cfg.HealthInterval, 5*time.Second))
+		err := s.deps.Ready(checkCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		was := s.ready
+		s.ready = err
+		s.mu.Unlock()
+		switch {
+		case err == nil && was != nil:
+			s.deps.Logger.Info("gateway ready")
+		case err != nil && (was == nil || was.Error() != err.Error()):
+			s.deps.Logger.Warn("gateway not ready", "reason", err.Error())
+		}
+		s.setServing(err == nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func (s *Server) readiness() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	for _, name := range servedServices {
+		s.health.SetServingStatus(name, st)
+	}
+}

@@ -1,0 +1,145 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	_ "image/jpeg" // registers JPEG for image.DecodeConfig
+	_ "image/png"  // registers PNG for image.DecodeConfig
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+)
+
+// violations collects every bad field of one request, so that a client
+// fixes them all in one round trip.
+type violations []*errdetails.BadRequest_FieldViolation
+
+func (v *violations) add(field, format string, args ...any) {
+	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+// err is nil when nothing was added, else INVALID_ARGUMENT carrying a
+// BadRequest detail; its message lists the first few violations so that a
+// client without detail support still reads what is wrong.
+func (v violations) err() error {
+	if len(v) == 0 {
+		return nil
+	}
+	const shown = 3
+	parts := make([]string, 0, shown)
+	for _, f := range v[:min(len(v), shown)] {
+		parts = append(parts, f.Field+": "+f.Description)
+	}
+	msg := "invalid request: " + strings.Join(parts, "; ")
+	if len(v) > shown {
+		msg += fmt.Sprintf("; and %d more", len(v)-shown)
+	}
+	st, err := status.New(codes.InvalidArgument, msg).WithDetails(&errdetails.BadRequest{FieldViolations: v})
+	if err != nil {
+		return status.Error(codes.InvalidArgument, msg)
+	}
+	return st.Err()
+}
+
+// maxReportedItems bounds how many bad items of one request are reported.
+const maxReportedItems = 10
+
+func (s *embeddingService) validateEncoding(v *violations, e colpaliv1.EmbeddingEncoding) {
+	if _, ok := colpaliv1.EmbeddingEncoding_name[int32(e)]; !ok {
+		v.add("encoding", "unknown value %d; want one of EMBEDDING_ENCODING_FLOAT32_BYTES, EMBEDDING_ENCODING_FLOAT16_BYTES, EMBEDDING_ENCODING_FLOAT_LIST", int32(e))
+	}
+}
+
+func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) error {
+	var v violations
+	n := len(req.GetQueries())
+	switch {
+	case n == 0:
+		v.add("queries", "must hold at least 1 query")
+	case n > s.cfg.MaxQueries:
+		v.add("queries", "holds %d queries; the limit is %d per request", n, s.cfg.MaxQueries)
+	default:
+		bad := 0
+		for i, q := range req.GetQueries() {
+			field := fmt.Sprintf("queries[%d]", i)
+			switch {
+			case strings.TrimSpace(q) == "":
+				v.add(field, "must not be empty or only white space")
+			case len(q) > s.cfg.MaxQueryBytes:
+				v.add(field, "is %d bytes; the limit is %d bytes", len(q), s.cfg.MaxQueryBytes)
+			case !utf8.ValidString(q):
+				v.add(field, "is not valid UTF-8")
+			default:
+				continue
+			}
+			if bad++; bad == maxReportedItems {
+				break
+			}
+		}
+	}
+	s.validateEncoding(&v, req.GetEncoding())
+	return v.err()
+}
+
+func (s *embeddingService) validateImages(req *colpaliv1.EmbedImagesRequest) error {
+	var v violations
+	n := len(req.GetImages())
+	switch {
+	case n == 0:
+		v.add("images", "must hold at least 1 image")
+	case n > s.cfg.MaxImages:
+		v.add("images", "holds %d images; the limit is %d per request", n, s.cfg.MaxImages)
+	default:
+		bad := 0
+		for i, img := range req.GetImages() {
+			if msg := s.checkImage(img); msg != "" {
+				v.add(fmt.Sprintf("images[%d]", i), "%s", msg)
+				if bad++; bad == maxReportedItems {
+					break
+				}
+			}
+		}
+	}
+	s.validateEncoding(&v, req.GetEncoding())
+	return v.err()
+}
+
+var (
+	pngMagic  = []byte("\x89PNG\r\n\x1a\n")
+	jpegMagic = []byte{0xff, 0xd8, 0xff}
+)
+
+// checkImage returns what is wrong with one encoded image, or "". It reads
+// only the header (image.DecodeConfig), not the pixels: the full decode is
+// Triton's preprocessing, and the header is enough to refuse non-images and
+// decompression bombs before they cost GPU time.
+func (s *embeddingService) checkImage(img []byte) string {
+	switch {
+	case len(img) == 0:
+		return "is empty; want a PNG or JPEG file"
+	case len(img) > s.cfg.MaxImageBytes:
+		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(img), s.cfg.MaxImageBytes)
+	case !bytes.HasPrefix(img, pngMagic) && !bytes.HasPrefix(img, jpegMagic):
+		return "is not a PNG or JPEG file (unrecognised signature)"
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(img))
+	if err != nil {
+		return fmt.Sprintf("cannot be read as PNG or JPEG: %v", err)
+	}
+	if format != "png" && format != "jpeg" {
+		return fmt.Sprintf("is %s; want PNG or JPEG", format)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return fmt.Sprintf("has empty dimensions %dx%d", cfg.Width, cfg.Height)
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(s.cfg.MaxImagePixels) {
+		return fmt.Sprintf("is %dx%d = %d pixels; the limit is %d pixels", cfg.Width, cfg.Height, px, s.cfg.MaxImagePixels)
+	}
+	return ""
+}

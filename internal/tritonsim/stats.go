@@ -1,0 +1,118 @@
+package tritonsim
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gen/inference"
+)
+
+// duration is a cumulative count and total time, Triton's StatisticDuration.
+type duration struct {
+	count uint64
+	ns    uint64
+}
+
+func (d *duration) add(t time.Duration) {
+	d.count++
+	d.ns += uint64(max(t, 0))
+}
+
+func (d duration) proto() *inference.StatisticDuration {
+	return &inference.StatisticDuration{Count: d.count, Ns: d.ns}
+}
+
+// batchStat is Triton's per batch size statistic.
+type batchStat struct {
+	input, infer, output duration
+}
+
+// modelStats is one model's ModelStatistics, kept as Triton keeps them:
+// success, queue and compute durations count successful requests; fail
+// counts every failed request that named the model.
+type modelStats struct {
+	mu             sync.Mutex
+	lastInference  time.Time
+	inferenceCount uint64 // items
+	executionCount uint64 // batches
+	success, fail  duration
+	queue          duration
+	input, infer   duration
+	output         duration
+	batches        map[int]*batchStat
+}
+
+// timings are the phases of one successful request.
+type timings struct {
+	total, queue, input, infer, output time.Duration
+}
+
+func (s *modelStats) recordSuccess(now time.Time, n int, t timings) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastInference = now
+	s.inferenceCount += uint64(n)
+	s.executionCount++
+	s.success.add(t.total)
+	s.queue.add(t.queue)
+	s.input.add(t.input)
+	s.infer.add(t.infer)
+	s.output.add(t.output)
+	if s.batches == nil {
+		s.batches = map[int]*batchStat{}
+	}
+	b := s.batches[n]
+	if b == nil {
+		b = &batchStat{}
+		s.batches[n] = b
+	}
+	b.input.add(t.input)
+	b.infer.add(t.infer)
+	b.output.add(t.output)
+}
+
+func (s *modelStats) recordFailure(now time.Time, total time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastInference = now
+	s.fail.add(total)
+}
+
+// proto is a snapshot of the statistics as Triton's ModelStatistics.
+func (s *modelStats) proto(name string) *inference.ModelStatistics {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last uint64
+	if !s.lastInference.IsZero() {
+		last = uint64(s.lastInference.UnixMilli())
+	}
+	out := &inference.ModelStatistics{
+		Name:           name,
+		Version:        modelVersion,
+		LastInference:  last,
+		InferenceCount: s.inferenceCount,
+		ExecutionCount: s.executionCount,
+		InferenceStats: &inference.InferStatistics{
+			Success:       s.success.proto(),
+			Fail:          s.fail.proto(),
+			Queue:         s.queue.proto(),
+			ComputeInput:  s.input.proto(),
+			ComputeInfer:  s.infer.proto(),
+			ComputeOutput: s.output.proto(),
+			CacheHit:      duration{}.proto(),
+			CacheMiss:     duration{}.proto(),
+		},
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.batches)) {
+		b := s.batches[n]
+		out.BatchStats = append(out.BatchStats, &inference.InferBatchStatistics{
+			BatchSize:     uint64(n),
+			ComputeInput:  b.input.proto(),
+			ComputeInfer:  b.infer.proto(),
+			ComputeOutput: b.output.proto(),
+		})
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+// Package triton is a client for one NVIDIA Triton Inference Server (or
+// anything else that speaks its KServe v2 gRPC protocol, such as our
+// simulator). It owns the connection and its limits, and turns Triton's
+// answers into the error classes the rest of the gateway reasons with:
+// a dead backend, an overloaded one, a rejected request.
+package triton
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/morphik-org/colpali-gateway/gen/inference"
+)
+
+// Error classes of a call to Triton; use errors.Is. Each error also wraps the
+// gRPC status Triton (or the connection) answered with, so status.Code and
+// status.Convert still see the original code.
+var (
+	// ErrUnavailable: the backend could not be reached or is not serving.
+	ErrUnavailable = errors.New("triton backend unavailable")
+	// ErrOverloaded: the backend is alive but its queue is full. This is
+	// back-pressure: retrying at once only makes it worse.
+	ErrOverloaded = errors.New("triton backend overloaded")
+	// ErrRejected: the backend refused the request itself (bad input).
+	ErrRejected = errors.New("triton backend rejected the request")
+	// ErrFailed: any other failure reported by the backend.
+	ErrFailed = errors.New("triton backend failed")
+)
+
+// queueFullMessage is how Triton's dynamic batcher says its queue is full;
+// it answers UNAVAILABLE, the same code as a dead server, so only the text
+// tells them apart.
+const queueFullMessage = "Exceeds maximum queue size"
+
+// Defaults of Config.
+const (
+	DefaultMaxRecvMsgSize   = 256 << 20
+	DefaultMaxSendMsgSize   = 256 << 20
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+)
+
+// Config describes one backend connection.
+type Config struct {
+	// Addr is the backend's gRPC address, host:port. Required.
+	Addr string
+	// MaxRecvMsgSize bounds one response. Default 256 MiB: a batch of 16
+	// pages of FP32 embeddings is 8.4 MB, over grpc-go's 4 MiB default.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize bounds one request. Default 256 MiB (a batch of images).
+	MaxSendMsgSize int
+	// KeepaliveTime is the idle time before a keepalive ping. Default 30s;
+	// Triton's default server policy accepts pings every 10s or more.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long a ping may go unanswered before the
+	// connection is considered dead. Default 10s.
+	KeepaliveTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxRecvMsgSize == 0 {
+		c.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if c.MaxSendMsgSize == 0 {
+		c.MaxSendMsgSize = DefaultMaxSendMsgSize
+	}
+	if c.KeepaliveTime == 0 {
+		c.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	return c
+}
+
+// Client calls one Triton backend. It is safe for concurrent use.
+type Client struct {
+	addr string
+	conn *grpc.ClientConn
+	api  inference.GRPCInferenceServiceClient
+}
+
+// New creates a client for cfg.Addr. It does not wait for the connection:
+// calls fail with ErrUnavailable while the backend cannot be reached.
+func New(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Addr == "" {
+		return nil, errors.New("triton: backend address is empty")
+	}
+	conn, err := grpc.NewClient(cfg.Addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                cfg.KeepaliveTime,
+			Timeout:             cfg.KeepaliveTimeout,
+			PermitWithoutStream: false,
+		}),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize),
+			grpc.MaxCallSendMsgSize(cfg.MaxSendMsgSize),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("triton: backend %s: %w", cfg.Addr, err)
+	}
+	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn)}, nil
+}
+
+// Addr is the backend's address, as configured.
+func (c *Client) Addr() string { return c.addr }
+
+// Close closes the connection; calls in flight fail.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Infer runs one ModelInfer call. The caller's deadline travels to Triton
+// with the call (gRPC's grpc-timeout header).
+func (c *Client) Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
+	resp, err := c.api.ModelInfer(ctx, req)
+	if err != nil {
+		return nil, c.classify(ctx, "ModelInfer "+req.GetModelName(), err)
+	}
+	return resp, nil
+}
+
+// ServerLive reports whether the server answers and says it is live.
+func (c *Client) ServerLive(ctx context.Context) (bool, error) {
+	resp, err := c.api.ServerLive(ctx, &inference.ServerLiveRequest{})
+	if err != nil {
+		return false, c.classify(ctx, "ServerLive", err)
+	}
+	return resp.GetLive(), nil
+}
+
+// ServerReady reports whether the server says it is ready.
+func (c *Client) ServerReady(ctx context.Context) (bool, error) {
+	resp, err := c.api.ServerReady(ctx, &inference.ServerReadyRequest{})
+	if err != nil {
+		return false, c.classify(ctx, "ServerReady", err)
+	}
+	return resp.GetReady(), nil
+}
+
+// ModelReady reports whether model (at version, or the server's choice when
+// version is empty) is ready for inference.
+func (c *Client) ModelReady(ctx context.Context, model, version string) (bool, error) {
+	resp, err := c.api.ModelReady(ctx, &inference.ModelReadyRequest{Name: model, Version: version})
+	if err != nil {
+		return false, c.classify(ctx, "ModelReady "+model, err)
+	}
+	return resp.GetReady(), nil
+}
+
+// ModelMetadata describes model's tensors.
+func (c *Client) ModelMetadata(ctx context.Context, model, version string) (*inference.ModelMetadataResponse, error) {
+	resp, err := c.api.ModelMetadata(ctx, &inference.ModelMetadataRequest{Name: model, Version: version})
+	if err != nil {
+		return nil, c.classify(ctx, "ModelMetadata "+model, err)
+	}
+	return resp, nil
+}
+
+// ModelStatistics returns Triton's cumulative statistics for model ("" for
+// every model).
+func (c *Client) ModelStatistics(ctx context.Context, model, version string) (*inference.ModelStatisticsResponse, error) {
+	resp, err := c.api.ModelStatistics(ctx, &inference.ModelStatisticsRequest{Name: model, Version: version})
+	if err != nil {
+		return nil, c.classify(ctx, "ModelStatistics "+model, err)
+	}
+	return resp, nil
+}
+
+// classify wraps err from a call under its error class, naming the backend.
+// A call that ended because the caller's own context ended keeps the
+// context's code (Canceled or DeadlineExceeded), whatever the backend did.
+func (c *Client) classify(ctx context.Context, call string, err error) error {
+	st := status.Convert(err)
+	var class error
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded:
+		if ctx.Err() != nil {
+			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+		}
+		class = ErrFailed
+	case codes.Unavailable:
+		class = ErrUnavailable
+		if strings.Contains(st.Message(), queueFullMessage) {
+			class = ErrOverloaded
+		}
+	case codes.ResourceExhausted:
+		class = ErrOverloaded
+	case codes.InvalidArgument, codes.OutOfRange:
+		class = ErrRejected
+	default:
+		class = ErrFailed
+	}
+	return &Error{Class: class, Backend: c.addr, Call: call, Status: st}
+}
+
+// Error is a failed call to one backend. It matches its class and the
+// original status: errors.Is(err, ErrOverloaded) and status.Code(err) both
+// work on it, however deeply it is wrapped.
+type Error struct {
+	Class   error
+	Backend string
+	Call    string
+	Status  *status.Status
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%v: backend %s: %s: %s: %s", e.Class, e.Backend, e.Call, e.Status.Code(), e.Status.Message())
+}
+
+// Is reports whether target is e's class.
+func (e *Error) Is(target error) bool { return target == e.Class }
+
+// GRPCStatus lets status.Code and status.FromError see the backend's status.
+func (e *Error) GRPCStatus() *status.Status { return e.Status }

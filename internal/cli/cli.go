@@ -51,7 +51,7 @@ func Parse(fs *flag.FlagSet, args []string, envPrefix string, getenv func(string
 			break
 		}
 		errs = append(errs, err)
-		next := skipPast(args, err)
+		next := skipPast(fs, args, err)
 		if next >= len(args) {
 			break
 		}
@@ -64,17 +64,29 @@ func Parse(fs *flag.FlagSet, args []string, envPrefix string, getenv func(string
 }
 
 // skipPast finds the argument that caused err (the flag package names it in
-// the error text) and returns the index just after it, or len(args).
-func skipPast(args []string, err error) int {
+// the error text) and returns the index just after it and its value.
+func skipPast(fs *flag.FlagSet, args []string, err error) int {
 	msg := err.Error()
 	for i, a := range args {
-		name := strings.TrimLeft(a, "-")
-		if name, _, _ = strings.Cut(name, "="); name != "" && strings.HasPrefix(a, "-") &&
-			(strings.Contains(msg, "-"+name+":") || strings.Contains(msg, "-"+name+" ") || strings.HasSuffix(msg, "-"+name)) {
-			return i + 1
+		if !strings.HasPrefix(a, "-") {
+			continue
 		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "" || !(strings.Contains(msg, "-"+name+":") || strings.HasSuffix(msg, "-"+name)) {
+			continue
+		}
+		next := i + 1
+		if f := fs.Lookup(name); f != nil && !hasValue && !isBool(f) {
+			next++ // "-name value": the value is the next argument
+		}
+		return next
 	}
 	return len(args)
+}
+
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // LogFlags are the logging flags every binary has.

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func noEnv(string) string { return "" }
+
+func TestRunReportsEveryBadSetting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env := map[string]string{"COLPALI_MAX_IMAGES": "-2"}
+	err := run(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml"},
+		io.Discard, func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("run accepted bad settings")
+	}
+	for _, want := range []string{"-max-queries", "max images must be positive", "default timeout 5m0s exceeds max timeout", `query model "a b"`, "-log-format"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	var out strings.Builder
+	err := run(context.Background(), []string{"-help"}, &out, noEnv)
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "COLPALI_") || !strings.Contains(out.String(), "-triton-addr") {
+		t.Fatalf("err %v, usage %q", err, out.String())
+	}
+}
+
+// TestRunServesAndStops runs the gateway command against a simulator, finds
+// its addresses in its JSON log, calls it, and stops it with its context.
+func TestRunServesAndStops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Stop()
+
+	logR, logW := io.Pipe()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"},
+			logW, func(k string) string {
+				if k == "COLPALI_TRITON_ADDR" {
+					return sim.GRPCAddr()
+				}
+				return ""
+			})
+		logW.Close()
+	}()
+
+	// Read log lines until the gateway says where it serves; keep draining
+	// afterwards so the gateway never blocks on its log.
+	addrs := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(logR)
+		for sc.Scan() {
+			var line struct {
+				Msg      string `json:"msg"`
+				GRPCAddr string `json:"grpc_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "gateway serving" {
+				addrs <- line.GRPCAddr
+			}
+			t.Log(sc.Text())
+		}
+		io.Copy(io.Discard, logR)
+	}()
+	var grpcAddr string
+	select {
+	case grpcAddr = <-addrs:
+	case err := <-done:
+		t.Fatalf("run returned before serving: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the gateway never logged its address")
+	}
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := colpaliv1.NewEmbeddingServiceClient(conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetEmbeddings()) != 1 || resp.GetEmbeddings()[0].GetDimension() != 128 {
+		t.Fatalf("response %v", resp)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run after cancel: %v", err)
+	}
+}

@@ -1,0 +1,319 @@
+package gateway
+
+// End-to-end tests: the gateway, its Triton client and router, and a Triton
+// simulator, all on loopback ports chosen at run time.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router"
+	"github.com/morphik-org/colpali-gateway/triton"
+)
+
+// stack is a simulator and a gateway in front of it.
+type stack struct {
+	*testGateway
+	sim *tritonsim.Server
+}
+
+// startStack starts a simulator with simCfg (fast costs unless set) and a
+// gateway with cfg in front of it.
+func startStack(t *testing.T, cfg Config, simCfg tritonsim.Config) *stack {
+	t.Helper()
+	simCfg.GRPCAddr, simCfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if simCfg.QueryCost == (tritonsim.Cost{}) {
+		simCfg.QueryCost = tritonsim.Cost{Base: time.Millisecond, PerItem: 100 * time.Microsecond}
+	}
+	if simCfg.ImageCost == (tritonsim.Cost{}) {
+		simCfg.ImageCost = tritonsim.Cost{Base: time.Millisecond, PerItem: 500 * time.Microsecond}
+	}
+	sim, err := tritonsim.Start(context.Background(), simCfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Stop)
+	backend, err := triton.New(triton.Config{Addr: sim.GRPCAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	r := router.New(model.Config{}, backend)
+	g := startGateway(t, cfg, Deps{Embedder: r, Ready: r.Ready})
+	return &stack{testGateway: g, sim: sim}
+}
+
+// decodeMultiVector returns mv's values, whatever its encoding.
+func decodeMultiVector(t *testing.T, mv *colpaliv1.MultiVector) []float32 {
+	t.Helper()
+	n := int(mv.GetVectorCount() * mv.GetDimension())
+	switch mv.GetDataType() {
+	case colpaliv1.DataType_DATA_TYPE_FLOAT32:
+		v, err := tensor.DecodeFloats(mv.GetData(), tensor.TypeFP32, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	case colpaliv1.DataType_DATA_TYPE_FLOAT16:
+		v, err := tensor.DecodeFloats(mv.GetData(), tensor.TypeFP16, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	var out []float32
+	for _, v := range mv.GetVectors() {
+		out = append(out, v.GetValues()...)
+	}
+	if len(out) != n {
+		t.Fatalf("%d values for %d x %d", len(out), mv.GetVectorCount(), mv.GetDimension())
+	}
+	return out
+}
+
+// checkUnitRows fails unless every row of values is L2-normalised (within
+// FP16's precision, the simulator's default output type).
+func checkUnitRows(t *testing.T, values []float32, dim int) {
+	t.Helper()
+	for r := 0; r < len(values)/dim; r++ {
+		var sum float64
+		for _, v := range values[r*dim : (r+1)*dim] {
+			sum += float64(v) * float64(v)
+		}
+		if math.Abs(math.Sqrt(sum)-1) > 5e-3 {
+			t.Fatalf("row %d has length %v, want 1", r, math.Sqrt(sum))
+		}
+	}
+}
+
+func TestE2EEmbedQueriesGRPCAndREST(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{})
+	queries := []string{"what is late interaction?", "ColPali", "revenue by quarter in the 2023 annual report"}
+	resp, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: queries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetModel() != "colpali_query" || len(resp.GetEmbeddings()) != len(queries) {
+		t.Fatalf("model %q, %d embeddings", resp.GetModel(), len(resp.GetEmbeddings()))
+	}
+	grpcValues := make([][]float32, len(queries))
+	for i, mv := range resp.GetEmbeddings() {
+		if want := tritonsim.QueryTokens(queries[i]); int(mv.GetVectorCount()) != want || mv.GetDimension() != 128 {
+			t.Errorf("query %d: %d x %d, want %d x 128", i, mv.GetVectorCount(), mv.GetDimension(), want)
+		}
+		grpcValues[i] = decodeMultiVector(t, mv)
+		checkUnitRows(t, grpcValues[i], 128)
+	}
+
+	// The same queries over REST, as float lists, give the same vectors.
+	body, _ := json.Marshal(map[string]any{"queries": queries, "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"})
+	code, out, _ := s.post(t, "/v1/queries:embed", string(body))
+	if code != http.StatusOK {
+		t.Fatalf("REST: HTTP %d %s", code, out)
+	}
+	var restResp struct {
+		Embeddings []struct {
+			VectorCount int `json:"vectorCount"`
+			Vectors     []struct {
+				Values []float32 `json:"values"`
+			} `json:"vectors"`
+		} `json:"embeddings"`
+	}
+	if err := json.Unmarshal(out, &restResp); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range restResp.Embeddings {
+		var flat []float32
+		for _, v := range e.Vectors {
+			flat = append(flat, v.Values...)
+		}
+		if len(flat) != len(grpcValues[i]) {
+			t.Fatalf("query %d: REST has %d values, gRPC %d", i, len(flat), len(grpcValues[i]))
+		}
+		for j := range flat {
+			if flat[j] != grpcValues[i][j] {
+				t.Fatalf("query %d value %d: REST %v, gRPC %v", i, j, flat[j], grpcValues[i][j])
+			}
+		}
+	}
+}
+
+func TestE2EEmbedImagesOverFourMiB(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{OutputDatatype: "FP32"})
+	images := make([][]byte, 16)
+	for i := range images {
+		images[i] = pngImage(t, 32+i, 32)
+	}
+	// 16 pages x 1030 x 128 float32 = 8.4 MB: over grpc-go's 4 MiB default
+	// on every hop (Triton to gateway, gateway to client).
+	resp, err := s.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: images})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetEmbeddings()) != 16 || resp.GetModel() != "colpali_image" {
+		t.Fatalf("%d embeddings from %q", len(resp.GetEmbeddings()), resp.GetModel())
+	}
+	first := decodeMultiVector(t, resp.GetEmbeddings()[0])
+	for i, mv := range resp.GetEmbeddings() {
+		if mv.GetVectorCount() != 1030 {
+			t.Fatalf("page %d has %d vectors, want 1030", i, mv.GetVectorCount())
+		}
+		vals := decodeMultiVector(t, mv)
+		checkUnitRows(t, vals, 128)
+		if i > 0 && vals[0] == first[0] && vals[1] == first[1] {
+			t.Errorf("page %d has the same first vector as page 0: items mixed up?", i)
+		}
+	}
+	// The same page embedded again, alone, gives the same vectors.
+	again, err := s.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: images[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := decodeMultiVector(t, again.GetEmbeddings()[0]); v[0] != first[0] || v[len(v)-1] != first[len(first)-1] {
+		t.Error("the same image embedded twice gave different vectors")
+	}
+	// And over REST, where the JSON response is larger still.
+	var sb strings.Builder
+	sb.WriteString(`{"images": [`)
+	for i, img := range images {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		b, _ := json.Marshal(img)
+		sb.Write(b)
+	}
+	sb.WriteString(`]}`)
+	if code, out, _ := s.post(t, "/v1/images:embed", sb.String()); code != http.StatusOK {
+		t.Fatalf("REST: HTTP %d %.300s", code, out)
+	}
+}
+
+func TestE2EDeadlineReachesTriton(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{})
+	ctx, cancel := context.WithTimeout(testContext(t), 4*time.Second)
+	defer cancel()
+	if _, err := s.client.EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+	obs := s.sim.Observed()
+	if len(obs) != 1 {
+		t.Fatalf("simulator saw %d calls, want 1", len(obs))
+	}
+	o := obs[0]
+	if o.DeadlineLeft <= 0 || o.DeadlineLeft > 4*time.Second {
+		t.Errorf("Triton saw %v of deadline left, want (0, 4s]", o.DeadlineLeft)
+	}
+	if o.TimeoutParam <= 0 || o.TimeoutParam > 4_000_000 {
+		t.Errorf("Triton's timeout parameter = %dµs, want (0, 4s]", o.TimeoutParam)
+	}
+	if o.Model != "colpali_query" || o.BatchSize != 1 {
+		t.Errorf("observation %+v", o)
+	}
+}
+
+func TestE2EBackendDownIsUnavailableAndNotReady(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{})
+	if _, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.sim.GRPCAddr()
+	s.sim.Stop()
+	_, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("backend down: %v, want Unavailable naming %s", err, addr)
+	}
+	code, body, _ := s.post(t, "/v1/queries:embed", `{"queries":["q"]}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), addr) {
+		t.Fatalf("REST with backend down: HTTP %d %s", code, body)
+	}
+	hc := healthpb.NewHealthClient(s.conn)
+	ctx := testContext(t)
+	for {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("health still %v with the backend down", resp.GetStatus())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestE2EOverloadIsResourceExhausted(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{
+		Instances:    1,
+		MaxQueueSize: 1,
+		Faults:       tritonsim.Faults{ExtraLatency: 300 * time.Millisecond},
+	})
+	const callers = 6
+	var wg sync.WaitGroup
+	codesSeen := make(chan codes.Code, callers)
+	for i := range callers {
+		wg.Go(func() {
+			_, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{fmt.Sprint("q", i)}})
+			codesSeen <- status.Code(err)
+		})
+	}
+	wg.Wait()
+	close(codesSeen)
+	counts := map[codes.Code]int{}
+	for c := range codesSeen {
+		counts[c]++
+	}
+	// One executes, one waits in the queue of one, the rest are refused.
+	if counts[codes.ResourceExhausted] == 0 || counts[codes.OK] == 0 || counts[codes.OK]+counts[codes.ResourceExhausted] != callers {
+		t.Fatalf("codes %v, want OK and RESOURCE_EXHAUSTED only", counts)
+	}
+	if n := len(s.sim.Observed()); n != callers {
+		t.Errorf("the simulator saw %d calls for %d callers: the gateway retried", n, callers)
+	}
+}
+
+func TestE2EBackendFailureKeepsItsCode(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
+	_, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}})
+	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), s.sim.GRPCAddr()) {
+		t.Fatalf("err = %v, want Internal naming the backend", err)
+	}
+}
+
+func TestE2EModelNotReady(t *testing.T) {
+	s := startStack(t, Config{}, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
+	_, err := s.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{pngImage(t, 8, 8)}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("image model not ready: %v, want Unavailable", err)
+	}
+	// Queries still work: only the image model is down.
+	if _, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := s.get(t, "/readyz"); code != http.StatusServiceUnavailable {
+		// Readiness may take one interval; poll briefly.
+		ctx := testContext(t)
+		for code != http.StatusServiceUnavailable {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("/readyz = %d with a model not ready", code)
+			case <-time.After(10 * time.Millisecond):
+			}
+			code, _ = s.get(t, "/readyz")
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package tritonsim
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// serverVersion is what ServerMetadata reports as the version: the
+// simulator's own, which no Triton release has.
+const serverVersion = "0.1.0-tritonsim"
+
+// service implements Triton's GRPCInferenceService on a Server.
+type service struct {
+	inference.UnimplementedGRPCInferenceServiceServer
+	s *Server
+}
+
+var _ inference.GRPCInferenceServiceServer = (*service)(nil)
+
+func (v *service) ServerLive(context.Context, *inference.ServerLiveRequest) (*inference.ServerLiveResponse, error) {
+	return &inference.ServerLiveResponse{Live: true}, nil
+}
+
+func (v *service) ServerReady(context.Context, *inference.ServerReadyRequest) (*inference.ServerReadyResponse, error) {
+	return &inference.ServerReadyResponse{Ready: v.s.serverReady()}, nil
+}
+
+// ModelReady answers false, not an error, for an unknown model, as Triton
+// does.
+func (v *service) ModelReady(_ context.Context, req *inference.ModelReadyRequest) (*inference.ModelReadyResponse, error) {
+	return &inference.ModelReadyResponse{Ready: v.s.ready(req.GetName(), req.GetVersion())}, nil
+}
+
+func (v *service) ServerMetadata(context.Context, *inference.ServerMetadataRequest) (*inference.ServerMetadataResponse, error) {
+	return &inference.ServerMetadataResponse{
+		Name:       Name,
+		Version:    serverVersion,
+		Extensions: []string{"parameters", "statistics", "schedule_policy"},
+	}, nil
+}
+
+func (v *service) ModelMetadata(_ context.Context, req *inference.ModelMetadataRequest) (*inference.ModelMetadataResponse, error) {
+	m, err := v.s.lookup(req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, err
+	}
+	c := v.s.cfg
+	return &inference.ModelMetadataResponse{
+		Name:     m.name,
+		Versions: []string{modelVersion},
+		// The ColPali models in deployments/ are Python backend models.
+		Platform: "python",
+		Inputs: []*inference.ModelMetadataResponse_TensorMetadata{
+			{Name: m.input, Datatype: tensor.TypeBytes, Shape: []int64{-1, 1}},
+		},
+		Outputs: []*inference.ModelMetadataResponse_TensorMetadata{
+			{Name: c.Model.EmbeddingsOutput, Datatype: c.OutputDatatype, Shape: []int64{-1, -1, int64(c.Model.Dimension)}},
+			{Name: c.Model.NumTokensOutput, Datatype: tensor.TypeINT32, Shape: []int64{-1, 1}},
+		},
+	}, nil
+}
+
+func (v *service) ModelStatistics(_ context.Context, req *inference.ModelStatisticsRequest) (*inference.ModelStatisticsResponse, error) {
+	resp := &inference.ModelStatisticsResponse{}
+	if req.GetName() == "" {
+		for _, m := range v.s.order {
+			resp.ModelStats = append(resp.ModelStats, m.stats.proto(m.name))
+		}
+		return resp, nil
+	}
+	m, err := v.s.lookup(req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, err
+	}
+	resp.ModelStats = append(resp.ModelStats, m.stats.proto(m.name))
+	return resp, nil
+}
+
+// lookup finds a served model, or fails with Triton's NotFound.
+func (s *Server) lookup(name, version string) (*modelState, error) {
+	m, ok := s.models[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "Request for unknown model: '%s' is not found", name)
+	}
+	if version != "" && version != modelVersion {
+		return nil, status.Errorf(codes.NotFound, "Request for unknown model: '%s' version %s is not found", name, version)
+	}
+	return m, nil
+}
+
+// ModelInfer runs one batch: observe, validate, queue, execute, answer.
+func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferRequest) (resp *inference.ModelInferResponse, err error) {
+	s := v.s
+	arrived := time.Now()
+	s.observe(ctx, req, arrived)
+	if n := s.calls.Add(1); s.cfg.StopAfter > 0 && n == int64(s.cfg.StopAfter) {
+		s.crash(n)
+		return nil, status.Error(codes.Unavailable, "tritonsim crashed on purpose (stop after)")
+	}
+
+	m, err := s.lookup(req.GetModelName(), req.GetModelVersion())
+	if err != nil {
+		return nil, err
+	}
+	log := s.logger.With("model", m.name, "request_id", req.GetId())
+	defer func() {
+		if err != nil {
+			total := time.Since(arrived)
+			m.stats.recordFailure(time.Now(), total)
+			m.metrics.failure.Inc()
+			m.metrics.requestUs.Add(micros(total))
+			log.Debug("tritonsim infer failed", "code", status.Code(err), "err", err)
+		}
+	}()
+
+	if s.faults.Load().isNotReady(m.name) {
+		return nil, status.Errorf(codes.Unavailable, "model '%s' version %s is not ready (simulated fault)", m.name, modelVersion)
+	}
+	params, err := parseParams(req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	items, outputs, err := m.parseInputs(req, s.cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	inputDone := time.Now()
+	if rate := s.faults.Load().ErrorRate; rate > 0 && rand.Float64() < rate {
+		return nil, status.Error(codes.Internal, "simulated failure")
+	}
+
+	queued, err := m.sched.acquire(ctx, time.Duration(params.timeoutMicros)*time.Microsecond, s.stop)
+	if err != nil {
+		return nil, inferError(req.GetId(), err)
+	}
+	execStart := time.Now()
+	out, err := s.execute(m, items)
+	m.sched.release()
+	if err != nil {
+		return nil, inferError(req.GetId(), err)
+	}
+	execDone := time.Now()
+	resp = s.response(m, req, len(items), outputs, out)
+	done := time.Now()
+
+	t := timings{
+		total:  done.Sub(arrived),
+		queue:  queued,
+		input:  inputDone.Sub(arrived),
+		infer:  execDone.Sub(execStart),
+		output: done.Sub(execDone),
+	}
+	m.stats.recordSuccess(done, len(items), t)
+	mm := m.metrics
+	mm.success.Inc()
+	mm.count.Add(float64(len(items)))
+	mm.execCount.Inc()
+	mm.requestUs.Add(micros(t.total))
+	mm.queueUs.Add(micros(t.queue))
+	mm.computeInputUs.Add(micros(t.input))
+	mm.computeInferUs.Add(micros(t.infer))
+	mm.outputUs.Add(micros(t.output))
+	log.Debug("tritonsim infer", "batch_size", len(items), "queue", t.queue, "compute", t.infer, "priority", params.priority)
+	return resp, nil
+}
+
+// execute occupies an instance for the batch's simulated duration, during
+// which it also computes the embeddings. It ignores the caller's context: a
+// GPU finishes a batch whose client has gone, so the instance stays busy.
+// Only Stop cuts it short.
+func (s *Server) execute(m *modelState, items [][]byte) (batchOutputs, error) {
+	d := s.cfg.BatchDuration(m.kind, len(items)) + s.faults.Load().ExtraLatency
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	mem := int64(len(items)) * gpuQueryItemMemory
+	if m.kind == model.Image {
+		mem = int64(len(items)) * gpuImageItemMemory
+	}
+	s.gpu.begin(time.Now(), mem)
+	defer func() { s.gpu.end(time.Now(), mem) }()
+
+	out, ok := embedBatch(m.kind, items, s.cfg.Model.Dimension, s.cfg.OutputDatatype, s.stop)
+	if !ok {
+		return batchOutputs{}, errStopped
+	}
+	select {
+	case <-timer.C:
+		return out, nil
+	case <-s.stop:
+		return batchOutputs{}, errStopped
+	}
+}
+
+// response builds the ModelInferResponse with the requested outputs in the
+// requested order.
+func (s *Server) response(m *modelState, req *inference.ModelInferRequest, n int, outputs []string, out batchOutputs) *inference.ModelInferResponse {
+	c := s.cfg.Model
+	resp := &inference.ModelInferResponse{ModelName: m.name, ModelVersion: modelVersion, Id: req.GetId()}
+	for _, name := range outputs {
+		if name == c.EmbeddingsOutput {
+			resp.Outputs = append(resp.Outputs, &inference.ModelInferResponse_InferOutputTensor{
+				Name: name, Datatype: s.cfg.OutputDatatype, Shape: []int64{int64(n), int64(out.maxRows), int64(c.Dimension)},
+			})
+			resp.RawOutputContents = append(resp.RawOutputContents, out.embeddings)
+			continue
+		}
+		resp.Outputs = append(resp.Outputs, &inference.ModelInferResponse_InferOutputTensor{
+			Name: name, Datatype: tensor.TypeINT32, Shape: []int64{int64(n), 1},
+		})
+		resp.RawOutputContents = append(resp.RawOutputContents, out.numTokens)
+	}
+	return resp
+}
+
+// inferError maps a scheduling or execution error to its gRPC status, once,
+// here at the edge. Triton prefixes its messages with the request id when
+// there is one.
+func inferError(id string, err error) error {
+	prefix := ""
+	if id != "" {
+		prefix = "[request id: " + id + "] "
+	}
+	switch {
+	case errors.Is(err, errQueueFull):
+		return status.Error(codes.Unavailable, prefix+"Exceeds maximum queue size")
+	case errors.Is(err, errQueueTimeout):
+		return status.Error(codes.Unavailable, prefix+"Request timeout expired")
+	case errors.Is(err, errStopped):
+		return status.Error(codes.Unavailable, prefix+"tritonsim is stopping")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, prefix+err.Error())
+}
+
+// observe records the call as it arrived, before any validation.
+func (s *Server) observe(ctx context.Context, req *inference.ModelInferRequest, now time.Time) {
+	ob := Observation{Model: req.GetModelName()}
+	if ins := req.GetInputs(); len(ins) > 0 && len(ins[0].GetShape()) > 0 {
+		ob.BatchSize = int(max(ins[0].GetShape()[0], 0))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		ob.DeadlineLeft = max(dl.Sub(now), 1) // 1ns, not 0, for an already expired deadline: 0 means none
+	}
+	if p, ok := req.GetParameters()["timeout"]; ok {
+		ob.TimeoutParam, _ = intParam(p)
+	}
+	if p, ok := req.GetParameters()["priority"]; ok {
+		ob.Priority, _ = intParam(p)
+	}
+	s.obs.add(ob)
+}

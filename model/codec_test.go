@@ -97,7 +97,10 @@ func TestDecodeInferResponse(t *testing.T) {
 func TestDecodeInferResponseRejectsContractBreaks(t *testing.T) {
 	cfg := Config{Dimension: 4}.WithDefaults()
 	for name, mutate := range map[string]func(*inference.ModelInferResponse){
-		"missing output":      func(r *inference.ModelInferResponse) { r.Outputs = r.Outputs[:1]; r.RawOutputContents = r.RawOutputContents[:1] },
+		"missing output": func(r *inference.ModelInferResponse) {
+			r.Outputs = r.Outputs[:1]
+			r.RawOutputContents = r.RawOutputContents[:1]
+		},
 		"typed contents only": func(r *inference.ModelInferResponse) { r.RawOutputContents = nil },
 		"wrong batch":         func(r *inference.ModelInferResponse) { r.Outputs[1].Shape[0] = 3 },
 		"wrong dimension":     func(r *inference.ModelInferResponse) { r.Outputs[1].Shape[2] = 8 },

@@ -53,15 +53,15 @@ func TestFP16KnownValues(t *testing.T) {
 		{1, 0x3c00},
 		{-2, 0xc000},
 		{0.5, 0x3800},
-		{65504, 0x7bff},                       // largest half
-		{65520, 0x7c00},                       // rounds up to +Inf
-		{float32(math.Inf(-1)), 0xfc00},       // -Inf
-		{5.960464477539063e-08, 0x0001},       // smallest subnormal
-		{6.103515625e-05, 0x0400},             // smallest normal
-		{0.0999755859375, 0x2e66},             // 0.1 rounded down
-		{1 + 1.0/2048, 0x3c00},                // tie to even (down)
-		{1 + 3.0/2048, 0x3c02},                // tie to even (up)
-		{1e-9, 0x0000},                        // underflow to zero
+		{65504, 0x7bff},                 // largest half
+		{65520, 0x7c00},                 // rounds up to +Inf
+		{float32(math.Inf(-1)), 0xfc00}, // -Inf
+		{5.960464477539063e-08, 0x0001}, // smallest subnormal
+		{6.103515625e-05, 0x0400},       // smallest normal
+		{0.0999755859375, 0x2e66},       // 0.1 rounded down
+		{1 + 1.0/2048, 0x3c00},          // tie to even (down)
+		{1 + 3.0/2048, 0x3c02},          // tie to even (up)
+		{1e-9, 0x0000},                  // underflow to zero
 		{float32(-5.960464477539063e-08), 0x8001},
 	} {
 		if got := FP16FromFloat32(tc.f); got != tc.bits {

@@ -57,6 +57,7 @@ lint: ## buf lint and format, gofmt, go vet, staticcheck.
 .PHONY: breaking
 breaking: ## Fail if proto/ breaks wire or JSON compatibility with the previous commit.
 	@if git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null && git cat-file -e 'HEAD~1:buf.yaml' 2>/dev/null; then \
+		echo "buf breaking against HEAD~1 ($$(git rev-parse --short HEAD~1))"; \
 		$(BUF) breaking --against '.git#ref=HEAD~1'; \
 	else echo "breaking: no previous commit with proto/ to compare against; skipped"; fi
 

@@ -55,7 +55,8 @@ type Config struct {
 	MetricsAddr string
 	// Model names the models and tensors; zero fields take
 	// model.Config.WithDefaults' defaults (Dimension 128). ModelVersion is
-	// ignored: the simulator serves version "1" of each model.
+	// ignored: the simulator serves version "1" of each model and answers
+	// NotFound for any other explicit version.
 	Model model.Config
 	// OutputDatatype is the datatype of the embeddings output, "FP16" or
 	// "FP32". num_tokens is always INT32 [batch, 1]. Default "FP16".

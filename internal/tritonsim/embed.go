@@ -58,7 +58,7 @@ func tokens(k model.Kind, item []byte) int {
 // page's encoded image bytes) of kind with dim-dimensional vectors: the
 // vectors a Server returns for it, before FP16 or FP32 encoding. It is a
 // pure function of its arguments, so tests can compute expected results
-// without a server.
+// without a server. dim must be positive.
 //
 // The rule: the SHA-256 of the item's bytes seeds, for each row r, a PCG
 // generator (math/rand/v2) whose two seeds are the digest's first two

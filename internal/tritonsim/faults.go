@@ -19,9 +19,10 @@ type Faults struct {
 	// the instance (and lengthens the queue behind it), like a slow GPU.
 	ExtraLatency time.Duration
 	// ErrorRate, from 0 to 1, is the fraction of ModelInfer calls answered
-	// codes.Internal "simulated failure". The failure is decided when the
-	// call arrives and answered at once, without queueing: a flaky backend
-	// that fails fast, which is the case that fools latency-based routing.
+	// codes.Internal "simulated failure". The failure is decided once the
+	// call has passed validation (a bad request is still InvalidArgument)
+	// and answered at once, without queueing: a flaky backend that fails
+	// fast, which is the case that fools latency-based routing.
 	ErrorRate float64
 	// NotReady names models reported not ready: ModelReady answers false
 	// and ModelInfer fails with codes.Unavailable, as Triton does while a

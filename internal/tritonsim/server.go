@@ -192,7 +192,7 @@ func (s *Server) Faults() Faults {
 func (s *Server) SetFaults(f Faults) {
 	f = f.sanitized()
 	s.faults.Store(&f)
-	s.logger.Info("tritonsim faults set", "extra_latency", f.ExtraLatency, "error_rate", f.ErrorRate, "not_ready", f.NotReady)
+	s.logger.Info("tritonsim faults set", "extra_latency", f.ExtraLatency.String(), "error_rate", f.ErrorRate, "not_ready", f.NotReady)
 }
 
 // Observed returns the last 1024 ModelInfer calls received, oldest first.

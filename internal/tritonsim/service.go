@@ -114,10 +114,9 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 	log := s.logger.With("model", m.name, "request_id", req.GetId())
 	defer func() {
 		if err != nil {
-			total := time.Since(arrived)
-			m.stats.recordFailure(time.Now(), total)
+			// As in Triton, the duration counters count successes only.
+			m.stats.recordFailure(time.Since(arrived))
 			m.metrics.failure.Inc()
-			m.metrics.requestUs.Add(micros(total))
 			log.Debug("tritonsim infer failed", "code", status.Code(err), "err", err)
 		}
 	}()
@@ -152,6 +151,9 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 	resp = s.response(m, req, len(items), outputs, out)
 	done := time.Now()
 
+	// compute_input is the simulator's real decoding and validation time,
+	// compute_infer the simulated execution, compute_output the building
+	// of the response.
 	t := timings{
 		total:  done.Sub(arrived),
 		queue:  queued,

@@ -29,9 +29,10 @@ type batchStat struct {
 	input, infer, output duration
 }
 
-// modelStats is one model's ModelStatistics, kept as Triton keeps them:
-// success, queue and compute durations count successful requests; fail
-// counts every failed request that named the model.
+// modelStats is one model's ModelStatistics, kept as Triton keeps them
+// (core/src/infer_stats.cc): success, queue and compute durations count
+// successful requests; fail counts every failed request that named the
+// model.
 type modelStats struct {
 	mu             sync.Mutex
 	lastInference  time.Time
@@ -73,10 +74,11 @@ func (s *modelStats) recordSuccess(now time.Time, n int, t timings) {
 	b.output.add(t.output)
 }
 
-func (s *modelStats) recordFailure(now time.Time, total time.Duration) {
+// recordFailure counts a failed request. Like Triton, it leaves
+// last_inference alone: that is the time of the last execution.
+func (s *modelStats) recordFailure(total time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastInference = now
 	s.fail.add(total)
 }
 

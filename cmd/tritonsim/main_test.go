@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testTimeout = 15 * time.Second
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines and the
+// test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRunReportsEveryFlagErrorAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-instances", "two", "-speed", "fast"}, []string{`-instances "two"`, `-speed "fast"`}},
+		{[]string{"-extra-latency", "soon", "-error-rate", "1.5", "-output-datatype", "INT8"},
+			[]string{`-extra-latency "soon"`, "error rate 1.5", `output datatype "INT8"`}},
+		{[]string{"-max-queue-size", "-1", "-not-ready", "colpali_image,ghost", "-log-format", "xml", "-log-level", "loud"},
+			[]string{"max queue size -1", `not ready "ghost"`, `-log-format "xml"`, `-log-level "loud"`}},
+		{[]string{"-dimension", "0.5", "stray"}, []string{`-dimension "0.5"`, `unexpected arguments ["stray"]`}},
+	} {
+		var stderr syncBuffer
+		err := run(testContext(t), tc.args, &stderr)
+		if err == nil {
+			t.Errorf("run(%q) succeeded", tc.args)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("run(%q) error does not mention %q:\n%v", tc.args, w, err)
+			}
+		}
+	}
+}
+
+func TestRunUnknownFlag(t *testing.T) {
+	var stderr syncBuffer
+	err := run(testContext(t), []string{"-bogus"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-bogus") {
+		t.Errorf("run(-bogus) = %v, want an error naming the flag", err)
+	}
+}
+
+func TestRunHelpSaysItIsASimulator(t *testing.T) {
+	var stderr syncBuffer
+	if err := run(testContext(t), []string{"-h"}, &stderr); err != nil {
+		t.Fatalf("run(-h) = %v, want nil", err)
+	}
+	help := stderr.String()
+	if !strings.HasPrefix(help, "tritonsim is a simulator of NVIDIA Triton Inference Server for development and\ntests. It is not Triton") {
+		t.Errorf("help does not start by saying it is a simulator, not Triton:\n%s", help)
+	}
+	for _, flag := range []string{
+		"-grpc-addr", "-metrics-addr", "-query-model", "-image-model", "-query-input", "-image-input",
+		"-embeddings-output", "-num-tokens-output", "-dimension", "-output-datatype", "-instances",
+		"-max-queue-size", "-query-max-batch-size", "-image-max-batch-size", "-speed", "-query-base-cost",
+		"-query-item-cost", "-image-base-cost", "-image-item-cost", "-extra-latency", "-error-rate",
+		"-not-ready", "-stop-after", "-log-format", "-log-level",
+	} {
+		if !strings.Contains(help, "\n  "+flag+" ") {
+			t.Errorf("help does not document %s", flag)
+		}
+	}
+}
+
+// startRun runs the command on free ports with JSON logs and returns the
+// addresses it logged and the channel run's result arrives on.
+func startRun(t *testing.T, ctx context.Context, extra ...string) (grpcAddr, metricsAddr string, result <-chan error) {
+	t.Helper()
+	var stderr syncBuffer
+	ch := make(chan error, 1)
+	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	go func() { ch <- run(ctx, args, &stderr) }()
+
+	deadline := time.Now().Add(testTimeout)
+	for grpcAddr == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start line with grpc_addr in the logs:\n%s", stderr.String())
+		}
+		select {
+		case err := <-ch:
+			t.Fatalf("run returned %v before starting; logs:\n%s", err, stderr.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+		sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg         string `json:"msg"`
+				GRPCAddr    string `json:"grpc_addr"`
+				MetricsAddr string `json:"metrics_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.GRPCAddr != "" {
+				grpcAddr, metricsAddr = line.GRPCAddr, line.MetricsAddr
+				if !strings.Contains(line.Msg, "not Triton") {
+					t.Errorf("start line %q does not say it is a simulator", line.Msg)
+				}
+				break
+			}
+		}
+	}
+	t.Cleanup(func() { t.Logf("logs:\n%s", stderr.String()) })
+	return grpcAddr, metricsAddr, ch
+}
+
+func dial(t *testing.T, addr string) inference.GRPCInferenceServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return inference.NewGRPCInferenceServiceClient(conn)
+}
+
+func TestRunServesUntilCanceled(t *testing.T) {
+	ctx := testContext(t)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	grpcAddr, metricsAddr, result := startRun(t, runCtx, "-instances", "2", "-output-datatype", "FP32")
+	if _, _, err := net.SplitHostPort(metricsAddr); err != nil {
+		t.Errorf("metrics_addr %q: %v", metricsAddr, err)
+	}
+
+	c := dial(t, grpcAddr)
+	md, err := c.ServerMetadata(ctx, &inference.ServerMetadataRequest{})
+	if err != nil || md.GetName() != tritonsim.Name {
+		t.Fatalf("ServerMetadata = %v, %v", md, err)
+	}
+	meta, err := c.ModelMetadata(ctx, &inference.ModelMetadataRequest{Name: model.DefaultQueryModel})
+	if err != nil || meta.GetOutputs()[0].GetDatatype() != "FP32" {
+		t.Errorf("-output-datatype FP32 not applied: %v, %v", meta, err)
+	}
+
+	cancel()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("run did not return after its context was canceled")
+	}
+	if _, err := c.ServerLive(ctx, &inference.ServerLiveRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("ServerLive after stop: %v, want Unavailable", err)
+	}
+}
+
+func TestRunStopAfterCrashes(t *testing.T) {
+	ctx := testContext(t)
+	grpcAddr, _, result := startRun(t, ctx, "-stop-after", "1")
+	c := dial(t, grpcAddr)
+	req := model.Config{}.WithDefaults().NewInferRequest(model.Query, [][]byte{[]byte("boom")}, model.Request{})
+	if _, err := c.ModelInfer(ctx, req); status.Code(err) != codes.Unavailable {
+		t.Errorf("first call with -stop-after 1: %v, want Unavailable", err)
+	}
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), "-stop-after") {
+			t.Errorf("run = %v, want an error naming -stop-after", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("run did not return after the crash")
+	}
+}
+
+func TestRunReportsListenErrors(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var stderr syncBuffer
+	err = run(testContext(t), []string{"-grpc-addr", lis.Addr().String(), "-metrics-addr", "127.0.0.1:0"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Errorf("run on a busy port = %v, want a listen error", err)
+	}
+}

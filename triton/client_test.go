@@ -1,0 +1,175 @@
+package triton
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startSim(t *testing.T, cfg tritonsim.Config) (*tritonsim.Server, *Client) {
+	t.Helper()
+	cfg.GRPCAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	sim, err := tritonsim.Start(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Stop)
+	c, err := New(Config{Addr: sim.GRPCAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return sim, c
+}
+
+var models = model.Config{}.WithDefaults()
+
+func TestHealthAndMetadata(t *testing.T) {
+	_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
+	ctx := testContext(t)
+	if live, err := c.ServerLive(ctx); err != nil || !live {
+		t.Fatalf("ServerLive = %v, %v", live, err)
+	}
+	if ready, err := c.ServerReady(ctx); err != nil || !ready {
+		t.Fatalf("ServerReady = %v, %v", ready, err)
+	}
+	if ready, err := c.ModelReady(ctx, "colpali_query", ""); err != nil || !ready {
+		t.Fatalf("ModelReady(query) = %v, %v", ready, err)
+	}
+	if ready, err := c.ModelReady(ctx, "colpali_image", ""); err != nil || ready {
+		t.Fatalf("ModelReady(image) = %v, %v; want false", ready, err)
+	}
+	md, err := c.ModelMetadata(ctx, "colpali_query", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(md.GetInputs()) != 1 || md.GetInputs()[0].GetName() != "text" || md.GetInputs()[0].GetDatatype() != "BYTES" {
+		t.Errorf("query model inputs %v", md.GetInputs())
+	}
+	if _, err := c.ModelMetadata(ctx, "no_such_model", ""); status.Code(err) != codes.NotFound || !errors.Is(err, ErrFailed) {
+		t.Errorf("unknown model: %v, want NotFound classed ErrFailed", err)
+	}
+}
+
+func TestInferAndStatistics(t *testing.T) {
+	_, c := startSim(t, tritonsim.Config{})
+	ctx := testContext(t)
+	resp, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("a b"), []byte("c")}, model.Request{ID: "x1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetId() != "x1" {
+		t.Errorf("response id %q, want the request's x1", resp.GetId())
+	}
+	embs, err := models.DecodeInferResponse(2, resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if embs[0].Rows != tritonsim.QueryTokens("a b") || embs[1].Rows != tritonsim.QueryTokens("c") {
+		t.Errorf("rows %d, %d", embs[0].Rows, embs[1].Rows)
+	}
+	stats, err := c.ModelStatistics(ctx, "colpali_query", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stats.GetModelStats(); len(s) != 1 || s[0].GetInferenceCount() != 2 || s[0].GetExecutionCount() != 1 {
+		t.Errorf("statistics %v, want 2 inferences in 1 execution", s)
+	}
+}
+
+func TestErrorClasses(t *testing.T) {
+	t.Run("rejected", func(t *testing.T) {
+		_, c := startSim(t, tritonsim.Config{})
+		_, err := c.Infer(testContext(t), models.NewInferRequest(model.Image, [][]byte{[]byte("not an image")}, model.Request{}))
+		if !errors.Is(err, ErrRejected) || status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("err = %v, want ErrRejected with InvalidArgument", err)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
+		_, err := c.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		var be *Error
+		if !errors.Is(err, ErrFailed) || !errors.As(err, &be) || be.Backend == "" || status.Code(err) != codes.Internal {
+			t.Fatalf("err = %v, want ErrFailed naming the backend with Internal", err)
+		}
+	})
+	t.Run("overloaded", func(t *testing.T) {
+		_, c := startSim(t, tritonsim.Config{Instances: 1, MaxQueueSize: 1, Faults: tritonsim.Faults{ExtraLatency: 300 * time.Millisecond}})
+		var wg sync.WaitGroup
+		errs := make(chan error, 5)
+		for range 5 {
+			wg.Go(func() {
+				_, err := c.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		overloaded := 0
+		for err := range errs {
+			if errors.Is(err, ErrOverloaded) {
+				overloaded++
+			} else if err != nil {
+				t.Errorf("unexpected error %v", err)
+			}
+		}
+		if overloaded == 0 {
+			t.Fatal("no call was refused as overloaded with a queue of 1 and 5 callers")
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		// A port nothing listens on.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lis.Addr().String()
+		lis.Close()
+		c, err := New(Config{Addr: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.ServerLive(testContext(t))
+		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), addr) || status.Code(err) != codes.Unavailable {
+			t.Fatalf("err = %v, want ErrUnavailable naming %s", err, addr)
+		}
+	})
+	t.Run("caller deadline", func(t *testing.T) {
+		_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ExtraLatency: 2 * time.Second}})
+		ctx, cancel := context.WithTimeout(testContext(t), 50*time.Millisecond)
+		defer cancel()
+		_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		if status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrFailed) || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("err = %v, want the caller's DeadlineExceeded, not a backend failure", err)
+		}
+	})
+}
+
+func TestNewRequiresAddress(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New accepted an empty address")
+	}
+}

@@ -39,7 +39,7 @@ colpali-gateway is up (Triton simulator on $SIM_GRPC, metrics on http://$SIM_MET
 
   REST:    curl -s -X POST http://$GATEWAY_HTTP/v1/queries:embed -d '{"queries": ["what is late interaction?"], "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"}'
   gRPC:    bin/grpcurl -plaintext -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
-  image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 page.png)\"]}"
+  image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 deployments/local/page.png)\"]}"
   OpenAPI: curl -s http://$GATEWAY_HTTP/openapi.json
   metrics: curl -s http://$GATEWAY_HTTP/metrics
 

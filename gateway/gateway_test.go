@@ -475,3 +475,30 @@ func TestFloat16EncodingRounds(t *testing.T) {
 		t.Errorf("FP16 values %v are not close to 1/3 and pi", got)
 	}
 }
+
+func TestRESTBodyOverLimit(t *testing.T) {
+	fake := &fakeEmbedder{}
+	g := startGateway(t, Config{MaxImages: 1, MaxImageBytes: 1000}, Deps{Embedder: fake})
+	code, body, _ := g.post(t, "/v1/images:embed", `{"images": ["`+strings.Repeat("A", 2<<20)+`"]}`)
+	if code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("HTTP %d %s, want 413", code, body)
+	}
+	if e := decodeRESTError(t, body); e.Code != int(codes.ResourceExhausted) || !strings.Contains(e.Message, "the limit is") {
+		t.Errorf("error %+v does not name the limit", e)
+	}
+	if fake.Calls() != 0 {
+		t.Error("the embedder was called for an oversized body")
+	}
+}
+
+func TestGRPCMessageOverLimit(t *testing.T) {
+	fake := &fakeEmbedder{}
+	g := startGateway(t, Config{MaxImages: 1, MaxImageBytes: 1000}, Deps{Embedder: fake})
+	_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{make([]byte, 2<<20)}})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "larger than max") {
+		t.Fatalf("err = %v, want ResourceExhausted naming the limit", err)
+	}
+	if fake.Calls() != 0 {
+		t.Error("the embedder was called for an oversized message")
+	}
+}

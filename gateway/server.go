@@ -209,7 +209,7 @@ func (s *Server) newHTTPServer() error {
 	// the document.
 	maxBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + 64<<10
 	root := http.NewServeMux()
-	root.Handle("/v1/", http.MaxBytesHandler(mux, maxBody))
+	root.Handle("/v1/", limitBody(mux, maxBody))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -232,6 +232,24 @@ func (s *Server) newHTTPServer() error {
 		ErrorLog:          slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn),
 	}
 	return nil
+}
+
+// limitBody refuses a request body over max bytes: at once with 413 and a
+// status naming the limit when Content-Length says so, and with grpc-gateway's
+// 400 when a body without a length runs over.
+func limitBody(h http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			msg := fmt.Sprintf("request body is %d bytes; the limit is %d bytes", r.ContentLength, max)
+			body, _ := protojson.Marshal(status.New(codes.ResourceExhausted, msg).Proto())
+			_, _ = w.Write(body)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Serve runs until ctx ends or a server fails, then drains: health turns

@@ -415,6 +415,10 @@ func TestOpenAPIAndMetricsServed(t *testing.T) {
 	if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A REST call passes the gRPC interceptors too: it is counted below.
+	if code, body, _ := g.post(t, "/v1/queries:embed", `{"queries":["q"]}`); code != http.StatusOK {
+		t.Fatalf("REST: HTTP %d %s", code, body)
+	}
 	code, body := g.get(t, "/openapi.json")
 	if code != http.StatusOK {
 		t.Fatalf("/openapi.json: HTTP %d", code)
@@ -435,7 +439,7 @@ func TestOpenAPIAndMetricsServed(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", code)
 	}
-	want := `grpc_server_handled_total{grpc_code="OK",grpc_method="EmbedQueries",grpc_service="colpali.v1.EmbeddingService",grpc_type="unary"} 1`
+	want := `grpc_server_handled_total{grpc_code="OK",grpc_method="EmbedQueries",grpc_service="colpali.v1.EmbeddingService",grpc_type="unary"} 2`
 	if !strings.Contains(string(body), want) {
 		t.Errorf("/metrics lacks %s", want)
 	}

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -504,5 +506,66 @@ func TestGRPCMessageOverLimit(t *testing.T) {
 	}
 	if fake.Calls() != 0 {
 		t.Error("the embedder was called for an oversized message")
+	}
+}
+
+func TestShutdownDrainsCallsInFlight(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	fake := &fakeEmbedder{embed: func(_ context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
+		close(started)
+		<-release
+		return constantEmbeddings(len(items), 1, 4), nil
+	}}
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second},
+		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := colpaliv1.NewEmbeddingServiceClient(conn).EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}})
+		callErr <- err
+	}()
+	<-started
+	cancel() // SIGTERM, in effect, with one call in flight
+	// Health turns NOT_SERVING while the call drains.
+	hc := healthpb.NewHealthClient(conn)
+	hctx := testContext(t)
+	for {
+		if hctx.Err() != nil {
+			t.Fatal("health never turned NOT_SERVING during the drain")
+		}
+		resp, err := hc.Check(hctx, &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if err != nil && status.Code(err) == codes.Unavailable {
+			break // the listener is already closed to new streams
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned (%v) with a call in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-callErr; err != nil {
+		t.Fatalf("the call in flight failed during the drain: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

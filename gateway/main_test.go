@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -31,18 +32,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogger sends log lines to t.Log, so they show only for failing tests.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testutil.Logger(t) }
 
 // fakeEmbedder is an Embedder whose behaviour each test sets.
 type fakeEmbedder struct {
@@ -137,12 +127,7 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 	return &testGateway{srv: srv, conn: conn, client: colpaliv1.NewEmbeddingServiceClient(conn), baseURL: "http://" + srv.HTTPAddr()}
 }
 
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t *testing.T) context.Context { return testutil.Context(t) }
 
 // post sends body as JSON to path and returns the status code and body.
 func (g *testGateway) post(t *testing.T, path, body string, header ...string) (int, []byte, http.Header) {

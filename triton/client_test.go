@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
 )
@@ -21,17 +22,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t *testing.T) context.Context { return testutil.Context(t) }
 
 func startSim(t *testing.T, cfg tritonsim.Config) (*tritonsim.Server, *Client) {
 	t.Helper()
 	cfg.GRPCAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
-	sim, err := tritonsim.Start(context.Background(), cfg, nil)
+	sim, err := tritonsim.Start(testContext(t), cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

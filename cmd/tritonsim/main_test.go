@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
 )
@@ -26,14 +27,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testTimeout = 15 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t *testing.T) context.Context { return testutil.Context(t) }
 
 // syncBuffer is a bytes.Buffer safe for the logger's goroutines and the
 // test's reads.
@@ -119,7 +113,7 @@ func startRun(t *testing.T, ctx context.Context, extra ...string) (grpcAddr, met
 	args := append([]string{"-grpc-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, extra...)
 	go func() { ch <- run(ctx, args, &stderr) }()
 
-	deadline := time.Now().Add(testTimeout)
+	deadline := time.Now().Add(testutil.Timeout)
 	for grpcAddr == "" {
 		if time.Now().After(deadline) {
 			t.Fatalf("no start line with grpc_addr in the logs:\n%s", stderr.String())

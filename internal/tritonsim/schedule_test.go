@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -30,7 +31,7 @@ func receive(t *testing.T, ch <-chan error) error {
 	select {
 	case err := <-ch:
 		return err
-	case <-time.After(testTimeout):
+	case <-time.After(testutil.Timeout):
 		t.Fatal("timed out waiting for a ModelInfer call")
 		return nil
 	}

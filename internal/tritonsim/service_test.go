@@ -13,6 +13,7 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -352,8 +353,8 @@ func TestObservedRecordsWhatArrived(t *testing.T) {
 	if first.Model != model.DefaultQueryModel || first.BatchSize != 2 || first.TimeoutParam != 250000 || first.Priority != 2 {
 		t.Errorf("first observation %+v", first)
 	}
-	if first.DeadlineLeft <= 0 || first.DeadlineLeft > testTimeout {
-		t.Errorf("DeadlineLeft %v, want within (0, %v]", first.DeadlineLeft, testTimeout)
+	if first.DeadlineLeft <= 0 || first.DeadlineLeft > testutil.Timeout {
+		t.Errorf("DeadlineLeft %v, want within (0, %v]", first.DeadlineLeft, testutil.Timeout)
 	}
 	if diff := cmp.Diff(Observation{Model: "elsewhere", BatchSize: 1}, obs[1]); diff != "" {
 		t.Errorf("second observation (-want +got):\n%s", diff)

@@ -1,0 +1,51 @@
+// Package testutil holds the helpers every package's tests share: a
+// bounded context and a logger that writes to t.Log.
+package testutil
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Timeout bounds every test context.
+const Timeout = 20 * time.Second
+
+// Context returns a context that ends after Timeout or when the test ends.
+func Context(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Logger returns a logger writing to t.Log, so that a test's logs show only
+// when it fails. Lines logged after the test's cleanups have run are
+// dropped: t.Log would panic on them.
+func Logger(t testing.TB) *slog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() { // registered first, so it runs last
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

@@ -19,6 +19,7 @@ const (
 	DefaultMaxImagePixels  = 40_000_000
 	DefaultMaxSendMsgSize  = 64 << 20
 	DefaultHealthInterval  = 5 * time.Second
+	DefaultMaxStreams      = 1024
 	DefaultShutdownTimeout = 15 * time.Second
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	// MaxSendMsgSize bounds one sent gRPC message. Default 64 MiB: 16 pages
 	// of 1030 FP32 vectors of 128 dims are 8.4 MB, over grpc-go's 4 MiB.
 	MaxSendMsgSize int
+	// MaxConcurrentStreams bounds the calls in flight on one client
+	// connection (grpc-go's default is unbounded). Default 1024.
+	MaxConcurrentStreams int
 	// HealthInterval is how often backend readiness is checked. Default 5s.
 	HealthInterval time.Duration
 	// ShutdownTimeout bounds the drain of calls in flight on shutdown.
@@ -89,6 +93,7 @@ func (c Config) WithDefaults() Config {
 	setInt(&c.MaxImageBytes, DefaultMaxImageBytes)
 	setInt(&c.MaxImagePixels, DefaultMaxImagePixels)
 	setInt(&c.MaxSendMsgSize, DefaultMaxSendMsgSize)
+	setInt(&c.MaxConcurrentStreams, DefaultMaxStreams)
 	if c.MaxRecvMsgSize == 0 && c.MaxImages > 0 && c.MaxImageBytes > 0 {
 		c.MaxRecvMsgSize = c.MaxImages*c.MaxImageBytes + 1<<20
 	}
@@ -114,6 +119,7 @@ func (c Config) Validate() error {
 	positive("max image pixels", int64(c.MaxImagePixels))
 	positive("max send message size", int64(c.MaxSendMsgSize))
 	positive("max receive message size", int64(c.MaxRecvMsgSize))
+	positive("max concurrent streams", int64(c.MaxConcurrentStreams))
 	if c.DefaultTimeout > c.MaxTimeout {
 		errs = append(errs, fmt.Errorf("default timeout %v exceeds max timeout %v", c.DefaultTimeout, c.MaxTimeout))
 	}

@@ -26,13 +26,14 @@ func toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, triton.ErrOverloaded):
 		// Back-pressure: say so, and let the client back off; no retry here.
 		return status.Errorf(codes.ResourceExhausted, "%v; retry later with backoff", err)
+	case errors.Is(err, triton.ErrTimedOut):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, triton.ErrUnavailable), errors.Is(err, router.ErrNotReady):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, triton.ErrRejected):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &backendErr):
-		// Any other backend failure keeps the backend's own code.
-		return status.Error(backendErr.Status.Code(), err.Error())
+		return status.Error(backendCode(backendErr.Status.Code()), err.Error())
 	case errors.Is(err, model.ErrBadResponse):
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -40,4 +41,22 @@ func toStatus(ctx context.Context, err error) error {
 		return st.Err()
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// backendCode is the code a client sees for a backend failure outside the
+// classes above. A server-side failure keeps its code; Aborted stays
+// retryable as Unavailable. Everything else (an unknown model, an
+// unimplemented call, a permission or precondition failure, a message over
+// a size limit) means the gateway and its backends disagree: a
+// misconfiguration that the client can neither cause nor fix, so it must
+// not look like a client error (a 404 or a 400): it is Internal, and the
+// message names the backend and its answer.
+func backendCode(c codes.Code) codes.Code {
+	switch c {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return c
+	case codes.Aborted:
+		return codes.Unavailable
+	}
+	return codes.Internal
 }

@@ -97,6 +97,8 @@ func TestEmbedImagesInvalidArgument(t *testing.T) {
 		{"truncated jpeg", [][]byte{truncatedJPEG}, []string{"images[0]"}, "cannot be read"},
 		{"over the byte limit", [][]byte{bigFile}, []string{"images[0]"}, "limit is 4096 bytes"},
 		{"over the pixel limit", [][]byte{hugePNG(t, 20000, 20000)}, []string{"images[0]"}, "limit is 10000 pixels"},
+		{"header without pixels", [][]byte{good, hugePNG(t, 50, 50)}, []string{"images[1]"}, "cannot be decoded"},
+		{"truncated pixels", [][]byte{good[:len(good)-20]}, []string{"images[0]"}, "cannot be decoded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: tc.images})
@@ -178,6 +180,10 @@ func TestBackendErrorsMapToCodes(t *testing.T) {
 		{"unavailable", backendErr(triton.ErrUnavailable, codes.Unavailable, "connection refused"), codes.Unavailable, http.StatusServiceUnavailable, "10.0.0.7:8001"},
 		{"rejected", backendErr(triton.ErrRejected, codes.InvalidArgument, "bad image"), codes.InvalidArgument, http.StatusBadRequest, "bad image"},
 		{"backend internal", backendErr(triton.ErrFailed, codes.Internal, "CUDA error"), codes.Internal, http.StatusInternalServerError, "CUDA error"},
+		{"timed out in Triton's queue", backendErr(triton.ErrTimedOut, codes.Unavailable, "Request timeout expired"), codes.DeadlineExceeded, http.StatusGatewayTimeout, "timed the request out"},
+		{"unknown model is not a client 404", backendErr(triton.ErrFailed, codes.NotFound, "Request for unknown model: 'nope' is not found"), codes.Internal, http.StatusInternalServerError, "unknown model"},
+		{"size limit is not overload", backendErr(triton.ErrFailed, codes.ResourceExhausted, "grpc: received message larger than max"), codes.Internal, http.StatusInternalServerError, "larger than max"},
+		{"aborted stays retryable", backendErr(triton.ErrFailed, codes.Aborted, "aborted"), codes.Unavailable, http.StatusServiceUnavailable, "aborted"},
 		{"not ready", fmt.Errorf("%w: colpali_query", router.ErrNotReady), codes.Unavailable, http.StatusServiceUnavailable, "not ready"},
 		{"bad response", fmt.Errorf("%w: shape", model.ErrBadResponse), codes.Internal, http.StatusInternalServerError, "shape"},
 		{"unclassified", errSentinel, codes.Internal, http.StatusInternalServerError, "sentinel"},
@@ -489,8 +495,13 @@ func TestRESTBodyOverLimit(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("HTTP %d %s, want 413", code, body)
 	}
-	if e := decodeRESTError(t, body); e.Code != int(codes.ResourceExhausted) || !strings.Contains(e.Message, "the limit is") {
+	if e := decodeRESTError(t, body); e.Code != int(codes.InvalidArgument) || !strings.Contains(e.Message, "the limit for /v1/images:embed is") {
 		t.Errorf("error %+v does not name the limit", e)
+	}
+	// The queries route has a limit of its own, far below the images one.
+	code, body, _ = g.post(t, "/v1/queries:embed", `{"queries": ["`+strings.Repeat("a", 1<<20)+`"]}`)
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "/v1/queries:embed") {
+		t.Fatalf("1 MiB of queries: HTTP %d %s, want 413", code, body)
 	}
 	if fake.Calls() != 0 {
 		t.Error("the embedder was called for an oversized body")

@@ -61,8 +61,9 @@ type Server struct {
 	httpServer       *http.Server
 	loopback         *grpc.ClientConn
 
-	mu    sync.Mutex
-	ready error // last readiness result; guarded by mu
+	mu       sync.Mutex
+	ready    error // last readiness result; guarded by mu
+	draining bool  // set once on shutdown; readiness stays false; guarded by mu
 }
 
 // servedServices are the names whose health status the gateway reports,
@@ -138,6 +139,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
@@ -205,11 +207,17 @@ func (s *Server) newHTTPServer() error {
 		return fmt.Errorf("REST handlers: %w", err)
 	}
 
-	// JSON carries images as base64: 4 bytes for every 3, plus the rest of
-	// the document.
-	maxBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + 64<<10
+	// Body limits per route, from the request limits, so that a small API
+	// cannot be sent a huge body. JSON carries images as base64 (4 bytes for
+	// every 3), and a query's characters may each be escaped as \uXXXX (6
+	// bytes for one); 64 KiB covers the rest of the document.
+	const slack = 64 << 10
+	imagesBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + slack
+	queriesBody := int64(s.cfg.MaxQueries)*int64(s.cfg.MaxQueryBytes)*6 + slack
 	root := http.NewServeMux()
-	root.Handle("/v1/", limitBody(mux, maxBody))
+	root.Handle("POST /v1/images:embed", limitBody(mux, imagesBody))
+	root.Handle("POST /v1/queries:embed", limitBody(mux, queriesBody))
+	root.Handle("/v1/", limitBody(mux, slack))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -228,22 +236,25 @@ func (s *Server) newHTTPServer() error {
 	s.httpServer = &http.Server{
 		Handler:           otelhttp.NewHandler(root, "colpali-gateway"),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn),
+		// A body must arrive within the longest deadline a call may have,
+		// so a slow client cannot hold a connection and its memory longer.
+		ReadTimeout: s.cfg.MaxTimeout,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn),
 	}
 	return nil
 }
 
-// limitBody refuses a request body over max bytes: at once with 413 and a
-// status naming the limit when Content-Length says so, and with grpc-gateway's
-// 400 when a body without a length runs over.
+// limitBody refuses a request body over max bytes: at once with HTTP 413
+// and INVALID_ARGUMENT naming the limit when Content-Length says so, and with
+// grpc-gateway's 400 when a body without a length runs over.
 func limitBody(h http.Handler, max int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
-			msg := fmt.Sprintf("request body is %d bytes; the limit is %d bytes", r.ContentLength, max)
-			body, _ := protojson.Marshal(status.New(codes.ResourceExhausted, msg).Proto())
+			msg := fmt.Sprintf("request body is %d bytes; the limit for %s is %d bytes", r.ContentLength, r.URL.Path, max)
+			body, _ := protojson.Marshal(status.New(codes.InvalidArgument, msg).Proto())
 			_, _ = w.Write(body)
 			return
 		}
@@ -284,6 +295,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	cancel()
 	s.health.Shutdown()
 	s.mu.Lock()
+	s.draining = true
 	s.ready = errors.New("shutting down")
 	s.mu.Unlock()
 	s.deps.Logger.Info("gateway draining", "timeout", s.cfg.ShutdownTimeout)
@@ -320,6 +332,10 @@ func (s *Server) watchReadiness(ctx context.Context) {
 			return
 		}
 		s.mu.Lock()
+		if s.draining { // a check that ends after the drain began must not undo it
+			s.mu.Unlock()
+			return
+		}
 		was := s.ready
 		s.ready = err
 		s.mu.Unlock()

@@ -116,9 +116,9 @@ var (
 )
 
 // checkImage returns what is wrong with one encoded image, or "". It reads
-// only the header (image.DecodeConfig), not the pixels: the full decode is
-// Triton's preprocessing, and the header is enough to refuse non-images and
-// decompression bombs before they cost GPU time.
+// the header first (image.DecodeConfig), to refuse non-images and
+// decompression bombs cheaply, then decodes the pixels once to be sure
+// Triton's preprocessing will not choke on the item.
 func (s *embeddingService) checkImage(img []byte) string {
 	switch {
 	case len(img) == 0:
@@ -140,6 +140,14 @@ func (s *embeddingService) checkImage(img []byte) string {
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(s.cfg.MaxImagePixels) {
 		return fmt.Sprintf("is %dx%d = %d pixels; the limit is %d pixels", cfg.Width, cfg.Height, px, s.cfg.MaxImagePixels)
+	}
+	// Only now, with the size known to be bounded, decode the pixels: a file
+	// with a sound header but broken or missing image data would otherwise
+	// fail in Triton's preprocessing, which fails the whole batch it is in
+	// (other callers' items too, once requests are batched) without saying
+	// which item was bad.
+	if _, _, err := image.Decode(bytes.NewReader(img)); err != nil {
+		return fmt.Sprintf("has a valid header but its image data cannot be decoded: %v", err)
 	}
 	return ""
 }

@@ -31,22 +31,31 @@ var (
 	// ErrOverloaded: the backend is alive but its queue is full. This is
 	// back-pressure: retrying at once only makes it worse.
 	ErrOverloaded = errors.New("triton backend overloaded")
+	// ErrTimedOut: the backend dropped the request because the "timeout"
+	// parameter it carried passed while it was queued. The backend is
+	// healthy; the request was too late.
+	ErrTimedOut = errors.New("triton backend timed the request out")
 	// ErrRejected: the backend refused the request itself (bad input).
 	ErrRejected = errors.New("triton backend rejected the request")
 	// ErrFailed: any other failure reported by the backend.
 	ErrFailed = errors.New("triton backend failed")
 )
 
-// queueFullMessage is how Triton's dynamic batcher says its queue is full;
-// it answers UNAVAILABLE, the same code as a dead server, so only the text
-// tells them apart.
-const queueFullMessage = "Exceeds maximum queue size"
+// Triton answers a full queue and a request whose timeout passed in the
+// queue with UNAVAILABLE, the same code as a dead server, so only the text
+// tells them apart. grpc-go answers a message over its size limit with
+// RESOURCE_EXHAUSTED, the code of overload, so there too only the text tells.
+const (
+	queueFullMessage    = "Exceeds maximum queue size"
+	queueTimeoutMessage = "Request timeout expired"
+	sizeLimitMessage    = "larger than max"
+)
 
 // Defaults of Config.
 const (
 	DefaultMaxRecvMsgSize   = 256 << 20
 	DefaultMaxSendMsgSize   = 256 << 20
-	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTime    = 5*time.Minute + 10*time.Second
 	DefaultKeepaliveTimeout = 10 * time.Second
 )
 
@@ -59,8 +68,11 @@ type Config struct {
 	MaxRecvMsgSize int
 	// MaxSendMsgSize bounds one request. Default 256 MiB (a batch of images).
 	MaxSendMsgSize int
-	// KeepaliveTime is the idle time before a keepalive ping. Default 30s;
-	// Triton's default server policy accepts pings every 10s or more.
+	// KeepaliveTime is the idle time before a keepalive ping. Default 5m10s:
+	// Triton's gRPC server, by default, tolerates a ping only every 5 minutes
+	// while it sends no data (and closes the connection after two early
+	// pings), which a long-queued call would otherwise trip. Dead backends
+	// are found sooner by failed calls and health checks.
 	KeepaliveTime time.Duration
 	// KeepaliveTimeout is how long a ping may go unanswered before the
 	// connection is considered dead. Default 10s.
@@ -192,12 +204,21 @@ func (c *Client) classify(ctx context.Context, call string, err error) error {
 		}
 		class = ErrFailed
 	case codes.Unavailable:
-		class = ErrUnavailable
-		if strings.Contains(st.Message(), queueFullMessage) {
+		switch {
+		case strings.Contains(st.Message(), queueFullMessage):
 			class = ErrOverloaded
+		case strings.Contains(st.Message(), queueTimeoutMessage):
+			class = ErrTimedOut
+		default:
+			class = ErrUnavailable
 		}
 	case codes.ResourceExhausted:
 		class = ErrOverloaded
+		if strings.Contains(st.Message(), sizeLimitMessage) {
+			// A request or response over a message size limit will never
+			// pass: a configuration mismatch, not overload.
+			class = ErrFailed
+		}
 	case codes.InvalidArgument, codes.OutOfRange:
 		class = ErrRejected
 	default:

@@ -135,6 +135,42 @@ func TestErrorClasses(t *testing.T) {
 			t.Fatal("no call was refused as overloaded with a queue of 1 and 5 callers")
 		}
 	})
+	t.Run("timed out in the queue", func(t *testing.T) {
+		sim, c := startSim(t, tritonsim.Config{Instances: 1, Faults: tritonsim.Faults{ExtraLatency: 500 * time.Millisecond}})
+		ctx := testContext(t)
+		first := make(chan error, 1)
+		go func() {
+			_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("first")}, model.Request{}))
+			first <- err
+		}()
+		// Once the first executes, the second waits behind it, past its
+		// 50ms timeout parameter.
+		for len(sim.Observed()) == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("the first call never arrived")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("second")}, model.Request{TimeoutMicros: 50_000}))
+		if !errors.Is(err, ErrTimedOut) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("err = %v, want ErrTimedOut (the backend is alive)", err)
+		}
+		if err := <-first; err != nil {
+			t.Errorf("first call: %v", err)
+		}
+	})
+	t.Run("response over the size limit", func(t *testing.T) {
+		sim, _ := startSim(t, tritonsim.Config{})
+		small, err := New(Config{Addr: sim.GRPCAddr(), MaxRecvMsgSize: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer small.Close()
+		_, err = small.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		if !errors.Is(err, ErrFailed) || errors.Is(err, ErrOverloaded) || status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("err = %v, want ErrFailed (a limit, not overload)", err)
+		}
+	})
 	t.Run("unavailable", func(t *testing.T) {
 		// A port nothing listens on.
 		lis, err := net.Listen("tcp", "127.0.0.1:0")

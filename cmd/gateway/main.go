@@ -72,6 +72,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&g.MaxImagePixels, "max-image-pixels", gateway.DefaultMaxImagePixels, "largest image, in width x height pixels")
 	fs.IntVar(&g.MaxRecvMsgSize, "max-recv-msg-size", 0, "largest gRPC request, in bytes (0: max-images x max-image-bytes + 1 MiB)")
 	fs.IntVar(&g.MaxSendMsgSize, "max-send-msg-size", gateway.DefaultMaxSendMsgSize, "largest gRPC response, in bytes")
+	fs.IntVar(&g.MaxConcurrentStreams, "max-concurrent-streams", gateway.DefaultMaxStreams, "most calls in flight on one gRPC connection")
 	fs.DurationVar(&g.HealthInterval, "health-interval", gateway.DefaultHealthInterval, "how often backend readiness is checked")
 	fs.DurationVar(&g.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long calls in flight may drain on shutdown")
 
@@ -128,6 +129,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		_ = shutdownTracing(flushCtx)
 	}()
 
+	// The Triton client must be able to send the largest request the
+	// gateway accepts: tie its send limit to the gateway's receive limit.
+	o.triton.MaxSendMsgSize = max(triton.DefaultMaxSendMsgSize, o.gateway.WithDefaults().MaxRecvMsgSize+1<<20)
 	backend, err := triton.New(o.triton)
 	if err != nil {
 		return err

@@ -77,7 +77,11 @@ func TestRunServesAndStops(t *testing.T) {
 	// Read log lines until the gateway says where it serves; keep draining
 	// afterwards so the gateway never blocks on its log.
 	addrs := make(chan string, 1)
+	readerDone := make(chan struct{})
+	defer func() { <-readerDone }() // no t.Log after the test returns
+	defer stop()                    // runs first: ends run, which ends the log
 	go func() {
+		defer close(readerDone)
 		sc := bufio.NewScanner(logR)
 		for sc.Scan() {
 			var line struct {

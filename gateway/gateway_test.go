@@ -310,6 +310,11 @@ func TestRESTEmbedQueriesFloatList(t *testing.T) {
 	if got := hdr.Get("X-Request-Id"); got != "req-123" {
 		t.Errorf("X-Request-Id = %q, want the caller's req-123", got)
 	}
+	for name := range hdr {
+		if strings.HasPrefix(name, "Grpc-Metadata-") {
+			t.Errorf("gRPC metadata leaked into the REST response: %s: %s", name, hdr.Get(name))
+		}
+	}
 	var resp struct {
 		Embeddings []struct {
 			VectorCount int `json:"vectorCount"`
@@ -448,9 +453,13 @@ func TestOpenAPIAndMetricsServed(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", code)
 	}
-	want := `grpc_server_handled_total{grpc_code="OK",grpc_method="EmbedQueries",grpc_service="colpali.v1.EmbeddingService",grpc_type="unary"} 2`
-	if !strings.Contains(string(body), want) {
-		t.Errorf("/metrics lacks %s", want)
+	for _, want := range []string{
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="EmbedQueries",grpc_service="colpali.v1.EmbeddingService",grpc_type="unary"} 2`,
+		`colpali_http_requests_total{code="200",method="post",route="/v1/queries:embed"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 

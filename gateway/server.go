@@ -196,10 +196,13 @@ func (s *Server) newHTTPServer() error {
 			return runtime.DefaultHeaderMatcher(h)
 		}),
 		runtime.WithOutgoingHeaderMatcher(func(h string) (string, bool) {
+			// Only the request id leaves as an HTTP header; gRPC's own
+			// metadata (content-type: application/grpc) is not the REST
+			// client's business.
 			if h == requestIDHeader {
 				return "X-Request-Id", true
 			}
-			return runtime.MetadataHeaderPrefix + h, true
+			return "", false
 		}),
 	)
 	if err := colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn); err != nil {
@@ -214,10 +217,28 @@ func (s *Server) newHTTPServer() error {
 	const slack = 64 << 10
 	imagesBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + slack
 	queriesBody := int64(s.cfg.MaxQueries)*int64(s.cfg.MaxQueryBytes)*6 + slack
+	// REST calls are counted here too, because a call that grpc-gateway
+	// refuses (malformed JSON, a body over its limit) never reaches the gRPC
+	// interceptors and their metrics.
+	httpRequests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "colpali_http_requests_total",
+		Help: "REST API requests by route, method and HTTP status code.",
+	}, []string{"route", "method", "code"})
+	httpDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "colpali_http_request_duration_seconds",
+		Help:    "REST API request latency by route, method and HTTP status code.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "method", "code"})
+	s.deps.Registry.MustRegister(httpRequests, httpDuration)
+	api := func(route string, h http.Handler) http.Handler {
+		labels := prometheus.Labels{"route": route}
+		return promhttp.InstrumentHandlerDuration(httpDuration.MustCurryWith(labels),
+			promhttp.InstrumentHandlerCounter(httpRequests.MustCurryWith(labels), h))
+	}
 	root := http.NewServeMux()
-	root.Handle("POST /v1/images:embed", limitBody(mux, imagesBody))
-	root.Handle("POST /v1/queries:embed", limitBody(mux, queriesBody))
-	root.Handle("/v1/", limitBody(mux, slack))
+	root.Handle("POST /v1/images:embed", api("/v1/images:embed", limitBody(mux, imagesBody)))
+	root.Handle("POST /v1/queries:embed", api("/v1/queries:embed", limitBody(mux, queriesBody)))
+	root.Handle("/v1/", api("other", limitBody(mux, slack)))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

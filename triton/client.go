@@ -192,13 +192,21 @@ func (c *Client) ModelStatistics(ctx context.Context, model, version string) (*i
 }
 
 // classify wraps err from a call under its error class, naming the backend.
-// A call that ended because the caller's own context ended keeps the
-// context's code (Canceled or DeadlineExceeded), whatever the backend did.
+// A call that ended because the caller gave up or ran out of time keeps that
+// code (Canceled or DeadlineExceeded) and no backend class: the backend is
+// not at fault.
 func (c *Client) classify(ctx context.Context, call string, err error) error {
 	st := status.Convert(err)
 	var class error
 	switch st.Code() {
-	case codes.Canceled, codes.DeadlineExceeded:
+	case codes.DeadlineExceeded:
+		// The caller's deadline travels to Triton, whose side may expire a
+		// moment before ours: with a deadline set, this is the caller's.
+		if _, ok := ctx.Deadline(); ok {
+			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+		}
+		class = ErrFailed
+	case codes.Canceled:
 		if ctx.Err() != nil {
 			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -67,33 +68,19 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.GRPCAddr == "" {
-		c.GRPCAddr = DefaultGRPCAddr
-	}
-	if c.HTTPAddr == "" {
-		c.HTTPAddr = DefaultHTTPAddr
-	}
-	setDur := func(d *time.Duration, def time.Duration) {
-		if *d == 0 {
-			*d = def
-		}
-	}
-	setInt := func(i *int, def int) {
-		if *i == 0 {
-			*i = def
-		}
-	}
-	setDur(&c.DefaultTimeout, DefaultTimeout)
-	setDur(&c.MaxTimeout, DefaultMaxTimeout)
-	setDur(&c.HealthInterval, DefaultHealthInterval)
-	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
-	setInt(&c.MaxQueries, DefaultMaxQueries)
-	setInt(&c.MaxQueryBytes, DefaultMaxQueryBytes)
-	setInt(&c.MaxImages, DefaultMaxImages)
-	setInt(&c.MaxImageBytes, DefaultMaxImageBytes)
-	setInt(&c.MaxImagePixels, DefaultMaxImagePixels)
-	setInt(&c.MaxSendMsgSize, DefaultMaxSendMsgSize)
-	setInt(&c.MaxConcurrentStreams, DefaultMaxStreams)
+	c.GRPCAddr = cmp.Or(c.GRPCAddr, DefaultGRPCAddr)
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.DefaultTimeout = cmp.Or(c.DefaultTimeout, DefaultTimeout)
+	c.MaxTimeout = cmp.Or(c.MaxTimeout, DefaultMaxTimeout)
+	c.HealthInterval = cmp.Or(c.HealthInterval, DefaultHealthInterval)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.MaxQueries = cmp.Or(c.MaxQueries, DefaultMaxQueries)
+	c.MaxQueryBytes = cmp.Or(c.MaxQueryBytes, DefaultMaxQueryBytes)
+	c.MaxImages = cmp.Or(c.MaxImages, DefaultMaxImages)
+	c.MaxImageBytes = cmp.Or(c.MaxImageBytes, DefaultMaxImageBytes)
+	c.MaxImagePixels = cmp.Or(c.MaxImagePixels, DefaultMaxImagePixels)
+	c.MaxSendMsgSize = cmp.Or(c.MaxSendMsgSize, DefaultMaxSendMsgSize)
+	c.MaxConcurrentStreams = cmp.Or(c.MaxConcurrentStreams, DefaultMaxStreams)
 	if c.MaxRecvMsgSize == 0 && c.MaxImages > 0 && c.MaxImageBytes > 0 {
 		c.MaxRecvMsgSize = c.MaxImages*c.MaxImageBytes + 1<<20
 	}

@@ -20,6 +20,7 @@
 package model
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -81,20 +82,13 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	def := func(s *string, d string) {
-		if *s == "" {
-			*s = d
-		}
-	}
-	def(&c.QueryModel, DefaultQueryModel)
-	def(&c.ImageModel, DefaultImageModel)
-	def(&c.QueryInput, DefaultQueryInput)
-	def(&c.ImageInput, DefaultImageInput)
-	def(&c.EmbeddingsOutput, DefaultEmbeddingsOutput)
-	def(&c.NumTokensOutput, DefaultNumTokensOutput)
-	if c.Dimension == 0 {
-		c.Dimension = DefaultDimension
-	}
+	c.QueryModel = cmp.Or(c.QueryModel, DefaultQueryModel)
+	c.ImageModel = cmp.Or(c.ImageModel, DefaultImageModel)
+	c.QueryInput = cmp.Or(c.QueryInput, DefaultQueryInput)
+	c.ImageInput = cmp.Or(c.ImageInput, DefaultImageInput)
+	c.EmbeddingsOutput = cmp.Or(c.EmbeddingsOutput, DefaultEmbeddingsOutput)
+	c.NumTokensOutput = cmp.Or(c.NumTokensOutput, DefaultNumTokensOutput)
+	c.Dimension = cmp.Or(c.Dimension, DefaultDimension)
 	return c
 }
 

@@ -6,6 +6,7 @@
 package triton
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -80,18 +81,10 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.MaxRecvMsgSize == 0 {
-		c.MaxRecvMsgSize = DefaultMaxRecvMsgSize
-	}
-	if c.MaxSendMsgSize == 0 {
-		c.MaxSendMsgSize = DefaultMaxSendMsgSize
-	}
-	if c.KeepaliveTime == 0 {
-		c.KeepaliveTime = DefaultKeepaliveTime
-	}
-	if c.KeepaliveTimeout == 0 {
-		c.KeepaliveTimeout = DefaultKeepaliveTimeout
-	}
+	c.MaxRecvMsgSize = cmp.Or(c.MaxRecvMsgSize, DefaultMaxRecvMsgSize)
+	c.MaxSendMsgSize = cmp.Or(c.MaxSendMsgSize, DefaultMaxSendMsgSize)
+	c.KeepaliveTime = cmp.Or(c.KeepaliveTime, DefaultKeepaliveTime)
+	c.KeepaliveTimeout = cmp.Or(c.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package tritonsim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -94,34 +95,16 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.GRPCAddr == "" {
-		c.GRPCAddr = DefaultGRPCAddr
-	}
-	if c.MetricsAddr == "" {
-		c.MetricsAddr = DefaultMetricsAddr
-	}
+	c.GRPCAddr = cmp.Or(c.GRPCAddr, DefaultGRPCAddr)
+	c.MetricsAddr = cmp.Or(c.MetricsAddr, DefaultMetricsAddr)
 	c.Model = c.Model.WithDefaults()
-	if c.OutputDatatype == "" {
-		c.OutputDatatype = DefaultOutputDatatype
-	}
-	if c.Instances == 0 {
-		c.Instances = DefaultInstances
-	}
-	if c.QueryMaxBatchSize == 0 {
-		c.QueryMaxBatchSize = DefaultQueryMaxBatchSize
-	}
-	if c.ImageMaxBatchSize == 0 {
-		c.ImageMaxBatchSize = DefaultImageMaxBatchSize
-	}
-	if c.Speed == 0 {
-		c.Speed = DefaultSpeed
-	}
-	if c.QueryCost == (Cost{}) {
-		c.QueryCost = Cost{Base: DefaultQueryBaseCost, PerItem: DefaultQueryItemCost}
-	}
-	if c.ImageCost == (Cost{}) {
-		c.ImageCost = Cost{Base: DefaultImageBaseCost, PerItem: DefaultImageItemCost}
-	}
+	c.OutputDatatype = cmp.Or(c.OutputDatatype, DefaultOutputDatatype)
+	c.Instances = cmp.Or(c.Instances, DefaultInstances)
+	c.QueryMaxBatchSize = cmp.Or(c.QueryMaxBatchSize, DefaultQueryMaxBatchSize)
+	c.ImageMaxBatchSize = cmp.Or(c.ImageMaxBatchSize, DefaultImageMaxBatchSize)
+	c.Speed = cmp.Or(c.Speed, DefaultSpeed)
+	c.QueryCost = cmp.Or(c.QueryCost, Cost{Base: DefaultQueryBaseCost, PerItem: DefaultQueryItemCost})
+	c.ImageCost = cmp.Or(c.ImageCost, Cost{Base: DefaultImageBaseCost, PerItem: DefaultImageItemCost})
 	return c
 }
 

@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/cli"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 )
 
@@ -29,9 +29,8 @@ Flags:
 
 // options is everything the command line sets.
 type options struct {
-	cfg       tritonsim.Config
-	logFormat string
-	logLevel  slog.Level
+	cfg tritonsim.Config
+	log cli.LogFlags
 }
 
 // parseFlags parses args and validates the result. Every bad value is
@@ -47,7 +46,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 	var errs []error
 	def := tritonsim.Config{}.WithDefaults()
-	o := options{cfg: def, logFormat: "text", logLevel: slog.LevelInfo}
+	o := options{cfg: def}
 	c := &o.cfg
 
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", def.GRPCAddr, "gRPC listen `address` (Triton's gRPC port is 8001); port 0 picks a free one")
@@ -83,13 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return nil
 	})
 	intFlag(fs, &errs, &c.StopAfter, "stop-after", "fault: crash (hard stop, exit status 1) when the `N`th ModelInfer call arrives; 0 is never")
-	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")
-	fs.Func("log-level", "log `level`: debug, info, warn or error (default info)", func(s string) error {
-		if err := o.logLevel.UnmarshalText([]byte(s)); err != nil {
-			errs = append(errs, fmt.Errorf("-log-level %q: want debug, info, warn or error", s))
-		}
-		return nil
-	})
+	o.log.Register(fs)
 
 	if err := fs.Parse(args); err != nil {
 		// flag has already printed the message and the usage.
@@ -101,22 +94,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: tritonsim takes only flags", fs.Args()))
 	}
-	if o.logFormat != "text" && o.logFormat != "json" {
-		errs = append(errs, fmt.Errorf("-log-format %q: want text or json", o.logFormat))
+	if err := o.log.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return o, errors.Join(errs...)
-}
-
-// newLogger is the one logger of the process, injected everywhere.
-func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // lenient is a flag.Value that records a bad value in errs instead of

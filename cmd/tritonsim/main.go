@@ -42,7 +42,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(stderr, opts.logFormat, opts.logLevel)
+	logger, err := opts.log.Logger(stderr)
+	if err != nil {
+		return err
+	}
 
 	s, err := tritonsim.Start(ctx, opts.cfg, logger)
 	if err != nil {

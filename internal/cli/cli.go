@@ -101,18 +101,29 @@ func (l *LogFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&l.Level, "log-level", "info", "log level: debug, info, warn or error")
 }
 
-// Logger builds the logger the flags describe, writing to w.
-func (l LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
+// Validate names both logging flags when they are bad.
+func (l LogFlags) Validate() error {
+	var errs []error
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.Level)
+		errs = append(errs, fmt.Errorf("-log-level %q: want debug, info, warn or error", l.Level))
 	}
+	if l.Format != "text" && l.Format != "json" {
+		errs = append(errs, fmt.Errorf("-log-format %q: want text or json", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Logger builds the logger the flags describe, writing to w.
+func (l LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level)) // checked by Validate
 	opts := &slog.HandlerOptions{Level: level}
-	switch l.Format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
+	if l.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", l.Format)
+	return slog.New(slog.NewTextHandler(w, opts)), nil
 }

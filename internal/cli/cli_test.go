@@ -83,4 +83,8 @@ func TestLogger(t *testing.T) {
 	if _, err := (LogFlags{Format: "text", Level: "loud"}).Logger(&buf); err == nil {
 		t.Error("no error for -log-level loud")
 	}
+	err = LogFlags{Format: "xml", Level: "loud"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "-log-format") || !strings.Contains(err.Error(), "-log-level") {
+		t.Errorf("Validate() = %v, want both flags named at once", err)
+	}
 }

@@ -58,56 +58,51 @@ func (s *embeddingService) validateEncoding(v *violations, e colpaliv1.Embedding
 
 func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) error {
 	var v violations
-	n := len(req.GetQueries())
-	switch {
-	case n == 0:
-		v.add("queries", "must hold at least 1 query")
-	case n > s.cfg.MaxQueries:
-		v.add("queries", "holds %d queries; the limit is %d per request", n, s.cfg.MaxQueries)
-	default:
-		bad := 0
-		for i, q := range req.GetQueries() {
-			field := fmt.Sprintf("queries[%d]", i)
-			switch {
-			case strings.TrimSpace(q) == "":
-				v.add(field, "must not be empty or only white space")
-			case len(q) > s.cfg.MaxQueryBytes:
-				v.add(field, "is %d bytes; the limit is %d bytes", len(q), s.cfg.MaxQueryBytes)
-			case !utf8.ValidString(q):
-				v.add(field, "is not valid UTF-8")
-			default:
-				continue
-			}
-			if bad++; bad == maxReportedItems {
-				break
-			}
-		}
-	}
+	validateBatch(&v, "queries", "query", req.GetQueries(), s.cfg.MaxQueries, s.checkQuery)
 	s.validateEncoding(&v, req.GetEncoding())
 	return v.err()
 }
 
 func (s *embeddingService) validateImages(req *colpaliv1.EmbedImagesRequest) error {
 	var v violations
-	n := len(req.GetImages())
-	switch {
+	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, s.checkImage)
+	s.validateEncoding(&v, req.GetEncoding())
+	return v.err()
+}
+
+// validateBatch checks that the repeated field (named in the plural) holds 1
+// to limit items, then each item with check, reporting at most
+// maxReportedItems bad ones as field[i].
+func validateBatch[T any](v *violations, field, singular string, items []T, limit int, check func(T) string) {
+	switch n := len(items); {
 	case n == 0:
-		v.add("images", "must hold at least 1 image")
-	case n > s.cfg.MaxImages:
-		v.add("images", "holds %d images; the limit is %d per request", n, s.cfg.MaxImages)
+		v.add(field, "must hold at least 1 %s", singular)
+	case n > limit:
+		v.add(field, "holds %d %s; the limit is %d per request", n, field, limit)
 	default:
 		bad := 0
-		for i, img := range req.GetImages() {
-			if msg := s.checkImage(img); msg != "" {
-				v.add(fmt.Sprintf("images[%d]", i), "%s", msg)
+		for i, item := range items {
+			if msg := check(item); msg != "" {
+				v.add(fmt.Sprintf("%s[%d]", field, i), "%s", msg)
 				if bad++; bad == maxReportedItems {
-					break
+					return
 				}
 			}
 		}
 	}
-	s.validateEncoding(&v, req.GetEncoding())
-	return v.err()
+}
+
+// checkQuery returns what is wrong with one query, or "".
+func (s *embeddingService) checkQuery(q string) string {
+	switch {
+	case strings.TrimSpace(q) == "":
+		return "must not be empty or only white space"
+	case len(q) > s.cfg.MaxQueryBytes:
+		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(q), s.cfg.MaxQueryBytes)
+	case !utf8.ValidString(q):
+		return "is not valid UTF-8"
+	}
+	return ""
 }
 
 var (

@@ -59,19 +59,26 @@ func TestEmbedQueriesInvalidArgument(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := g.client.EmbedQueries(testContext(t), tc.req)
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("code = %v (%v), want InvalidArgument", status.Code(err), err)
-			}
-			if diff := cmp.Diff(tc.fields, fieldViolations(err)); diff != "" {
-				t.Errorf("field violations (-want +got):\n%s", diff)
-			}
-			if !strings.Contains(status.Convert(err).Message(), tc.text) {
-				t.Errorf("message %q does not say %q", status.Convert(err).Message(), tc.text)
-			}
+			checkInvalidArgument(t, err, tc.fields, tc.text)
 		})
 	}
 	if n := fake.Calls(); n != 0 {
 		t.Errorf("the embedder was called %d times for invalid requests", n)
+	}
+}
+
+// checkInvalidArgument fails unless err is INVALID_ARGUMENT with exactly
+// fields as its BadRequest violations and a message that says text.
+func checkInvalidArgument(t *testing.T, err error, fields []string, text string) {
+	t.Helper()
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("code = %v (%v), want InvalidArgument", status.Code(err), err)
+	}
+	if diff := cmp.Diff(fields, fieldViolations(err)); diff != "" {
+		t.Errorf("field violations (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(status.Convert(err).Message(), text) {
+		t.Errorf("message %q does not say %q", status.Convert(err).Message(), text)
 	}
 }
 
@@ -103,15 +110,7 @@ func TestEmbedImagesInvalidArgument(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: tc.images})
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("code = %v (%v), want InvalidArgument", status.Code(err), err)
-			}
-			if diff := cmp.Diff(tc.fields, fieldViolations(err)); diff != "" {
-				t.Errorf("field violations (-want +got):\n%s", diff)
-			}
-			if !strings.Contains(status.Convert(err).Message(), tc.text) {
-				t.Errorf("message %q does not say %q", status.Convert(err).Message(), tc.text)
-			}
+			checkInvalidArgument(t, err, tc.fields, tc.text)
 		})
 	}
 	if n := fake.Calls(); n != 0 {

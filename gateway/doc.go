@@ -2,7 +2,8 @@
 //
 // # Overview
 //
-// One gRPC server carries the API, gRPC health and reflection. The REST
+// One gRPC server carries the API (EmbeddingService, and the operator's
+// read-only BackendService over Deps.Backends), gRPC health and reflection. The REST
 // side is grpc-gateway's transcoding mux dialled to that same gRPC server
 // over loopback (not the in-process handler), so a REST call passes the same
 // interceptors as a gRPC call: panic recovery, request id and logging,

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -21,9 +22,7 @@ import (
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
-	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
-	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 // stack is a simulator and a gateway in front of it.
@@ -48,14 +47,70 @@ func startStack(t *testing.T, cfg Config, simCfg tritonsim.Config) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Stop)
-	backend, err := triton.New(triton.Config{Addr: sim.GRPCAddr()})
+	r := startRouter(t, sim)
+	g := startGateway(t, cfg, Deps{Embedder: r, Ready: r.Ready, Backends: r})
+	return &stack{testGateway: g, sim: sim}
+}
+
+// startRouter runs a router over sims with quick health checks, stopped in
+// t.Cleanup (after the gateway in front of it, which cleans up later-registered first).
+func startRouter(t *testing.T, sims ...*tritonsim.Server) *router.Router {
+	t.Helper()
+	return startRouterWith(t, router.Deps{Logger: testLogger(t)}, sims...)
+}
+
+// startSim starts a simulator with fast costs on loopback, stopped in
+// t.Cleanup.
+func startSim(t *testing.T, cfg tritonsim.Config) *tritonsim.Server {
+	t.Helper()
+	cfg.GRPCAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.QueryCost = tritonsim.Cost{Base: time.Millisecond, PerItem: 100 * time.Microsecond}
+	sim, err := tritonsim.Start(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { backend.Close() })
-	r := router.New(model.Config{}, backend)
-	g := startGateway(t, cfg, Deps{Embedder: r, Ready: r.Ready})
-	return &stack{testGateway: g, sim: sim}
+	t.Cleanup(sim.Stop)
+	return sim
+}
+
+// startRouterWith is startRouter with deps.
+func startRouterWith(t *testing.T, deps router.Deps, sims ...*tritonsim.Server) *router.Router {
+	t.Helper()
+	cfg := router.Config{HealthInterval: 20 * time.Millisecond}
+	for _, s := range sims {
+		cfg.Static = append(cfg.Static, router.Endpoint{Addr: s.GRPCAddr(), MetricsURL: "http://" + s.MetricsAddr() + "/metrics"})
+	}
+	r, err := router.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	// Wait for the first health check of every backend, so calls do not
+	// race it.
+	checked := func() bool {
+		for _, b := range r.Backends() {
+			if b.State == router.StateUnknown {
+				return false
+			}
+		}
+		return true
+	}
+	for ctx := testContext(t); !checked(); {
+		select {
+		case <-ctx.Done():
+			t.Fatal("backends never checked")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return r
 }
 
 // decodeMultiVector returns mv's values, whatever its encoding.
@@ -315,6 +370,89 @@ func TestE2EModelNotReady(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 			code, _ = s.get(t, "/readyz")
+		}
+	}
+}
+
+// TestE2EListBackends: the operator's view over gRPC and REST, and the same
+// figures on /metrics.
+func TestE2EListBackends(t *testing.T) {
+	healthy := startSim(t, tritonsim.Config{})
+	imageDown := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
+	reg := prometheus.NewRegistry()
+	r := startRouterWith(t, router.Deps{Logger: testLogger(t), Registerer: reg}, healthy, imageDown)
+	g := startGateway(t, Config{}, Deps{Embedder: r, Ready: r.Ready, Backends: r, Registry: reg})
+	if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := colpaliv1.NewBackendServiceClient(g.conn).ListBackends(testContext(t), &colpaliv1.ListBackendsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetPolicy() != "gpu_aware" || len(resp.GetBackends()) != 2 {
+		t.Fatalf("ListBackends = %v", resp)
+	}
+	byAddr := map[string]*colpaliv1.Backend{}
+	picks := uint64(0)
+	for _, b := range resp.GetBackends() {
+		byAddr[b.GetAddress()] = b
+		picks += b.GetPicks()
+		if b.GetState() != colpaliv1.BackendState_BACKEND_STATE_READY || b.GetLastCheckTime() == nil {
+			t.Errorf("backend %s: state %v, last check %v", b.GetAddress(), b.GetState(), b.GetLastCheckTime())
+		}
+	}
+	if picks != 1 {
+		t.Errorf("picks over the backends = %d, want the 1 call", picks)
+	}
+	down := byAddr[imageDown.GRPCAddr()]
+	if down == nil || len(down.GetModels()) != 2 || down.GetModels()[1].GetModel() != "colpali_image" || down.GetModels()[1].GetReady() {
+		t.Errorf("backend with the image model down: %v", down)
+	}
+	if got := byAddr[healthy.GRPCAddr()].GetMetricsUrl(); got != "http://"+healthy.MetricsAddr()+"/metrics" {
+		t.Errorf("metrics URL %q", got)
+	}
+
+	code, body := g.get(t, "/v1/backends")
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/backends: HTTP %d %s", code, body)
+	}
+	var rest struct {
+		Policy   string `json:"policy"`
+		Backends []struct {
+			Address string `json:"address"`
+			State   string `json:"state"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal(body, &rest); err != nil || rest.Policy != "gpu_aware" || len(rest.Backends) != 2 || rest.Backends[0].State != "BACKEND_STATE_READY" {
+		t.Fatalf("GET /v1/backends: %s (%v)", body, err)
+	}
+
+	code, body = g.get(t, "/metrics")
+	for _, want := range []string{
+		`colpali_router_backend_state{backend="` + healthy.GRPCAddr() + `",state="ready"} 1`,
+		`colpali_router_backend_model_ready{backend="` + imageDown.GRPCAddr() + `",model="colpali_image"} 0`,
+		`colpali_router_retries_total`,
+	} {
+		if code != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestE2EFailoverAcrossBackends: one of two backends dies; calls keep
+// succeeding through the other.
+func TestE2EFailoverAcrossBackends(t *testing.T) {
+	a := startSim(t, tritonsim.Config{})
+	victim := startSim(t, tritonsim.Config{})
+	r := startRouterWith(t, router.Deps{Logger: testLogger(t)}, a, victim)
+	g := startGateway(t, Config{}, Deps{Embedder: r, Ready: r.Ready, Backends: r})
+	for i := range 20 {
+		if i == 5 {
+			victim.Stop()
+		}
+		if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{fmt.Sprint("q", i)}}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
 		}
 	}
 }

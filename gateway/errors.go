@@ -28,7 +28,7 @@ func toStatus(ctx context.Context, err error) error {
 		return status.Errorf(codes.ResourceExhausted, "%v; retry later with backoff", err)
 	case errors.Is(err, triton.ErrTimedOut):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, triton.ErrUnavailable), errors.Is(err, router.ErrNotReady):
+	case errors.Is(err, triton.ErrUnavailable), errors.Is(err, router.ErrNotReady), errors.Is(err, router.ErrNoBackend):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, triton.ErrRejected):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -185,6 +185,7 @@ func TestBackendErrorsMapToCodes(t *testing.T) {
 		{"size limit is not overload", backendErr(triton.ErrFailed, codes.ResourceExhausted, "grpc: received message larger than max"), codes.Internal, http.StatusInternalServerError, "larger than max"},
 		{"aborted stays retryable", backendErr(triton.ErrFailed, codes.Aborted, "aborted"), codes.Unavailable, http.StatusServiceUnavailable, "aborted"},
 		{"not ready", fmt.Errorf("%w: colpali_query", router.ErrNotReady), codes.Unavailable, http.StatusServiceUnavailable, "not ready"},
+		{"no backend", fmt.Errorf("%w for model colpali_query", router.ErrNoBackend), codes.Unavailable, http.StatusServiceUnavailable, "no ready backend"},
 		{"bad response", fmt.Errorf("%w: shape", model.ErrBadResponse), codes.Internal, http.StatusInternalServerError, "shape"},
 		{"unclassified", errSentinel, codes.Internal, http.StatusInternalServerError, "sentinel"},
 	} {

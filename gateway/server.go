@@ -45,6 +45,9 @@ type Deps struct {
 	// Ready is the readiness check run every Config.HealthInterval.
 	// Required.
 	Ready ReadinessFunc
+	// Backends, when set, is served read-only as colpali.v1.BackendService
+	// (gRPC, and GET /v1/backends). Default: the service is not served.
+	Backends Backends
 	// Registry receives the gateway's metrics and is served on /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
@@ -66,9 +69,15 @@ type Server struct {
 	draining bool  // set once on shutdown; readiness stays false; guarded by mu
 }
 
-// servedServices are the names whose health status the gateway reports,
-// besides the overall "".
-var servedServices = []string{colpaliv1.EmbeddingService_ServiceDesc.ServiceName}
+// services are the names whose health status the gateway reports, besides
+// the overall "".
+func (s *Server) services() []string {
+	names := []string{colpaliv1.EmbeddingService_ServiceDesc.ServiceName}
+	if s.deps.Backends != nil {
+		names = append(names, colpaliv1.BackendService_ServiceDesc.ServiceName)
+	}
+	return names
+}
 
 // New validates cfg (after defaults) and builds the gateway. Nothing
 // listens until Listen.
@@ -153,6 +162,9 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		),
 	)
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
+	if s.deps.Backends != nil {
+		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
+	}
 	healthpb.RegisterHealthServer(srv, s.health)
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)
@@ -209,6 +221,12 @@ func (s *Server) newHTTPServer() error {
 		conn.Close()
 		return fmt.Errorf("REST handlers: %w", err)
 	}
+	if s.deps.Backends != nil {
+		if err := colpaliv1.RegisterBackendServiceHandler(context.Background(), mux, conn); err != nil {
+			conn.Close()
+			return fmt.Errorf("REST handlers: %w", err)
+		}
+	}
 
 	// Body limits per route, from the request limits, so that a small API
 	// cannot be sent a huge body. JSON carries images as base64 (4 bytes for
@@ -238,6 +256,8 @@ func (s *Server) newHTTPServer() error {
 	root := http.NewServeMux()
 	root.Handle("POST /v1/images:embed", api("/v1/images:embed", limitBody(mux, imagesBody)))
 	root.Handle("POST /v1/queries:embed", api("/v1/queries:embed", limitBody(mux, queriesBody)))
+	// A read-only GET: no body is expected at all.
+	root.Handle("GET /v1/backends", api("/v1/backends", limitBody(mux, 1<<10)))
 	root.Handle("/v1/", api("other", limitBody(mux, slack)))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -387,7 +407,7 @@ func (s *Server) setServing(ok bool) {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)
-	for _, name := range servedServices {
+	for _, name := range s.services() {
 		s.health.SetServingStatus(name, st)
 	}
 }

@@ -1,74 +1,366 @@
-// Package router sends each batch of queries or page images to a Triton
-// backend and returns one embedding per item. Today it forwards to a single
-// backend; the backend pool, health checks, failover and the GPU-aware
-// policy grow here behind the same Embed method.
 package router
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router/policy"
+	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
+	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
+	"github.com/morphik-org/colpali-gateway/router/policy/roundrobin"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-// Backend is what the router needs of one Triton server; *triton.Client
-// implements it.
-type Backend interface {
-	Addr() string
-	Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error)
-	ModelReady(ctx context.Context, model, version string) (bool, error)
+// Errors of the router; use errors.Is.
+var (
+	// ErrNoBackend: no backend is ready for the batch's model.
+	ErrNoBackend = errors.New("no ready backend")
+	// ErrNotReady: some model has no ready backend (Ready).
+	ErrNotReady = errors.New("not ready")
+)
+
+// Resolver resolves a host name to addresses; *net.Resolver implements it.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
 }
 
-// ErrNotReady reports a backend whose model is not ready; use errors.Is.
-var ErrNotReady = errors.New("model not ready")
+// TargetSetter is told the metrics URL of every backend in the pool
+// (gRPC address → URL) whenever the pool changes; the gpu package's
+// scraper implements it.
+type TargetSetter interface {
+	SetTargets(targets map[string]string)
+}
 
-// Router embeds batches on its backend.
+// Deps are the router's collaborators. All optional.
+type Deps struct {
+	// Logger receives the router's logs. Default: discarded.
+	Logger *slog.Logger
+	// Dial opens a backend connection. Default: triton.New with
+	// Config.Triton and the address.
+	Dial func(addr string) (Backend, error)
+	// Resolver resolves Config.DNS. Default: net.DefaultResolver.
+	Resolver Resolver
+	// GPU supplies backends' telemetry. Default: none.
+	GPU gpu.Source
+	// Targets is kept in step with the pool's metrics URLs. Default: none.
+	Targets TargetSetter
+	// Registerer receives the router's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// Router places batches on a pool of Triton backends. See the package
+// documentation.
 type Router struct {
-	models  model.Config
-	backend Backend
+	cfg     Config
+	deps    Deps
+	logger  *slog.Logger
+	policy  policy.Policy
+	budget  *retryBudget
+	metrics *metrics
+
+	snap atomic.Pointer[snapshot]
+
+	mu      sync.Mutex
+	members map[string]*backend // by address, draining ones included; guarded by mu
+	dns     []Endpoint          // last DNS answer; guarded by mu
+	runCtx  context.Context     // set by Run; guarded by mu
+	wg      sync.WaitGroup
 }
 
-// New returns a router over one backend for the models of cfg (defaulted).
-func New(models model.Config, backend Backend) *Router {
-	return &Router{models: models.WithDefaults(), backend: backend}
+// snapshot is the immutable view the pick path reads: rebuilt, under
+// Router.mu, on every change of membership or health.
+type snapshot struct {
+	backends []*backend                     // every member, by address
+	routable [len(kinds)][]policy.Candidate // ready for each model
 }
 
-// Embed embeds items, one batch, with kind's model. The time left before
-// ctx's deadline also travels as Triton's "timeout" request parameter, so
-// that Triton's queue drops the request once its caller has given up.
+// New validates cfg (after defaults) and builds a router over cfg.Static.
+// Nothing is checked or resolved until Run.
+func New(cfg Config, deps Deps) (*Router, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Dial == nil {
+		tc := cfg.Triton
+		deps.Dial = func(addr string) (Backend, error) {
+			tc.Addr = addr
+			return triton.New(tc)
+		}
+	}
+	if deps.Resolver == nil {
+		deps.Resolver = net.DefaultResolver
+	}
+	var pol policy.Policy
+	switch cfg.Policy {
+	case roundrobin.Name:
+		pol = roundrobin.New()
+	case leastoutstanding.Name:
+		pol = leastoutstanding.New()
+	default:
+		p, err := gpuaware.New(cfg.GPUAware)
+		if err != nil {
+			return nil, err
+		}
+		pol = p
+	}
+	r := &Router{
+		cfg: cfg, deps: deps, logger: deps.Logger.With("component", "router"), policy: pol,
+		budget:  newRetryBudget(cfg.RetryBudgetRatio, cfg.RetryMinPerSecond, time.Now),
+		members: map[string]*backend{},
+	}
+	r.metrics = newMetrics(r)
+	if deps.Registerer != nil {
+		if err := deps.Registerer.Register(r.metrics); err != nil {
+			return nil, fmt.Errorf("router metrics: %w", err)
+		}
+	}
+	r.mu.Lock()
+	r.syncMembersLocked()
+	r.mu.Unlock()
+	return r, nil
+}
+
+// PolicyName is the balancing policy in use.
+func (r *Router) PolicyName() string { return r.policy.Name() }
+
+// ModelName is the Triton model that embeds kind.
+func (r *Router) ModelName(kind model.Kind) string { return r.cfg.Models.ModelName(kind) }
+
+// Ready reports nil while every model has at least one ready backend (not
+// necessarily the same one), or an error wrapping ErrNotReady that names
+// the models without one and the state of every backend. It reads the state
+// the health checks maintain and never calls a backend. A gateway that can
+// embed queries but not pages reports not ready, like a single Triton with
+// strict readiness: its operator should know, and a load balancer that
+// honours readiness sends the traffic to a replica that can serve it all.
+func (r *Router) Ready(context.Context) error {
+	s := r.snap.Load()
+	var missing []string
+	for _, k := range kinds {
+		if len(s.routable[k]) == 0 {
+			missing = append(missing, r.ModelName(k))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: no ready backend for %s: %s", ErrNotReady, strings.Join(missing, ", "), r.describe(s))
+}
+
+// describe names every backend of s with its state and last error, for
+// error messages.
+func (r *Router) describe(s *snapshot) string {
+	if len(s.backends) == 0 {
+		return "the pool is empty"
+	}
+	var why []string
+	for _, b := range s.backends {
+		r.mu.Lock()
+		st, lastErr := b.health.state(), b.health.lastError
+		r.mu.Unlock()
+		w := b.endpoint.Addr + " " + st.String()
+		if lastErr != "" {
+			w += " (" + lastErr + ")"
+		}
+		why = append(why, w)
+	}
+	return strings.Join(why, "; ")
+}
+
+// Run checks the backends' health, resolves Config.DNS and drains leaving
+// backends until ctx ends; it then closes every connection (calls still in
+// flight fail) and returns nil. Embed answers ErrNoBackend until a first
+// health check has passed. Run once.
+func (r *Router) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.runCtx != nil {
+		r.mu.Unlock()
+		return errors.New("router: Run called twice")
+	}
+	r.runCtx = ctx
+	for _, b := range r.members {
+		r.startHealthLocked(ctx, b)
+	}
+	r.mu.Unlock()
+	if r.cfg.DNS != "" {
+		r.wg.Go(func() { r.discover(ctx) })
+	}
+	<-ctx.Done()
+	r.wg.Wait()
+	r.mu.Lock()
+	for addr, b := range r.members {
+		if err := b.client.Close(); err != nil {
+			r.logger.Debug("closing backend", "backend", addr, "err", err)
+		}
+		delete(r.members, addr)
+	}
+	r.rebuildLocked()
+	r.mu.Unlock()
+	return nil
+}
+
+// Embed embeds items, one batch, with kind's model, on the backend the
+// policy picks. The time left before ctx's deadline also travels as
+// Triton's "timeout" request parameter, so that Triton's queue drops the
+// request once its caller has given up. A batch that fails UNAVAILABLE
+// (the backend is down) or overloaded (its queue is full) is retried once
+// on another ready backend while the deadline has time left and the retry
+// budget allows; see the package documentation.
 func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+	batch := policy.Batch{Kind: kind, Items: len(items), Cost: r.cost(kind, len(items))}
+	r.budget.request()
+	b, err := r.pick(batch, nil)
+	if err != nil {
+		return nil, err
+	}
+	out, err := r.attempt(ctx, b, batch, items)
+	if err == nil || !retryable(err) || ctx.Err() != nil {
+		return out, err
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= 0 {
+		return nil, err
+	}
+	alt, pickErr := r.pick(batch, b)
+	if pickErr != nil {
+		return nil, err // no other backend: the original error says more
+	}
+	reason := retryUnavailable
+	if errors.Is(err, triton.ErrOverloaded) {
+		reason = retryOverloaded
+	}
+	if !r.budget.allowRetry() {
+		r.metrics.budgetExhausted.Inc() // a metric, not a log line: an outage would flood the log
+		r.logger.Debug("retry budget exhausted; not retrying", "backend", b.Addr(), "reason", reason, "err", err)
+		return nil, err
+	}
+	r.metrics.retries.WithLabelValues(reason).Inc()
+	r.logger.Debug("retrying on another backend", "from", b.Addr(), "to", alt.Addr(), "reason", reason)
+	return r.attempt(ctx, alt, batch, items)
+}
+
+// Reasons for a retry, as metric labels.
+const (
+	retryUnavailable = "unavailable"
+	retryOverloaded  = "overloaded"
+)
+
+// retryable reports whether a failed batch may go to another backend:
+// the backend was unreachable or not serving (nothing was computed), or its
+// queue was full. Never to the same backend: a full queue is back-pressure.
+func retryable(err error) bool {
+	return errors.Is(err, triton.ErrUnavailable) || errors.Is(err, triton.ErrOverloaded)
+}
+
+func (r *Router) cost(kind model.Kind, n int) float64 {
+	if kind == model.Image {
+		return r.cfg.ImageCost.of(n)
+	}
+	return r.cfg.QueryCost.of(n)
+}
+
+// pick chooses a routable backend for batch other than exclude.
+func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, error) {
+	snap := r.snap.Load()
+	cands := snap.routable[batch.Kind]
+	if exclude != nil {
+		if i := slices.Index(cands, policy.Candidate(exclude)); i >= 0 {
+			cands = slices.Delete(slices.Clone(cands), i, i+1)
+		}
+	}
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("%w for model %s: %s", ErrNoBackend, r.ModelName(batch.Kind), r.describe(snap))
+	}
+	i, est := r.policy.Pick(cands, batch)
+	b := cands[i].(*backend)
+	if est > 0 {
+		b.lastEstimate.Store(int64(est))
+	}
+	return b, nil
+}
+
+// attempt sends the batch to b and accounts for the outcome.
+func (r *Router) attempt(ctx context.Context, b *backend, batch policy.Batch, items [][]byte) ([]model.Embedding, error) {
 	var opt model.Request
 	if deadline, ok := ctx.Deadline(); ok {
 		opt.TimeoutMicros = max(time.Until(deadline).Microseconds(), 1)
 	}
-	resp, err := r.backend.Infer(ctx, r.models.NewInferRequest(kind, items, opt))
+	req := r.cfg.Models.NewInferRequest(batch.Kind, items, opt)
+	b.picks.Add(1)
+	ahead := b.begin(batch.Cost)
+	start := time.Now()
+	resp, err := b.client.Infer(ctx, req)
+	latency := time.Since(start)
+	b.end(batch.Cost)
 	if err != nil {
+		r.failed(ctx, b, err)
 		return nil, err
 	}
-	out, err := r.models.DecodeInferResponse(len(items), resp)
+	out, err := r.cfg.Models.DecodeInferResponse(len(items), resp)
 	if err != nil {
-		return nil, fmt.Errorf("backend %s, model %s: %w", r.backend.Addr(), resp.GetModelName(), err)
+		return nil, fmt.Errorf("backend %s, model %s: %w", b.Addr(), resp.GetModelName(), err)
 	}
+	b.consecutiveFailures.Store(0)
+	b.learn(latency, ahead, batch.Cost)
 	return out, nil
 }
 
-// ModelName is the Triton model that embeds kind.
-func (r *Router) ModelName(kind model.Kind) string { return r.models.ModelName(kind) }
+// failed accounts for a failed call. The backend is at fault when it was
+// unreachable (UNAVAILABLE) or failed the call itself; it is not when its
+// queue was full (back-pressure), when the request's own timeout passed in
+// its queue, when it rejected bad input, or when the caller gave up.
+func (r *Router) failed(ctx context.Context, b *backend, err error) {
+	unavailable := errors.Is(err, triton.ErrUnavailable)
+	if ctx.Err() != nil || !(unavailable || errors.Is(err, triton.ErrFailed)) {
+		return
+	}
+	b.failures.Add(1)
+	b.penalize()
+	n := b.consecutiveFailures.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if unavailable && !b.health.down && !b.health.draining {
+		// A dead server fails every call until the next health check: take
+		// it out now and check at once, which readmits it if it is fine.
+		b.health.down = true
+		b.health.lastError = err.Error()
+		r.logger.Warn("backend call failed unavailable; out until a health check passes", "backend", b.Addr(), "err", err)
+		r.rebuildLocked()
+		b.checkNow()
+	}
+	if n >= int64(r.cfg.EjectAfter) {
+		r.ejectLocked(b, err)
+	}
+}
 
-// Ready reports nil when both models are ready on the backend, or why not.
-func (r *Router) Ready(ctx context.Context) error {
-	for _, kind := range []model.Kind{model.Query, model.Image} {
-		name := r.models.ModelName(kind)
-		ok, err := r.backend.ModelReady(ctx, name, r.models.ModelVersion)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%w: %s on backend %s", ErrNotReady, name, r.backend.Addr())
+// rebuildLocked publishes a new snapshot of the members. Caller holds mu.
+func (r *Router) rebuildLocked() {
+	s := &snapshot{}
+	for _, b := range r.members {
+		s.backends = append(s.backends, b)
+	}
+	slices.SortFunc(s.backends, func(a, b *backend) int { return strings.Compare(a.Addr(), b.Addr()) })
+	for _, b := range s.backends {
+		for _, k := range kinds {
+			if b.health.routable(k) {
+				s.routable[k] = append(s.routable[k], b)
+			}
 		}
 	}
-	return nil
+	r.snap.Store(s)
 }

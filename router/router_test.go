@@ -3,114 +3,497 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/morphik-org/colpali-gateway/gen/inference"
-	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
+	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
+	"github.com/morphik-org/colpali-gateway/router/policy/roundrobin"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-// fakeBackend is a Backend whose behaviour each test sets.
-type fakeBackend struct {
-	infer      func(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error)
-	modelReady func(ctx context.Context, name, version string) (bool, error)
-}
-
-var _ Backend = (*fakeBackend)(nil)
-
-func (f *fakeBackend) Addr() string { return "fake:8001" }
-func (f *fakeBackend) Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-	return f.infer(ctx, req)
-}
-func (f *fakeBackend) ModelReady(ctx context.Context, name, version string) (bool, error) {
-	return f.modelReady(ctx, name, version)
-}
-
-// echoResponse answers a batch of n with one row of dimension dim per item,
-// every value i+1 for item i.
-func echoResponse(n, dim int) *inference.ModelInferResponse {
-	vals := make([]float32, 0, n*dim)
-	lens := make([]int32, n)
-	for i := range n {
-		lens[i] = 1
-		for range dim {
-			vals = append(vals, float32(i+1))
-		}
-	}
-	return &inference.ModelInferResponse{
-		Outputs: []*inference.ModelInferResponse_InferOutputTensor{
-			{Name: "embeddings", Datatype: "FP32", Shape: []int64{int64(n), 1, int64(dim)}},
-			{Name: "num_tokens", Datatype: "INT32", Shape: []int64{int64(n), 1}},
-		},
-		RawOutputContents: [][]byte{tensor.AppendFP32(nil, vals), tensor.AppendINT32(nil, lens)},
-	}
-}
+const queryModel = "colpali_query"
 
 func TestEmbedSendsTimeoutAndDecodes(t *testing.T) {
-	var got *inference.ModelInferRequest
-	b := &fakeBackend{infer: func(_ context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-		got = req
-		return echoResponse(2, 128), nil
-	}}
-	r := New(model.Config{}, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sim := startSim(t, tritonsim.Config{})
+	r := startRouter(t, testConfig(roundrobin.Name, sim), Deps{}, 1)
+	ctx, cancel := context.WithTimeout(testutil.Context(t), 2*time.Second)
 	defer cancel()
-	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a"), []byte("b")})
+	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(embs) != 2 || embs[1].Values[0] != 2 {
-		t.Fatalf("embeddings %v", embs)
+	if len(embs) != 2 || embs[0].Dim != 128 || embs[0].Rows == 0 {
+		t.Fatalf("embeddings %+v", embs)
 	}
-	timeout := got.GetParameters()["timeout"].GetInt64Param()
-	if timeout <= 1_000_000 || timeout > 2_000_000 {
-		t.Errorf("timeout parameter = %dµs, want the ~2s left on the caller's deadline", timeout)
+	obs := sim.Observed()
+	if len(obs) != 1 || obs[0].TimeoutParam <= 1_000_000 || obs[0].TimeoutParam > 2_000_000 {
+		t.Fatalf("observed %+v, want one call whose timeout parameter is the ~2s left", obs)
 	}
-	if got.GetModelName() != "colpali_query" {
-		t.Errorf("model = %q", got.GetModelName())
+	if r.ModelName(model.Image) != "colpali_image" {
+		t.Errorf("ModelName(image) = %q", r.ModelName(model.Image))
 	}
 }
 
-func TestEmbedWithoutDeadlineSendsNoTimeout(t *testing.T) {
-	b := &fakeBackend{infer: func(_ context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-		if _, ok := req.GetParameters()["timeout"]; ok {
-			return nil, errors.New("timeout parameter sent without a deadline")
+// TestSlowBackendGetsFewerBatches: three backends, one three times slower;
+// round robin gives it a third of the batches whatever its speed, gpu_aware
+// learns its speed and gives it markedly fewer.
+func TestSlowBackendGetsFewerBatches(t *testing.T) {
+	cost := tritonsim.Cost{Base: 4 * time.Millisecond, PerItem: 100 * time.Microsecond}
+	share := map[string]float64{}
+	for _, pol := range []string{roundrobin.Name, gpuaware.Name} {
+		fast1 := startSim(t, tritonsim.Config{QueryCost: cost})
+		fast2 := startSim(t, tritonsim.Config{QueryCost: cost})
+		slow := startSim(t, tritonsim.Config{QueryCost: cost, Speed: 0.33})
+		r := startRouter(t, testConfig(pol, fast1, fast2, slow), Deps{}, 3)
+		if errs := load(testutil.Context(t), r, model.Query, 6, 40, 10*time.Second); len(errs) > 0 {
+			t.Fatalf("%s: %d errors, first %v", pol, len(errs), errs[0])
 		}
-		return echoResponse(1, 128), nil
+		total := countModel(fast1, queryModel) + countModel(fast2, queryModel) + countModel(slow, queryModel)
+		share[pol] = float64(countModel(slow, queryModel)) / float64(total)
+		t.Logf("%s: slow backend got %.0f%% of %d batches", pol, 100*share[pol], total)
+	}
+	if share[roundrobin.Name] < 0.3 {
+		t.Errorf("round robin gave the slow backend %.2f of the batches, want about a third", share[roundrobin.Name])
+	}
+	if share[gpuaware.Name] > 0.75*share[roundrobin.Name] {
+		t.Errorf("gpu_aware gave the slow backend %.2f of the batches, round robin %.2f: want markedly fewer",
+			share[gpuaware.Name], share[roundrobin.Name])
+	}
+}
+
+// TestKillMidLoad: a backend dies under load; every batch that had deadline
+// left is retried on another backend, so none fails.
+func TestKillMidLoad(t *testing.T) {
+	for _, pol := range []string{roundrobin.Name, leastoutstanding.Name, gpuaware.Name} {
+		t.Run(pol, func(t *testing.T) {
+			a := startSim(t, tritonsim.Config{})
+			b := startSim(t, tritonsim.Config{})
+			victim := startSim(t, tritonsim.Config{StopAfter: 40})
+			r := startRouter(t, testConfig(pol, a, b, victim), Deps{}, 3)
+			if errs := load(testutil.Context(t), r, model.Query, 8, 30, 5*time.Second); len(errs) > 0 {
+				t.Fatalf("%d batches failed, first: %v", len(errs), errors.Join(errs...))
+			}
+			select {
+			case <-victim.Done():
+			default:
+				t.Fatal("the victim never crashed: the test did not test failover")
+			}
+			waitFor(t, "the dead backend out of the routing set", func() bool {
+				st, _ := status(r, victim.GRPCAddr())
+				return st.State == StateNotReady || st.State == StateEjected
+			})
+		})
+	}
+}
+
+// TestErroringBackendEjectedAndReadmitted: a backend failing every batch is
+// ejected after EjectAfter failures in a row, readmitted after its backoff,
+// and ejected again for longer when it keeps failing.
+func TestErroringBackendEjectedAndReadmitted(t *testing.T) {
+	good := startSim(t, tritonsim.Config{})
+	bad := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
+	cfg := testConfig(roundrobin.Name, good, bad)
+	cfg.EjectAfter = 3
+	r := startRouter(t, cfg, Deps{}, 2)
+	ctx := testutil.Context(t)
+
+	failures := 0
+	for range 10 {
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+			if !errors.Is(err, triton.ErrFailed) {
+				t.Fatalf("error %v, want the simulated failure (ErrFailed)", err)
+			}
+			failures++
+		}
+	}
+	if failures != 3 {
+		t.Errorf("%d batches failed, want 3 (EjectAfter) before the ejection", failures)
+	}
+	st, _ := status(r, bad.GRPCAddr())
+	if st.State != StateEjected || st.Ejections != 1 {
+		t.Fatalf("bad backend %s after %d ejections, want ejected once", st.State, st.Ejections)
+	}
+	first := time.Until(st.EjectedUntil)
+	waitFor(t, "readmission", func() bool { st, _ := status(r, bad.GRPCAddr()); return st.State == StateReady })
+
+	for range 8 {
+		_, _ = r.Embed(ctx, model.Query, [][]byte{[]byte("q")})
+	}
+	st, _ = status(r, bad.GRPCAddr())
+	if st.State != StateEjected || st.Ejections != 2 {
+		t.Fatalf("bad backend %s after %d ejections, want ejected a second time", st.State, st.Ejections)
+	}
+	if second := time.Until(st.EjectedUntil); second <= first {
+		t.Errorf("second backoff %v is not longer than the first %v", second, first)
+	}
+}
+
+// TestFlakyBackendGetsFewerBatches: a backend failing a third of its
+// batches, fast, is not ejected (its failures are not consecutive enough)
+// but gpu_aware learns to avoid it, where round robin would give it a third.
+func TestFlakyBackendGetsFewerBatches(t *testing.T) {
+	a := startSim(t, tritonsim.Config{})
+	b := startSim(t, tritonsim.Config{})
+	flaky := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 0.33}})
+	cfg := testConfig(gpuaware.Name, a, b, flaky)
+	cfg.EjectAfter = 1000
+	r := startRouter(t, cfg, Deps{}, 3)
+	errs := load(testutil.Context(t), r, model.Query, 6, 50, 5*time.Second)
+	for _, err := range errs {
+		if !errors.Is(err, triton.ErrFailed) {
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	total := countModel(a, queryModel) + countModel(b, queryModel) + countModel(flaky, queryModel)
+	share := float64(countModel(flaky, queryModel)) / float64(total)
+	t.Logf("flaky backend got %.0f%% of %d batches; %d failed", 100*share, total, len(errs))
+	if share > 0.25 {
+		t.Errorf("flaky backend got %.2f of the batches, want well under a third", share)
+	}
+}
+
+// TestLastBackendNotEjected: with one backend, failures reach the caller but
+// do not empty the pool.
+func TestLastBackendNotEjected(t *testing.T) {
+	bad := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
+	cfg := testConfig(gpuaware.Name, bad)
+	cfg.EjectAfter = 2
+	r := startRouter(t, cfg, Deps{}, 1)
+	for range 4 {
+		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); !errors.Is(err, triton.ErrFailed) {
+			t.Fatalf("err %v, want ErrFailed", err)
+		}
+	}
+	if st, _ := status(r, bad.GRPCAddr()); st.State != StateReady {
+		t.Fatalf("the only backend is %s, want ready", st.State)
+	}
+}
+
+// TestModelNotReadyNeverRouted: a backend whose image model is not ready
+// gets query batches but never image batches; when no backend has the
+// model, Embed fails ErrNoBackend, Ready fails naming it, and the other
+// model still works.
+func TestModelNotReadyNeverRouted(t *testing.T) {
+	both := startSim(t, tritonsim.Config{})
+	queryOnly := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
+	r := startRouter(t, testConfig(roundrobin.Name, both, queryOnly), Deps{}, 2)
+	ctx := testutil.Context(t)
+	if errs := load(ctx, r, model.Image, 2, 10, 5*time.Second); len(errs) > 0 {
+		t.Fatalf("image batches failed: %v", errs[0])
+	}
+	if errs := load(ctx, r, model.Query, 2, 10, 5*time.Second); len(errs) > 0 {
+		t.Fatalf("query batches failed: %v", errs[0])
+	}
+	if n := countModel(queryOnly, "colpali_image"); n != 0 {
+		t.Errorf("%d image batches went to the backend whose image model is not ready", n)
+	}
+	if n := countModel(queryOnly, queryModel); n == 0 {
+		t.Error("no query batch went to the backend whose query model is ready")
+	}
+
+	both.SetFaults(tritonsim.Faults{NotReady: []string{"colpali_image"}})
+	waitFor(t, "no backend ready for images", func() bool {
+		_, err := r.Embed(ctx, model.Image, [][]byte{testPNG})
+		return errors.Is(err, ErrNoBackend)
+	})
+	if err := r.Ready(ctx); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "colpali_image") || !strings.Contains(err.Error(), both.GRPCAddr()) {
+		t.Errorf("Ready = %v, want ErrNotReady naming the image model and the backends", err)
+	}
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		t.Errorf("queries failed while their model is ready: %v", err)
+	}
+	both.SetFaults(tritonsim.Faults{})
+	waitFor(t, "router ready again", func() bool { return r.Ready(ctx) == nil })
+}
+
+// TestDNSJoinLeaveDrain: backends found through DNS join when they appear
+// and drain when they disappear: the batches in flight on a leaving backend
+// complete, no new batch goes there, then it leaves the pool.
+func TestDNSJoinLeaveDrain(t *testing.T) {
+	a := startSim(t, tritonsim.Config{})
+	slow := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 300 * time.Millisecond}, Instances: 8})
+	c := startSim(t, tritonsim.Config{})
+	// DNS answers made-up addresses; Dial maps them to the simulators.
+	real := map[string]string{"10.0.0.1:8001": a.GRPCAddr(), "10.0.0.2:8001": slow.GRPCAddr(), "10.0.0.3:8001": c.GRPCAddr()}
+	res := &fakeResolver{addrs: []string{"10.0.0.1", "10.0.0.2"}}
+	targets := &fakeTargets{}
+	cfg := testConfig(roundrobin.Name)
+	cfg.DNS, cfg.DNSInterval = "triton.default.svc:8001", 10*time.Millisecond
+	deps := Deps{Resolver: res, Targets: targets, Dial: func(addr string) (Backend, error) {
+		return triton.New(triton.Config{Addr: real[addr]})
 	}}
-	if _, err := New(model.Config{}, b).Embed(context.Background(), model.Image, [][]byte{[]byte("x")}); err != nil {
+	r := startRouter(t, cfg, deps, 2)
+	if got := targets.get(); got["10.0.0.2:8001"] != "http://10.0.0.2:8002/metrics" || len(got) != 2 {
+		t.Errorf("scrape targets %v", got)
+	}
+
+	ctx := testutil.Context(t)
+	errc := make(chan []error, 1)
+	go func() { errc <- load(ctx, r, model.Query, 4, 1, 5*time.Second) }()
+	waitFor(t, "batches in flight on the slow backend", func() bool {
+		st, _ := status(r, "10.0.0.2:8001")
+		return st.InFlight > 0
+	})
+	res.set([]string{"10.0.0.1", "10.0.0.3"}, nil)
+	waitFor(t, "the slow backend draining", func() bool {
+		st, _ := status(r, "10.0.0.2:8001")
+		return st.State == StateDraining
+	})
+	if errs := <-errc; len(errs) > 0 {
+		t.Fatalf("batches failed during the drain: %v", errs[0])
+	}
+	waitFor(t, "the slow backend gone and the new one ready", func() bool {
+		_, gone := status(r, "10.0.0.2:8001")
+		st, _ := status(r, "10.0.0.3:8001")
+		return !gone && st.State == StateReady
+	})
+	before := len(slow.Observed())
+	if errs := load(ctx, r, model.Query, 2, 5, 5*time.Second); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if after := len(slow.Observed()); after != before {
+		t.Errorf("%d batches went to the backend after it left", after-before)
+	}
+	if countModel(c, queryModel) == 0 {
+		t.Error("the joined backend got no batch")
+	}
+	if got := targets.get(); len(got) != 2 || got["10.0.0.3:8001"] == "" {
+		t.Errorf("scrape targets after the change %v", got)
+	}
+
+	// A failed lookup keeps the pool.
+	res.set(nil, errors.New("server misbehaving"))
+	time.Sleep(5 * cfg.DNSInterval)
+	if n := countState(r, StateReady); n != 2 {
+		t.Errorf("%d ready backends after a failed lookup, want the 2 kept", n)
+	}
+}
+
+// TestGPUTelemetrySteers: of two identical backends, the one whose
+// telemetry reports a long queue of other clients' requests gets fewer
+// batches; one short of GPU memory gets none while the other has room.
+func TestGPUTelemetrySteers(t *testing.T) {
+	a := startSim(t, tritonsim.Config{})
+	b := startSim(t, tritonsim.Config{})
+	src := &fakeGPU{stats: map[string]gpu.Stats{
+		a.GRPCAddr(): {Pending: 20, QueueTimePerRequest: 200 * time.Millisecond, Utilization: 1, MemoryUsed: 1, MemoryTotal: 80},
+		b.GRPCAddr(): {Utilization: 0.1, MemoryUsed: 10, MemoryTotal: 80},
+	}}
+	r := startRouter(t, testConfig(gpuaware.Name, a, b), Deps{GPU: src}, 2)
+	ctx := testutil.Context(t)
+	if errs := load(ctx, r, model.Query, 2, 20, 5*time.Second); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if na, nb := countModel(a, queryModel), countModel(b, queryModel); na*4 > nb {
+		t.Errorf("busy backend got %d batches, idle one %d: want the idle one to get most", na, nb)
+	}
+	st, _ := status(r, a.GRPCAddr())
+	if !st.GPUFresh || st.GPU.Pending != 20 {
+		t.Errorf("status GPU %+v fresh %v", st.GPU, st.GPUFresh)
+	}
+
+	src.mu.Lock()
+	src.stats[a.GRPCAddr()] = gpu.Stats{MemoryUsed: 10, MemoryTotal: 80}
+	src.stats[b.GRPCAddr()] = gpu.Stats{MemoryUsed: 79, MemoryTotal: 80}
+	src.mu.Unlock()
+	nb := countModel(b, queryModel)
+	if errs := load(ctx, r, model.Query, 2, 10, 5*time.Second); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if got := countModel(b, queryModel) - nb; got != 0 {
+		t.Errorf("backend short of memory got %d batches", got)
+	}
+}
+
+// TestOverloadedRetriedElsewhereNotSame: a full queue on one backend is
+// retried on another, never on the same.
+func TestOverloadedRetriedElsewhereNotSame(t *testing.T) {
+	long := tritonsim.Cost{Base: 200 * time.Millisecond}
+	full := startSim(t, tritonsim.Config{QueryCost: long, MaxQueueSize: 1})
+	r := startRouter(t, testConfig(roundrobin.Name, full), Deps{}, 1)
+	ctx := testutil.Context(t)
+	// One executing and one queued fill it; the third overflows, and with
+	// one backend there is nowhere to retry.
+	errs := load(ctx, r, model.Query, 3, 1, 5*time.Second)
+	if len(errs) != 1 || !errors.Is(errs[0], triton.ErrOverloaded) {
+		t.Fatalf("errors %v, want one ErrOverloaded", errs)
+	}
+	if n := countModel(full, queryModel); n != 3 {
+		t.Errorf("the full backend saw %d calls, want 3 (no retry onto it)", n)
+	}
+	if st, _ := status(r, full.GRPCAddr()); st.ConsecutiveFailures != 0 || st.State != StateReady {
+		t.Errorf("overload counted against the backend: %+v", st)
+	}
+}
+
+// TestOverloadedRetriedOnAnotherBackend: the batch that finds one queue
+// full completes on the other backend; the full one sees it once.
+func TestOverloadedRetriedOnAnotherBackend(t *testing.T) {
+	full := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 300 * time.Millisecond}, MaxQueueSize: 1})
+	free := startSim(t, tritonsim.Config{})
+	r := startRouter(t, testConfig(roundrobin.Name, full, free), Deps{}, 2)
+	// Round robin sends 3 of the 6 to the full backend: one executes, one
+	// waits, the third overflows and goes to the free one.
+	if errs := load(testutil.Context(t), r, model.Query, 6, 1, 5*time.Second); len(errs) > 0 {
+		t.Fatalf("errors %v, want the overflow retried", errs)
+	}
+	if n := countModel(full, queryModel); n != 3 {
+		t.Errorf("the full backend saw %d calls, want 3", n)
+	}
+	if n := countModel(free, queryModel); n != 4 {
+		t.Errorf("the free backend saw %d calls, want its 3 and the retry", n)
+	}
+}
+
+// TestRetryBudgetExhausted: with no budget left, a batch whose backend died
+// is not retried, and the refusal is counted.
+func TestRetryBudgetExhausted(t *testing.T) {
+	live := startSim(t, tritonsim.Config{})
+	victim := startSim(t, tritonsim.Config{})
+	cfg := testConfig(roundrobin.Name, live, victim)
+	cfg.HealthInterval = time.Hour // only the failure itself reveals the death
+	cfg.RetryBudgetRatio, cfg.RetryMinPerSecond = 1e-9, 1e-9
+	r := startRouter(t, cfg, Deps{}, 2)
+	victim.Stop()
+	var failed error
+	for range 4 {
+		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+			if failed != nil {
+				t.Fatalf("a second batch failed: %v", err)
+			}
+			failed = err
+		}
+	}
+	if !errors.Is(failed, triton.ErrUnavailable) {
+		t.Fatalf("failure %v, want the dead backend's ErrUnavailable (not retried)", failed)
+	}
+	if got := testCounter(r.metrics.budgetExhausted); got != 1 {
+		t.Errorf("budget exhausted counted %v times, want 1", got)
+	}
+	if st, _ := status(r, victim.GRPCAddr()); st.State != StateNotReady {
+		t.Errorf("dead backend %s, want not ready after its failure", st.State)
+	}
+}
+
+func testCounter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func TestRetryBudget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newRetryBudget(0.1, 1, func() time.Time { return now })
+	for range 100 {
+		b.request()
+	}
+	allowed := 0
+	for range 50 {
+		if b.allowRetry() {
+			allowed++
+		}
+	}
+	if allowed != 20 { // 10% of 100, plus 1/s over 10 s
+		t.Errorf("%d retries allowed, want 20", allowed)
+	}
+	now = now.Add(11 * time.Second) // the window has passed
+	if allowed := countAllowed(b, 50); allowed != 10 {
+		t.Errorf("%d retries allowed on an empty window, want the floor of 10", allowed)
+	}
+}
+
+func countAllowed(b *retryBudget, n int) int {
+	allowed := 0
+	for range n {
+		if b.allowRetry() {
+			allowed++
+		}
+	}
+	return allowed
+}
+
+func TestParseEndpoints(t *testing.T) {
+	eps, err := ParseEndpoints(" a:8001, 127.0.0.1:9001=127.0.0.1:9002 ,b:1=https://m.example/x,", 8002)
+	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func TestEmbedBadResponseNamesBackend(t *testing.T) {
-	b := &fakeBackend{infer: func(context.Context, *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-		return echoResponse(1, 64), nil // wrong dimension
-	}}
-	_, err := New(model.Config{}, b).Embed(context.Background(), model.Query, [][]byte{[]byte("x")})
-	if !errors.Is(err, model.ErrBadResponse) || !strings.Contains(err.Error(), "fake:8001") {
-		t.Fatalf("err = %v, want ErrBadResponse naming the backend", err)
+	want := []Endpoint{
+		{"a:8001", "http://a:8002/metrics"},
+		{"127.0.0.1:9001", "http://127.0.0.1:9002/metrics"},
+		{"b:1", "https://m.example/x"},
+	}
+	if fmt.Sprint(eps) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", eps, want)
+	}
+	_, err = ParseEndpoints("nohost,a:1=bad,a:2,a:2", 8002)
+	for _, s := range []string{`"nohost"`, `"a:1"`, `"a:2" listed twice`} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error %v does not name %s", err, s)
+		}
 	}
 }
 
-func TestReady(t *testing.T) {
-	notReady := ""
-	b := &fakeBackend{modelReady: func(_ context.Context, name, _ string) (bool, error) {
-		return name != notReady, nil
-	}}
-	r := New(model.Config{}, b)
-	if err := r.Ready(context.Background()); err != nil {
-		t.Fatalf("all ready: %v", err)
+func TestConfigValidateNamesFields(t *testing.T) {
+	cfg := Config{Policy: "random", DNS: "nohostport", EjectBackoff: time.Minute, EjectBackoffMax: time.Second,
+		RetryBudgetRatio: -1, Static: []Endpoint{{Addr: "x"}}}
+	err := cfg.WithDefaults().Validate()
+	for _, s := range []string{`policy "random"`, `DNS name "nohostport"`, "eject backoff max", "retry budget ratio", `backend "x"`} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error %v does not name %s", err, s)
+		}
 	}
-	notReady = "colpali_image"
-	if err := r.Ready(context.Background()); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "colpali_image") {
-		t.Fatalf("image not ready: %v", err)
+	if _, err := New(Config{}, Deps{}); err == nil || !strings.Contains(err.Error(), "no backends") {
+		t.Errorf("New without backends: %v", err)
 	}
-	boom := errors.New("connection refused")
-	b.modelReady = func(context.Context, string, string) (bool, error) { return false, boom }
-	if err := r.Ready(context.Background()); !errors.Is(err, boom) {
-		t.Fatalf("backend down: %v", err)
+}
+
+func TestMetrics(t *testing.T) {
+	sim := startSim(t, tritonsim.Config{})
+	reg := prometheus.NewRegistry()
+	r := startRouter(t, testConfig(gpuaware.Name, sim), Deps{Registerer: reg}, 1)
+	if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() != "backend" {
+					key += "," + l.GetName() + "=" + l.GetValue()
+				}
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{
+		"colpali_router_backend_state,state=ready":               1,
+		"colpali_router_backend_state,state=ejected":             0,
+		"colpali_router_backend_picks_total,policy=gpu_aware":    1,
+		"colpali_router_backend_model_ready,model=colpali_query": 1,
+		"colpali_router_backend_in_flight":                       0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	if got["colpali_router_backend_latency_per_cost_seconds"] <= 0 {
+		t.Error("latency per cost not exported after a batch")
 	}
 }

@@ -2,8 +2,8 @@
 // REST/JSON in front of NVIDIA Triton servers running ColPali.
 //
 // Every flag can also be set by an environment variable: COLPALI_ and the
-// flag's name in upper case with underscores (-triton-addr is
-// COLPALI_TRITON_ADDR). A flag given on the command line wins.
+// flag's name in upper case with underscores (-triton-addrs is
+// COLPALI_TRITON_ADDRS). A flag given on the command line wins.
 package main
 
 import (
@@ -12,12 +12,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/morphik-org/colpali-gateway/gateway"
+	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/internal/cli"
 	"github.com/morphik-org/colpali-gateway/internal/telemetry"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -47,8 +55,19 @@ type options struct {
 	gateway gateway.Config
 	models  model.Config
 	triton  triton.Config
-	log     cli.LogFlags
+	router  router.Config
+	// tritonAddrs and tritonAddr (its older, single-address spelling) are
+	// parsed into router.Config.Static.
+	tritonAddrs, tritonAddr string
+	scrape                  gpu.ScraperConfig
+	nvml                    gpu.NVMLConfig
+	nvmlBackends            string
+	log                     cli.LogFlags
 }
+
+// defaultTritonAddr is used when neither -triton-addrs nor -triton-dns is
+// given: Triton's own gRPC port on this host.
+const defaultTritonAddr = "127.0.0.1:8001"
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
@@ -76,8 +95,27 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&g.HealthInterval, "health-interval", gateway.DefaultHealthInterval, "how often backend readiness is checked")
 	fs.DurationVar(&g.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long calls in flight may drain on shutdown")
 
-	fs.StringVar(&o.triton.Addr, "triton-addr", "127.0.0.1:8001", "Triton gRPC address, host:port")
+	fs.StringVar(&o.tritonAddrs, "triton-addrs", "", "Triton backends, comma-separated host:port, each optionally =METRICS (host:port or URL of its Prometheus metrics; default http://host:<triton-metrics-port>/metrics); with neither this nor -triton-dns: "+defaultTritonAddr)
+	fs.StringVar(&o.tritonAddr, "triton-addr", "", "alias of -triton-addrs, kept for existing set-ups")
 	fs.IntVar(&o.triton.MaxRecvMsgSize, "triton-max-recv-msg-size", triton.DefaultMaxRecvMsgSize, "largest Triton response, in bytes")
+	rc := &o.router
+	fs.IntVar(&rc.MetricsPort, "triton-metrics-port", router.DefaultMetricsPort, "Triton metrics port of backends that name no metrics address (and of those found by DNS)")
+	fs.StringVar(&rc.DNS, "triton-dns", "", "name:port of a headless service whose addresses are Triton backends (Kubernetes), re-resolved every -triton-dns-interval")
+	fs.DurationVar(&rc.DNSInterval, "triton-dns-interval", router.DefaultDNSInterval, "how often -triton-dns is re-resolved")
+	fs.StringVar(&rc.Policy, "router-policy", router.DefaultPolicy, "balancing policy: "+strings.Join(router.Policies, ", "))
+	fs.DurationVar(&rc.HealthInterval, "router-health-interval", router.DefaultHealthInterval, "how often each backend's liveness and model readiness are checked")
+	fs.DurationVar(&rc.HealthTimeout, "router-health-timeout", router.DefaultHealthTimeout, "time limit of one backend health check")
+	fs.IntVar(&rc.EjectAfter, "router-eject-after", router.DefaultEjectAfter, "consecutive failed batches that eject a backend")
+	fs.DurationVar(&rc.EjectBackoff, "router-eject-backoff", router.DefaultEjectBackoff, "first ejection's length; doubles with each ejection in a row")
+	fs.DurationVar(&rc.EjectBackoffMax, "router-eject-backoff-max", router.DefaultEjectBackoffMax, "longest ejection")
+	fs.Float64Var(&rc.RetryBudgetRatio, "router-retry-budget", router.DefaultRetryBudgetRatio, "most failover retries as a fraction of batches (over 10s)")
+	fs.Float64Var(&rc.RetryMinPerSecond, "router-retry-min-per-second", router.DefaultRetryMinPerSecond, "failover retries per second allowed whatever -router-retry-budget")
+	fs.DurationVar(&rc.DrainTimeout, "router-drain-timeout", router.DefaultDrainTimeout, "how long a leaving backend's batches in flight may take before its connection closes")
+	fs.DurationVar(&rc.TelemetryMaxAge, "gpu-max-age", router.DefaultTelemetryMaxAge, "GPU telemetry older than this is ignored by the gpu_aware policy")
+	fs.DurationVar(&o.scrape.Interval, "gpu-scrape-interval", gpu.DefaultScrapeInterval, "how often each backend's Triton metrics are scraped")
+	fs.DurationVar(&o.scrape.Timeout, "gpu-scrape-timeout", gpu.DefaultScrapeTimeout, "time limit of one metrics scrape")
+	fs.StringVar(&o.nvmlBackends, "gpu-nvml-backends", "", "backends whose GPUs are on this node, read through NVML: \"host:port=0,1;host:port=2\" (GPU indexes; none: every GPU); empty: NVML unused")
+	fs.DurationVar(&o.nvml.Interval, "gpu-nvml-interval", gpu.DefaultNVMLInterval, "how often NVML is read")
 
 	m := &o.models
 	fs.StringVar(&m.QueryModel, "query-model", model.DefaultQueryModel, "Triton model for text queries")
@@ -112,8 +150,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	if err := o.models.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if o.triton.Addr == "" {
-		errs = append(errs, errors.New("-triton-addr is required"))
+	errs = append(errs, o.routerConfig())
+	if err := o.scrape.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("-gpu-scrape-interval, -gpu-scrape-timeout: %w", err))
+	}
+	if backends, err := gpu.ParseNVMLBackends(o.nvmlBackends); err != nil {
+		errs = append(errs, fmt.Errorf("-gpu-nvml-backends: %w", err))
+	} else {
+		o.nvml.Backends = backends
+	}
+	if o.nvml.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("-gpu-nvml-interval %v: must be positive", o.nvml.Interval))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -132,21 +179,124 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	// The Triton client must be able to send the largest request the
 	// gateway accepts: tie its send limit to the gateway's receive limit.
 	o.triton.MaxSendMsgSize = max(triton.DefaultMaxSendMsgSize, o.gateway.WithDefaults().MaxRecvMsgSize+1<<20)
-	backend, err := triton.New(o.triton)
+	o.router.Triton = o.triton
+	o.router.Models = o.models
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// GPU telemetry: every backend's Triton metrics, scraped; and, for the
+	// backends on this node, NVML, which is more direct for utilisation and
+	// memory and so comes first (Merge takes each group of figures from the
+	// first source that has it).
+	scraper := gpu.NewScraper(o.scrape, logger.With("component", "gpu_scraper"))
+	var telemetry gpu.Source = scraper
+	var nvml *gpu.NVML
+	if len(o.nvml.Backends) > 0 {
+		nvml = gpu.NewNVML(o.nvml, logger.With("component", "gpu_nvml"))
+		telemetry = gpu.Merge(nvml, scraper)
+	}
+	r, err := router.New(o.router, router.Deps{
+		Logger: logger, GPU: telemetry, Targets: scraper, Registerer: registry,
+	})
 	if err != nil {
 		return err
 	}
-	defer backend.Close()
-	r := router.New(o.models, backend)
+	// The router and the scraper outlive the gateway's drain: calls still
+	// in flight while it drains need their backends.
+	backgroundCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var background sync.WaitGroup
+	defer func() {
+		stopBackground()
+		background.Wait()
+	}()
+	background.Go(func() {
+		if err := r.Run(backgroundCtx); err != nil {
+			logger.Error("router stopped", "err", err)
+		}
+	})
+	background.Go(func() {
+		if err := scraper.Run(backgroundCtx); err != nil {
+			logger.Error("GPU telemetry scraper stopped", "err", err)
+		}
+	})
+	if nvml != nil {
+		background.Go(func() {
+			if err := nvml.Run(backgroundCtx); err != nil {
+				logger.Error("NVML telemetry stopped", "err", err)
+			}
+		})
+	}
 
-	srv, err := gateway.New(o.gateway, gateway.Deps{Logger: logger, Embedder: r, Ready: r.Ready})
+	srv, err := gateway.New(o.gateway, gateway.Deps{
+		Logger: logger, Embedder: r, Ready: r.Ready, Backends: r, Registry: registry,
+	})
 	if err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	logger.Info("colpali-gateway starting", "version", version, "triton_addr", o.triton.Addr,
+	var static []string
+	for _, e := range o.router.Static {
+		static = append(static, e.Addr)
+	}
+	logger.Info("colpali-gateway starting", "version", version, "triton_addrs", strings.Join(static, ","),
+		"triton_dns", o.router.DNS, "router_policy", o.router.Policy,
 		"query_model", o.models.QueryModel, "image_model", o.models.ImageModel, "trace_export", exporting)
 	return srv.Serve(ctx)
+}
+
+// routerConfig parses the backend list into o.router and names every bad
+// router flag. Zero and negative values are refused: each flag has a
+// meaningful default, and 0 would silently mean that default.
+func (o *options) routerConfig() error {
+	var errs []error
+	list := strings.Trim(o.tritonAddrs+","+o.tritonAddr, ",")
+	if list == "" && o.router.DNS == "" {
+		list = defaultTritonAddr
+	}
+	rc := &o.router
+	if rc.MetricsPort <= 0 || rc.MetricsPort > 65535 {
+		errs = append(errs, fmt.Errorf("-triton-metrics-port %d: want 1 to 65535", rc.MetricsPort))
+	} else {
+		eps, err := router.ParseEndpoints(list, rc.MetricsPort)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-triton-addrs: %w", err))
+		}
+		rc.Static = eps
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"-triton-dns-interval", rc.DNSInterval}, {"-router-health-interval", rc.HealthInterval},
+		{"-router-health-timeout", rc.HealthTimeout}, {"-router-eject-backoff", rc.EjectBackoff},
+		{"-router-eject-backoff-max", rc.EjectBackoffMax}, {"-router-drain-timeout", rc.DrainTimeout},
+		{"-gpu-max-age", rc.TelemetryMaxAge}, {"-gpu-scrape-interval", o.scrape.Interval}, {"-gpu-scrape-timeout", o.scrape.Timeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.flag, d.v))
+		}
+	}
+	if rc.EjectAfter <= 0 {
+		errs = append(errs, fmt.Errorf("-router-eject-after %d: must be positive", rc.EjectAfter))
+	}
+	if !(rc.RetryBudgetRatio > 0) {
+		errs = append(errs, fmt.Errorf("-router-retry-budget %v: must be positive", rc.RetryBudgetRatio))
+	}
+	if !(rc.RetryMinPerSecond > 0) {
+		errs = append(errs, fmt.Errorf("-router-retry-min-per-second %v: must be positive", rc.RetryMinPerSecond))
+	}
+	if !slices.Contains(router.Policies, rc.Policy) {
+		errs = append(errs, fmt.Errorf("-router-policy %q: want one of %s", rc.Policy, strings.Join(router.Policies, ", ")))
+	}
+	if rc.EjectBackoffMax > 0 && rc.EjectBackoffMax < rc.EjectBackoff {
+		errs = append(errs, fmt.Errorf("-router-eject-backoff-max %v is below -router-eject-backoff %v", rc.EjectBackoffMax, rc.EjectBackoff))
+	}
+	if rc.DNS != "" {
+		if host, port, err := net.SplitHostPort(rc.DNS); err != nil || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("-triton-dns %q: want name:port", rc.DNS))
+		}
+	}
+	return errors.Join(errs...)
 }

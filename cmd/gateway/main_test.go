@@ -7,13 +7,16 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
@@ -28,13 +31,17 @@ func noEnv(string) string { return "" }
 func TestRunReportsEveryBadSetting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	env := map[string]string{"COLPALI_MAX_IMAGES": "-2"}
-	err := run(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml"},
+	env := map[string]string{"COLPALI_MAX_IMAGES": "-2", "COLPALI_ROUTER_RETRY_BUDGET": "0"}
+	err := run(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml",
+		"-triton-addrs", "nohost,a:1=bad", "-router-policy", "random", "-router-eject-after", "0", "-router-health-interval", "-1s",
+		"-triton-dns", "svc", "-gpu-scrape-timeout", "0s", "-gpu-nvml-backends", "a:1=x"},
 		io.Discard, func(k string) string { return env[k] })
 	if err == nil {
 		t.Fatal("run accepted bad settings")
 	}
-	for _, want := range []string{"-max-queries", "max images must be positive", "default timeout 5m0s exceeds max timeout", `query model "a b"`, "-log-format"} {
+	for _, want := range []string{"-max-queries", "max images must be positive", "default timeout 5m0s exceeds max timeout", `query model "a b"`, "-log-format",
+		`-triton-addrs: backend "nohost"`, `backend "a:1": metrics "bad"`, `-router-policy "random"`, "-router-eject-after 0", "-router-health-interval -1s",
+		"-router-retry-budget 0", `-triton-dns "svc"`, "-gpu-scrape-timeout 0s", "-gpu-nvml-backends"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
@@ -66,8 +73,16 @@ func TestRunServesAndStops(t *testing.T) {
 	go func() {
 		done <- run(runCtx, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"},
 			logW, func(k string) string {
-				if k == "COLPALI_TRITON_ADDR" {
-					return sim.GRPCAddr()
+				switch k {
+				case "COLPALI_TRITON_ADDRS":
+					// The simulator's metrics port is random: name it.
+					return sim.GRPCAddr() + "=" + sim.MetricsAddr()
+				case "COLPALI_GPU_SCRAPE_INTERVAL":
+					return "50ms"
+				case "COLPALI_GPU_SCRAPE_TIMEOUT":
+					return "40ms"
+				case "COLPALI_ROUTER_HEALTH_INTERVAL":
+					return "50ms"
 				}
 				return ""
 			})
@@ -76,7 +91,7 @@ func TestRunServesAndStops(t *testing.T) {
 
 	// Read log lines until the gateway says where it serves; keep draining
 	// afterwards so the gateway never blocks on its log.
-	addrs := make(chan string, 1)
+	addrs := make(chan [2]string, 1)
 	readerDone := make(chan struct{})
 	defer func() { <-readerDone }() // no t.Log after the test returns
 	defer stop()                    // runs first: ends run, which ends the log
@@ -87,17 +102,19 @@ func TestRunServesAndStops(t *testing.T) {
 			var line struct {
 				Msg      string `json:"msg"`
 				GRPCAddr string `json:"grpc_addr"`
+				HTTPAddr string `json:"http_addr"`
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "gateway serving" {
-				addrs <- line.GRPCAddr
+				addrs <- [2]string{line.GRPCAddr, line.HTTPAddr}
 			}
 			t.Log(sc.Text())
 		}
 		io.Copy(io.Discard, logR)
 	}()
-	var grpcAddr string
+	var grpcAddr, httpAddr string
 	select {
-	case grpcAddr = <-addrs:
+	case a := <-addrs:
+		grpcAddr, httpAddr = a[0], a[1]
 	case err := <-done:
 		t.Fatalf("run returned before serving: %v", err)
 	case <-ctx.Done():
@@ -109,9 +126,41 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	resp, err := colpaliv1.NewEmbeddingServiceClient(conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
+	// The first health check may not have run yet.
+	var resp *colpaliv1.EmbedQueriesResponse
+	for {
+		resp, err = colpaliv1.NewEmbeddingServiceClient(conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
+		if status.Code(err) != codes.Unavailable {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The scraper, wired to the router's pool, reports the simulator's GPU
+	// in the operator's view.
+	for {
+		list, err := colpaliv1.NewBackendServiceClient(conn).ListBackends(ctx, &colpaliv1.ListBackendsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := list.GetBackends(); len(b) == 1 && b[0].GetGpu().GetMemoryTotalBytes() > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no GPU telemetry in ListBackends: %v", list)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hresp, err := http.Get("http://" + httpAddr + "/v1/backends")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	if hresp.StatusCode != http.StatusOK || !strings.Contains(string(body), sim.GRPCAddr()) {
+		t.Errorf("GET /v1/backends: %d %s", hresp.StatusCode, body)
 	}
 	if len(resp.GetEmbeddings()) != 1 || resp.GetEmbeddings()[0].GetDimension() != 128 {
 		t.Fatalf("response %v", resp)

@@ -1,0 +1,238 @@
+package router
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router/policy"
+)
+
+// Backend is what the router needs of one Triton server's connection;
+// *triton.Client implements it.
+type Backend interface {
+	Addr() string
+	Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error)
+	ServerLive(ctx context.Context) (bool, error)
+	ServerReady(ctx context.Context) (bool, error)
+	ModelReady(ctx context.Context, model, version string) (bool, error)
+	Close() error
+}
+
+// State is a backend's state as the router sees it.
+type State int
+
+// States of a backend.
+const (
+	// StateUnknown: not checked yet.
+	StateUnknown State = iota
+	// StateReady: live, at least one model ready, routable.
+	StateReady
+	// StateNotReady: unreachable, not live, no model ready, or marked down
+	// by a failed call until its next health check passes.
+	StateNotReady
+	// StateEjected: too many consecutive failures; out until its backoff
+	// has passed and a health check passes.
+	StateEjected
+	// StateDraining: left the pool; finishes its batches in flight.
+	StateDraining
+)
+
+func (s State) String() string {
+	switch s {
+	case StateReady:
+		return "ready"
+	case StateNotReady:
+		return "not_ready"
+	case StateEjected:
+		return "ejected"
+	case StateDraining:
+		return "draining"
+	}
+	return "unknown"
+}
+
+// states lists every State, for metrics.
+var states = []State{StateUnknown, StateReady, StateNotReady, StateEjected, StateDraining}
+
+// kinds lists the models' kinds, which index per-model arrays.
+var kinds = [...]model.Kind{model.Query, model.Image}
+
+// costScale turns cost units into the integers counted with atomics.
+const costScale = 1e6
+
+// ewmaWeight is the weight of a new latency sample in a backend's latency
+// per cost unit: the estimate follows a change of speed within ~10 batches
+// and smooths the noise of single ones.
+const ewmaWeight = 0.2
+
+// backend is one member of the pool. The fields read while picking are
+// atomics; health is guarded by Router.mu.
+type backend struct {
+	endpoint Endpoint
+	client   Backend
+	gpu      gpu.Source
+	maxAge   time.Duration
+
+	inFlight            atomic.Int64
+	inFlightCost        atomic.Int64 // cost units x costScale
+	secondsPerCost      atomic.Uint64
+	measuredAt          atomic.Int64 // Unix nanoseconds
+	lastEstimate        atomic.Int64 // nanoseconds
+	consecutiveFailures atomic.Int64
+	picks               atomic.Uint64
+	failures            atomic.Uint64
+	ejections           atomic.Uint64
+
+	wake chan struct{} // a health check now; buffered 1
+	stop chan struct{} // closed when the backend leaves the pool
+
+	health health // guarded by Router.mu
+}
+
+// health is a backend's health as last checked, and its ejection.
+type health struct {
+	checked      bool
+	live         bool
+	serverReady  bool
+	models       [len(kinds)]bool
+	down         bool // a call failed UNAVAILABLE since the last passing check
+	lastError    string
+	lastCheck    time.Time
+	ejectedUntil time.Time // zero when not ejected
+	ejectLevel   int       // ejections in a row
+	admittedAt   time.Time // last readmission
+	draining     bool
+}
+
+func (h *health) state() State {
+	switch {
+	case h.draining:
+		return StateDraining
+	case !h.ejectedUntil.IsZero():
+		return StateEjected
+	case !h.checked:
+		return StateUnknown
+	case !h.live || h.down || !h.anyModel():
+		return StateNotReady
+	}
+	return StateReady
+}
+
+func (h *health) anyModel() bool {
+	for _, ok := range h.models {
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// routable reports whether batches of kind may go to the backend.
+func (h *health) routable(k model.Kind) bool { return h.state() == StateReady && h.models[k] }
+
+func newBackend(e Endpoint, client Backend, src gpu.Source, maxAge time.Duration) *backend {
+	return &backend{
+		endpoint: e, client: client, gpu: src, maxAge: maxAge,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+}
+
+var _ policy.Candidate = (*backend)(nil)
+
+func (b *backend) Addr() string          { return b.endpoint.Addr }
+func (b *backend) InFlight() int64       { return b.inFlight.Load() }
+func (b *backend) InFlightCost() float64 { return float64(b.inFlightCost.Load()) / costScale }
+func (b *backend) SecondsPerCost() float64 {
+	return math.Float64frombits(b.secondsPerCost.Load())
+}
+
+func (b *backend) MeasuredAt() time.Time {
+	if ns := b.measuredAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// GPU is the backend's telemetry when the source has a figure younger than
+// Config.TelemetryMaxAge.
+func (b *backend) GPU() (gpu.Stats, bool) {
+	if b.gpu == nil {
+		return gpu.Stats{}, false
+	}
+	st, ok := b.gpu.Stats(b.endpoint.Addr)
+	if !ok || time.Since(st.At) > b.maxAge {
+		return gpu.Stats{}, false
+	}
+	return st, true
+}
+
+// begin counts a batch of cost as in flight and returns the cost that was
+// in flight ahead of it.
+func (b *backend) begin(cost float64) float64 {
+	b.inFlight.Add(1)
+	units := int64(cost * costScale)
+	return float64(b.inFlightCost.Add(units)-units) / costScale
+}
+
+// end counts the batch out.
+func (b *backend) end(cost float64) {
+	b.inFlight.Add(-1)
+	b.inFlightCost.Add(-int64(cost * costScale))
+}
+
+// learn folds a successful batch's latency into the latency per cost unit.
+// The batch waited behind the cost ahead of it, so the sample is latency /
+// (ahead + cost); the estimate multiplies by the same sum, so it is
+// consistent whatever the backend's concurrency.
+func (b *backend) learn(latency time.Duration, ahead, cost float64) {
+	sample := latency.Seconds() / (ahead + cost)
+	for {
+		old := b.secondsPerCost.Load()
+		prev := math.Float64frombits(old)
+		next := sample
+		if prev > 0 {
+			next = prev + ewmaWeight*(sample-prev)
+		}
+		if b.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
+			b.measuredAt.Store(time.Now().UnixNano())
+			return
+		}
+	}
+}
+
+// failurePenalty is the latency sample, as a multiple of the current
+// estimate, that a batch failed through the backend's fault counts as.
+const failurePenalty = 2
+
+// penalize folds a failed batch into the latency per cost unit as a sample
+// of failurePenalty times the estimate: a failure costs its caller a retry
+// or an error, so a backend failing often looks slow to the gpu_aware
+// policy and gets less traffic, even when its failures are fast (a backend
+// that fails fast is the one that fools latency-based routing), while a
+// rare failure barely moves it. Unmeasured backends are left unmeasured.
+func (b *backend) penalize() {
+	for {
+		old := b.secondsPerCost.Load()
+		prev := math.Float64frombits(old)
+		if prev <= 0 {
+			return
+		}
+		next := prev + ewmaWeight*(failurePenalty*prev-prev)
+		if b.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
+			return
+		}
+	}
+}
+
+// checkNow asks the health loop for a check, without waiting.
+func (b *backend) checkNow() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,252 @@
+package router
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
+	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
+	"github.com/morphik-org/colpali-gateway/router/policy/roundrobin"
+	"github.com/morphik-org/colpali-gateway/triton"
+)
+
+// Defaults of Config.
+const (
+	DefaultPolicy            = gpuaware.Name
+	DefaultMetricsPort       = 8002 // Triton's metrics port
+	DefaultDNSInterval       = 30 * time.Second
+	DefaultHealthInterval    = 2 * time.Second
+	DefaultHealthTimeout     = time.Second
+	DefaultEjectAfter        = 5
+	DefaultEjectBackoff      = time.Second
+	DefaultEjectBackoffMax   = 30 * time.Second
+	DefaultRetryBudgetRatio  = 0.1
+	DefaultRetryMinPerSecond = 5
+	DefaultDrainTimeout      = 30 * time.Second
+	DefaultTelemetryMaxAge   = 15 * time.Second
+)
+
+// Default cost units: milliseconds of batch compute on a reference GPU, in
+// the shape of ColPali's cost (a page costs ~80 queries). Only the shape
+// matters: each backend's latency per unit is measured.
+var (
+	DefaultQueryCost = Cost{Base: 5, PerItem: 0.3}
+	DefaultImageCost = Cost{Base: 15, PerItem: 25}
+)
+
+// Policies are the names Config.Policy accepts.
+var Policies = []string{gpuaware.Name, leastoutstanding.Name, roundrobin.Name}
+
+// Cost is the size of a batch of n items, Base + n*PerItem, in cost units.
+type Cost struct {
+	Base, PerItem float64
+}
+
+func (c Cost) of(n int) float64 { return c.Base + float64(n)*c.PerItem }
+
+// Endpoint is one backend: its gRPC address and the URL of its Prometheus
+// metrics (empty: none known).
+type Endpoint struct {
+	Addr       string
+	MetricsURL string
+}
+
+// Config configures a Router. A zero field takes its default.
+type Config struct {
+	// Models names the Triton models and tensors (defaulted by
+	// model.Config.WithDefaults).
+	Models model.Config
+	// Triton is the template of every backend connection; its Addr is
+	// ignored. Zero fields take triton's defaults.
+	Triton triton.Config
+	// Static are backends from configuration.
+	Static []Endpoint
+	// DNS is "name:port" of a headless service whose addresses are
+	// backends, re-resolved every DNSInterval. Empty: no discovery.
+	DNS string
+	// DNSInterval is how often DNS is re-resolved. Default 30s.
+	DNSInterval time.Duration
+	// MetricsPort is the metrics port of backends found through DNS.
+	// Default 8002, Triton's.
+	MetricsPort int
+	// Policy is the balancing policy: gpu_aware, least_outstanding or
+	// round_robin. Default gpu_aware.
+	Policy string
+	// GPUAware tunes the gpu_aware policy.
+	GPUAware gpuaware.Config
+	// QueryCost and ImageCost size a batch for the completion-time
+	// estimates. Default 5+0.3/item and 15+25/item.
+	QueryCost, ImageCost Cost
+	// HealthInterval is how often each backend's liveness and model
+	// readiness are checked. Default 2s.
+	HealthInterval time.Duration
+	// HealthTimeout bounds one check (all its calls). Default 1s.
+	HealthTimeout time.Duration
+	// EjectAfter is the number of consecutive failed batches that ejects
+	// a backend. Default 5.
+	EjectAfter int
+	// EjectBackoff is the first ejection's length; each ejection in a row
+	// doubles it, up to EjectBackoffMax. Defaults 1s and 30s.
+	EjectBackoff, EjectBackoffMax time.Duration
+	// RetryBudgetRatio is the most retries as a fraction of batches, over
+	// a 10 s window. Default 0.1.
+	RetryBudgetRatio float64
+	// RetryMinPerSecond is a floor of retries per second allowed whatever
+	// the ratio, so a quiet gateway can still fail over. Default 5.
+	RetryMinPerSecond float64
+	// DrainTimeout bounds how long a leaving backend's batches in flight
+	// may take before its connection is closed. Default 30s.
+	DrainTimeout time.Duration
+	// TelemetryMaxAge is the age beyond which GPU telemetry is ignored.
+	// Default 15s.
+	TelemetryMaxAge time.Duration
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.Models = c.Models.WithDefaults()
+	c.DNSInterval = cmp.Or(c.DNSInterval, DefaultDNSInterval)
+	c.MetricsPort = cmp.Or(c.MetricsPort, DefaultMetricsPort)
+	c.Policy = cmp.Or(c.Policy, DefaultPolicy)
+	c.GPUAware = c.GPUAware.WithDefaults()
+	c.QueryCost = cmp.Or(c.QueryCost, DefaultQueryCost)
+	c.ImageCost = cmp.Or(c.ImageCost, DefaultImageCost)
+	c.HealthInterval = cmp.Or(c.HealthInterval, DefaultHealthInterval)
+	c.HealthTimeout = cmp.Or(c.HealthTimeout, DefaultHealthTimeout)
+	c.EjectAfter = cmp.Or(c.EjectAfter, DefaultEjectAfter)
+	c.EjectBackoff = cmp.Or(c.EjectBackoff, DefaultEjectBackoff)
+	c.EjectBackoffMax = cmp.Or(c.EjectBackoffMax, DefaultEjectBackoffMax)
+	c.RetryBudgetRatio = cmp.Or(c.RetryBudgetRatio, DefaultRetryBudgetRatio)
+	c.RetryMinPerSecond = cmp.Or(c.RetryMinPerSecond, DefaultRetryMinPerSecond)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.TelemetryMaxAge = cmp.Or(c.TelemetryMaxAge, DefaultTelemetryMaxAge)
+	return c
+}
+
+// Validate names every bad field of a defaulted Config.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("router: "+format, args...)) }
+	if err := c.Models.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Static) == 0 && c.DNS == "" {
+		bad("no backends: give static endpoints or a DNS name")
+	}
+	for _, e := range c.Static {
+		if _, _, err := net.SplitHostPort(e.Addr); err != nil {
+			bad("backend %q: %v", e.Addr, err)
+		}
+	}
+	if c.DNS != "" {
+		if host, port, err := net.SplitHostPort(c.DNS); err != nil || host == "" || port == "" {
+			bad("DNS name %q: want name:port", c.DNS)
+		}
+	}
+	if !slices.Contains(Policies, c.Policy) {
+		bad("policy %q: want one of %s", c.Policy, strings.Join(Policies, ", "))
+	}
+	if err := c.GPUAware.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, k := range []struct {
+		name string
+		c    Cost
+	}{{"query cost", c.QueryCost}, {"image cost", c.ImageCost}} {
+		if k.c.Base < 0 || k.c.PerItem < 0 || k.c.of(1) <= 0 {
+			bad("%s %v + %v per item: want no negative part and a positive total", k.name, k.c.Base, k.c.PerItem)
+		}
+	}
+	positive := func(name string, v float64) {
+		if !(v > 0) {
+			bad("%s must be positive, got %v", name, v)
+		}
+	}
+	positive("DNS interval", c.DNSInterval.Seconds())
+	positive("health interval", c.HealthInterval.Seconds())
+	positive("health timeout", c.HealthTimeout.Seconds())
+	positive("eject after", float64(c.EjectAfter))
+	positive("eject backoff", c.EjectBackoff.Seconds())
+	positive("eject backoff max", c.EjectBackoffMax.Seconds())
+	positive("retry budget ratio", c.RetryBudgetRatio)
+	positive("retry min per second", c.RetryMinPerSecond)
+	positive("drain timeout", c.DrainTimeout.Seconds())
+	positive("telemetry max age", c.TelemetryMaxAge.Seconds())
+	if c.MetricsPort <= 0 || c.MetricsPort > 65535 {
+		bad("metrics port %d: want 1 to 65535", c.MetricsPort)
+	}
+	if c.EjectBackoffMax < c.EjectBackoff {
+		bad("eject backoff max %v is below eject backoff %v", c.EjectBackoffMax, c.EjectBackoff)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseEndpoints parses a comma-separated list of backends. Each is
+// "host:port", whose metrics are then at http://host:metricsPort/metrics
+// (Triton's layout), or "host:port=METRICS", METRICS being "host:port" of
+// the metrics endpoint or a full http(s) URL: simulators and tests bind
+// random ports, and some deployments put metrics elsewhere.
+func ParseEndpoints(list string, metricsPort int) ([]Endpoint, error) {
+	var out []Endpoint
+	var errs []error
+	seen := map[string]bool{}
+	for spec := range strings.SplitSeq(list, ",") {
+		spec = strings.TrimSpace(spec)
+		if spec == "" {
+			continue
+		}
+		addr, metrics, explicit := strings.Cut(spec, "=")
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("backend %q: want host:port[=metrics host:port or URL]", spec))
+			continue
+		}
+		if seen[addr] {
+			errs = append(errs, fmt.Errorf("backend %q listed twice", addr))
+			continue
+		}
+		seen[addr] = true
+		e := Endpoint{Addr: addr, MetricsURL: metricsURL(host, metricsPort)}
+		if explicit {
+			u, err := parseMetrics(metrics)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("backend %q: metrics %q: %w", addr, metrics, err))
+				continue
+			}
+			e.MetricsURL = u
+		}
+		out = append(out, e)
+	}
+	return out, errors.Join(errs...)
+}
+
+func metricsURL(host string, port int) string {
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/metrics"
+}
+
+func parseMetrics(s string) (string, error) {
+	if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return "", errors.New("not a URL with a host")
+		}
+		return s, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return "", errors.New("want host:port or an http(s) URL")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return "", errors.New("bad port")
+	}
+	return metricsURL(host, p), nil
+}

@@ -1,0 +1,80 @@
+// Package router owns the pool of Triton backends and decides, for every
+// batch, which one computes it.
+//
+// # Overview
+//
+// The pool is the union of backends from configuration (Config.Static) and
+// from DNS (Config.DNS, a headless Kubernetes service re-resolved every
+// Config.DNSInterval through an injectable Resolver). Each backend has one
+// gRPC connection with keepalive (package triton). A backend is routable for
+// a model only when its last health check found the server live and that
+// model ready; it leaves the routing set at once when a call to it fails
+// UNAVAILABLE, and for a doubling backoff when Config.EjectAfter batches in
+// a row fail through its fault (outlier ejection). A backend leaving the
+// pool drains: no new batch goes there, the batches in flight finish (up to
+// Config.DrainTimeout), then its connection closes.
+//
+// The balancing policy is one of three packages under router/policy:
+// round_robin and least_outstanding for comparison, and gpu_aware (the
+// default), which sends each batch where it is estimated to complete first
+// from this gateway's cost in flight there, the backend's learned latency
+// per cost unit, and its GPU telemetry (queue time, pending requests,
+// utilisation, free memory) when Deps.GPU has a fresh figure. The gpuaware
+// package's documentation argues for a full scan over power of two choices.
+//
+// A batch's cost is derived from its model and size: Config.QueryCost and
+// Config.ImageCost give a fixed part and a part per item in cost units
+// (defaults shaped like ColPali's: a page costs about 80 queries). Only the
+// shape is configured; each backend's latency per unit is measured from its
+// answers (an EWMA), so GPU speeds are learned, not declared.
+//
+// # Concurrency Model
+//
+// The pick path never blocks. Everything a pick reads is either an
+// immutable snapshot (the routable backends of each model, published through
+// an atomic pointer) or an atomic counter of a backend (batches and cost in
+// flight, latency per cost unit). The snapshot is rebuilt under Router.mu on
+// every change of membership or health, which happen at the pace of health
+// checks, DNS answers and failures, not of requests. Health checks run on one
+// goroutine per backend, DNS on one goroutine; both, and drains, belong to
+// Run and end with its context. The retry budget counts batches with a
+// compare-and-swap per batch; its mutex is taken only to decide a retry,
+// after a failure.
+//
+// # Request Lifecycle
+//
+// Embed derives the batch's cost, counts it in the retry budget's window,
+// and picks a backend from the snapshot. The batch is counted in flight on
+// that backend until its answer (success or failure) returns, exactly once;
+// a success resets the backend's consecutive failures and updates its
+// latency per cost unit. The deadline's time left travels to Triton as the
+// request's "timeout" parameter.
+//
+// A failure is judged by class (package triton). UNAVAILABLE (the backend is
+// down; nothing was computed) counts towards ejection, takes the backend out
+// until a health check passes, and is retried once on another ready backend.
+// A full queue (ErrOverloaded) is back-pressure: the backend is not at fault
+// and the batch never goes back to it, but it is retried once on another
+// ready backend, since a full queue on one server while another has room is
+// a placement miss; when every queue is full the retry fails the same way
+// and the caller sees RESOURCE_EXHAUSTED. A timeout that expired in Triton's
+// queue (ErrTimedOut), a rejection of bad input and the caller's own
+// cancellation say nothing about the backend and neither count nor retry;
+// any other failure (ErrFailed) counts towards ejection but is not retried.
+// A retry happens only while the caller's deadline has time left and the
+// retry budget allows: retries over the last 10 s may not exceed
+// Config.RetryBudgetRatio of the batches (plus Config.RetryMinPerSecond),
+// so an outage cannot double the load on the surviving backends.
+//
+// An ejection is skipped when the backend is the last one ready for one of
+// its models: a failing backend still serves some batches, no backend
+// serves none. An ejected backend is probed when its backoff ends and
+// readmitted when the probe passes; the backoff doubles with each ejection
+// in a row (Config.EjectBackoff up to Config.EjectBackoffMax) and starts
+// again from the beginning once the backend has stayed in for
+// EjectBackoffMax.
+//
+// Ready is nil while every model has a ready backend; a model without one
+// also answers its batches ErrNoBackend (UNAVAILABLE at the API), while the
+// other model's batches still flow.
+package router

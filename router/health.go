@@ -1,0 +1,171 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// startHealthLocked starts b's health loop under ctx. Caller holds mu.
+func (r *Router) startHealthLocked(ctx context.Context, b *backend) {
+	r.wg.Go(func() { r.healthLoop(ctx, b) })
+}
+
+// healthLoop checks b at once, then every HealthInterval, at once when a
+// call has failed, and when its ejection backoff ends; it returns when ctx
+// ends or b leaves the pool.
+func (r *Router) healthLoop(ctx context.Context, b *backend) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.stop:
+			return
+		case <-b.wake:
+		case <-timer.C:
+		}
+		res := r.probe(ctx, b)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Reset(r.apply(b, res))
+	}
+}
+
+// probeResult is one health check's answer.
+type probeResult struct {
+	live, serverReady bool
+	models            [len(kinds)]bool
+	err               error
+}
+
+func (p probeResult) ok() bool {
+	if p.err != nil || !p.live {
+		return false
+	}
+	for _, m := range p.models {
+		if m {
+			return true
+		}
+	}
+	return false
+}
+
+// probe asks b for ServerLive, ServerReady and each model's ModelReady.
+// Routability follows ModelReady alone: with Triton's default strict
+// readiness, ServerReady is false while any one model is not ready, which
+// must not take the backend out for the other model.
+func (r *Router) probe(ctx context.Context, b *backend) probeResult {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.HealthTimeout)
+	defer cancel()
+	var res probeResult
+	live, err := b.client.ServerLive(ctx)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	if !live {
+		res.err = errors.New("server not live")
+		return res
+	}
+	res.live = true
+	res.serverReady, err = b.client.ServerReady(ctx)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	var notReady []string
+	for _, k := range kinds {
+		name := r.cfg.Models.ModelName(k)
+		ok, err := b.client.ModelReady(ctx, name, r.cfg.Models.ModelVersion)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.models[k] = ok
+		if !ok {
+			notReady = append(notReady, name)
+		}
+	}
+	if len(notReady) == len(kinds) {
+		res.err = fmt.Errorf("no model ready (%v)", notReady)
+	}
+	return res
+}
+
+// apply records a check's result, readmits an ejected backend whose backoff
+// has passed, republishes the snapshot when routing changes, and returns
+// when the next check is due.
+func (r *Router) apply(b *backend, res probeResult) time.Duration {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := &b.health
+	before := h.state()
+	beforeModels := h.models
+	h.checked, h.lastCheck = true, now
+	h.live, h.serverReady, h.models = res.live, res.serverReady, res.models
+	switch {
+	case res.err != nil:
+		h.lastError = res.err.Error()
+	case h.ejectedUntil.IsZero():
+		h.lastError = "" // an ejected backend keeps the failure that ejected it
+	}
+	if res.ok() {
+		h.down = false
+	}
+	next := r.cfg.HealthInterval
+	if !h.ejectedUntil.IsZero() {
+		if wait := h.ejectedUntil.Sub(now); wait > 0 {
+			next = min(next, wait)
+		} else if res.ok() {
+			h.ejectedUntil, h.lastError = time.Time{}, ""
+			h.admittedAt = now
+			b.consecutiveFailures.Store(0)
+			r.logger.Info("backend readmitted after ejection", "backend", b.Addr())
+		}
+	} else if h.ejectLevel > 0 && now.Sub(h.admittedAt) > r.cfg.EjectBackoffMax {
+		h.ejectLevel = 0 // stayed healthy long enough: the next ejection starts short
+	}
+	after := h.state()
+	if after != before || h.models != beforeModels {
+		r.logger.Info("backend state", "backend", b.Addr(), "from", before.String(), "to", after.String(),
+			"query_model_ready", h.models[0], "image_model_ready", h.models[1], "reason", h.lastError)
+		r.rebuildLocked()
+	}
+	return next
+}
+
+// ejectLocked takes b out for a backoff that doubles with each ejection in
+// a row, unless b is the last backend ready for one of its models: then a
+// failing backend is still better than none (the failures reach the
+// callers either way) and it stays. Caller holds mu.
+func (r *Router) ejectLocked(b *backend, cause error) {
+	h := &b.health
+	if h.draining || !h.ejectedUntil.IsZero() {
+		return
+	}
+	s := r.snap.Load()
+	for _, k := range kinds {
+		if h.routable(k) && len(s.routable[k]) == 1 {
+			r.logger.Warn("backend failing but is the last one ready for its model; not ejected",
+				"backend", b.Addr(), "model", r.cfg.Models.ModelName(k), "err", cause)
+			return
+		}
+	}
+	backoff := r.cfg.EjectBackoffMax
+	if h.ejectLevel < 30 {
+		backoff = min(r.cfg.EjectBackoff<<h.ejectLevel, r.cfg.EjectBackoffMax)
+	}
+	h.ejectLevel++
+	h.ejectedUntil = time.Now().Add(backoff)
+	h.lastError = cause.Error()
+	b.ejections.Add(1)
+	r.logger.Warn("backend ejected", "backend", b.Addr(), "consecutive_failures", b.consecutiveFailures.Load(),
+		"backoff", backoff, "err", cause)
+	r.rebuildLocked()
+	b.checkNow() // so the health loop re-arms its timer for the backoff's end
+}

@@ -1,0 +1,217 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/png"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// fastCost keeps simulated batches short so that tests stay quick.
+var fastCost = tritonsim.Cost{Base: 2 * time.Millisecond, PerItem: 100 * time.Microsecond}
+
+// startSim starts a simulator on loopback, stopped in t.Cleanup. Costs
+// default to fastCost.
+func startSim(t *testing.T, cfg tritonsim.Config) *tritonsim.Server {
+	t.Helper()
+	cfg.GRPCAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.QueryCost == (tritonsim.Cost{}) {
+		cfg.QueryCost = fastCost
+	}
+	if cfg.ImageCost == (tritonsim.Cost{}) {
+		cfg.ImageCost = fastCost
+	}
+	sim, err := tritonsim.Start(testutil.Context(t), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Stop)
+	return sim
+}
+
+// testConfig is a Config with quick health checks and backoffs.
+func testConfig(policyName string, sims ...*tritonsim.Server) Config {
+	cfg := Config{
+		Policy:          policyName,
+		HealthInterval:  20 * time.Millisecond,
+		HealthTimeout:   500 * time.Millisecond,
+		EjectBackoff:    150 * time.Millisecond,
+		EjectBackoffMax: time.Second,
+		DrainTimeout:    5 * time.Second,
+	}
+	for _, s := range sims {
+		cfg.Static = append(cfg.Static, Endpoint{Addr: s.GRPCAddr(), MetricsURL: "http://" + s.MetricsAddr() + "/metrics"})
+	}
+	return cfg
+}
+
+// startRouter builds and runs a router, stopped in t.Cleanup, and waits
+// until want backends are ready.
+func startRouter(t *testing.T, cfg Config, deps Deps, want int) *Router {
+	t.Helper()
+	if deps.Logger == nil {
+		deps.Logger = testutil.Logger(t)
+	}
+	r, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, fmt.Sprintf("%d ready backends", want), func() bool { return countState(r, StateReady) >= want })
+	return r
+}
+
+func countState(r *Router, s State) int {
+	n := 0
+	for _, b := range r.Backends() {
+		if b.State == s {
+			n++
+		}
+	}
+	return n
+}
+
+func status(r *Router, addr string) (BackendStatus, bool) {
+	for _, b := range r.Backends() {
+		if b.Addr == addr {
+			return b, true
+		}
+	}
+	return BackendStatus{}, false
+}
+
+// waitFor polls cond until it holds or the test's time runs out.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx := testutil.Context(t)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// load sends batches of kind from workers goroutines, n each, and returns
+// every error.
+func load(ctx context.Context, r *Router, kind model.Kind, workers, n int, timeout time.Duration) []error {
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range n {
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				item := fmt.Appendf(nil, "query %d %d", w, i)
+				if kind == model.Image {
+					item = testPNG
+				}
+				_, err := r.Embed(cctx, kind, [][]byte{item})
+				cancel()
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// testPNG is a small valid page image.
+var testPNG = func() []byte {
+	img := image.NewGray(image.Rect(0, 0, 8, 8))
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}()
+
+// countModel counts the calls a simulator saw for model name.
+func countModel(s *tritonsim.Server, name string) int {
+	n := 0
+	for _, o := range s.Observed() {
+		if o.Model == name {
+			n++
+		}
+	}
+	return n
+}
+
+// fakeGPU is a gpu.Source whose figures each test sets.
+type fakeGPU struct {
+	mu    sync.Mutex
+	stats map[string]gpu.Stats
+}
+
+var _ gpu.Source = (*fakeGPU)(nil)
+
+func (f *fakeGPU) Stats(backend string) (gpu.Stats, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.stats[backend]
+	if ok {
+		s.At = time.Now()
+	}
+	return s, ok
+}
+
+// fakeResolver is a Resolver whose answer each test sets.
+type fakeResolver struct {
+	mu    sync.Mutex
+	addrs []string
+	err   error
+}
+
+func (f *fakeResolver) set(addrs []string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs, f.err = addrs, err
+}
+
+func (f *fakeResolver) LookupHost(context.Context, string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.addrs...), f.err
+}
+
+// fakeTargets records the last SetTargets.
+type fakeTargets struct {
+	mu      sync.Mutex
+	targets map[string]string
+}
+
+func (f *fakeTargets) SetTargets(t map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.targets = t
+}
+
+func (f *fakeTargets) get() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.targets
+}

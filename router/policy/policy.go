@@ -1,0 +1,56 @@
+// Package policy is the contract between the router and its balancing
+// policies: what a policy sees of a backend (Candidate), what it is asked
+// to place (Batch), and what it answers (Pick). Each policy lives in its own
+// package under this one and names itself with a const Name.
+package policy
+
+import (
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// Candidate is a backend ready for the batch's model, as a policy sees it.
+// Every method is a lock-free read (atomics or an immutable field), so a
+// pick never waits on another goroutine.
+type Candidate interface {
+	// Addr is the backend's gRPC address.
+	Addr() string
+	// InFlight is the number of batches this gateway has sent there and
+	// not yet seen answered.
+	InFlight() int64
+	// InFlightCost is the summed cost, in cost units, of those batches.
+	InFlightCost() float64
+	// SecondsPerCost is the backend's learned latency per cost unit, or 0
+	// while nothing has been measured.
+	SecondsPerCost() float64
+	// MeasuredAt is when SecondsPerCost last learned from an answer (zero:
+	// never).
+	MeasuredAt() time.Time
+	// GPU is the backend's telemetry when a fresh figure exists.
+	GPU() (gpu.Stats, bool)
+}
+
+// Batch is what is being placed.
+type Batch struct {
+	// Kind is the model the batch is for.
+	Kind model.Kind
+	// Items is the number of items in it.
+	Items int
+	// Cost is its size in the router's cost units (a fixed part per batch
+	// plus a part per item, per model), which the backends' measured
+	// latency per cost unit turns into time.
+	Cost float64
+}
+
+// Policy chooses one backend for a batch.
+type Policy interface {
+	// Name is the policy's configuration name.
+	Name() string
+	// Pick returns the index in cands of the chosen backend, and the
+	// completion time it estimated for the batch there (0 when the policy
+	// does not estimate). cands is never empty and must not be modified.
+	// Pick is called concurrently and must not block.
+	Pick(cands []Candidate, b Batch) (int, time.Duration)
+}

@@ -1,0 +1,82 @@
+package router
+
+import (
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
+)
+
+// BackendStatus is one backend as the router sees it, for operators.
+type BackendStatus struct {
+	Addr, MetricsURL string
+	State            State
+	// Models is each model's readiness at the last check.
+	Models []ModelStatus
+	// LastCheck is when health was last checked; LastError is why the
+	// backend is not ready, or why it was ejected.
+	LastCheck time.Time
+	LastError string
+	// InFlight and InFlightCost are what this gateway has in flight there.
+	InFlight     int64
+	InFlightCost float64
+	// ConsecutiveFailures counts failed batches in a row; EjectedUntil is
+	// the end of the current ejection's backoff (zero when not ejected).
+	ConsecutiveFailures int64
+	EjectedUntil        time.Time
+	// Picks, Failures and Ejections are counts since the backend joined.
+	Picks, Failures, Ejections uint64
+	// LatencyPerCost is the learned latency per cost unit (0: not yet
+	// measured); LastEstimate the gpu_aware policy's estimated completion
+	// time of the last batch sent there.
+	LatencyPerCost time.Duration
+	LastEstimate   time.Duration
+	// GPU is the backend's telemetry, meaningful when GPUFresh.
+	GPU      gpu.Stats
+	GPUFresh bool
+}
+
+// ModelStatus is one model's readiness on a backend.
+type ModelStatus struct {
+	Name  string
+	Ready bool
+}
+
+// Backends returns the status of every backend in the pool, draining ones
+// included, by address.
+func (r *Router) Backends() []BackendStatus {
+	s := r.snap.Load()
+	out := make([]BackendStatus, 0, len(s.backends))
+	for _, b := range s.backends {
+		st := BackendStatus{
+			Addr: b.Addr(), MetricsURL: b.endpoint.MetricsURL,
+			InFlight: b.InFlight(), InFlightCost: b.InFlightCost(),
+			ConsecutiveFailures: b.consecutiveFailures.Load(),
+			Picks:               b.picks.Load(), Failures: b.failures.Load(), Ejections: b.ejections.Load(),
+			LatencyPerCost: time.Duration(b.SecondsPerCost() * float64(time.Second)),
+			LastEstimate:   time.Duration(b.lastEstimate.Load()),
+		}
+		st.GPU, st.GPUFresh = b.GPU()
+		r.mu.Lock()
+		h := b.health
+		r.mu.Unlock()
+		st.State, st.LastCheck, st.LastError, st.EjectedUntil = h.state(), h.lastCheck, h.lastError, h.ejectedUntil
+		for _, k := range kinds {
+			st.Models = append(st.Models, ModelStatus{Name: r.cfg.Models.ModelName(k), Ready: h.models[k]})
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// PoolStatus is the pool as a whole, for operators.
+type PoolStatus struct {
+	// Policy is the balancing policy's name.
+	Policy string
+	// Backends are every backend, by address.
+	Backends []BackendStatus
+}
+
+// Pool returns the pool's status.
+func (r *Router) Pool() PoolStatus {
+	return PoolStatus{Policy: r.PolicyName(), Backends: r.Backends()}
+}

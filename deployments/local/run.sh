@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Starts the local stack on loopback: one Triton simulator (standing in for
-# Triton, as no GPU is here) and the gateway in front of it. Ctrl-C stops both.
+# Starts the local stack on loopback: two Triton simulators (standing in for
+# Triton, as no GPU is here) and the gateway routing across them. Ctrl-C
+# stops them all.
 # Run it through `make run`, which builds bin/ first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SIM_GRPC=${SIM_GRPC:-127.0.0.1:8001}
 SIM_METRICS=${SIM_METRICS:-127.0.0.1:8002}
+SIM2_GRPC=${SIM2_GRPC:-127.0.0.1:8011}
+SIM2_METRICS=${SIM2_METRICS:-127.0.0.1:8012}
 GATEWAY_GRPC=${GATEWAY_GRPC:-127.0.0.1:9090}
 GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8080}
 
@@ -19,8 +22,13 @@ trap cleanup EXIT INT TERM
 
 bin/tritonsim -grpc-addr "$SIM_GRPC" -metrics-addr "$SIM_METRICS" &
 pids+=($!)
+bin/tritonsim -grpc-addr "$SIM2_GRPC" -metrics-addr "$SIM2_METRICS" &
+pids+=($!)
 
-bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" -triton-addr "$SIM_GRPC" -health-interval 1s &
+# Each backend names its metrics address after "=", since the simulators do
+# not use Triton's default metrics port.
+bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s &
 pids+=($!)
 
 # Wait until the gateway reports ready (its backend's models are ready).
@@ -35,13 +43,14 @@ fi
 
 cat <<MSG
 
-colpali-gateway is up (Triton simulator on $SIM_GRPC, metrics on http://$SIM_METRICS/metrics).
+colpali-gateway is up (Triton simulators on $SIM_GRPC and $SIM2_GRPC).
 
   REST:    curl -s -X POST http://$GATEWAY_HTTP/v1/queries:embed -d '{"queries": ["what is late interaction?"], "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"}'
   gRPC:    bin/grpcurl -plaintext -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
   image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 deployments/local/page.png)\"]}"
   OpenAPI: curl -s http://$GATEWAY_HTTP/openapi.json
   metrics: curl -s http://$GATEWAY_HTTP/metrics
+  backends: curl -s http://$GATEWAY_HTTP/v1/backends
 
 Ctrl-C stops the stack.
 MSG

@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
@@ -454,5 +455,121 @@ func TestE2EFailoverAcrossBackends(t *testing.T) {
 		if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{fmt.Sprint("q", i)}}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
+	}
+}
+
+// startBatchedStack is startStack with a batcher between the gateway and the
+// router, as cmd/gateway wires them; the registry carries both the
+// gateway's and the batcher's metrics.
+func startBatchedStack(t *testing.T, cfg Config, batchCfg batching.Config, simCfg tritonsim.Config) (*stack, *batching.Batcher) {
+	t.Helper()
+	simCfg.GRPCAddr, simCfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	sim, err := tritonsim.Start(context.Background(), simCfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Stop)
+	r := startRouter(t, sim)
+	reg := prometheus.NewRegistry()
+	b, err := batching.New(batchCfg, batching.Deps{Downstream: r, Logger: testLogger(t), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(context.Background()); err != nil {
+			t.Errorf("batcher Close: %v", err)
+		}
+	})
+	g := startGateway(t, cfg, Deps{Embedder: b, Ready: r.Ready, Backends: r, Registry: reg})
+	return &stack{testGateway: g, sim: sim}, b
+}
+
+// TestE2EBatchesForm sends single-query calls from many concurrent clients
+// through the batcher to a one-instance simulator and checks that they
+// travel in shared batches, that each caller gets its own query's
+// embedding, and that the batcher's metrics say so.
+func TestE2EBatchesForm(t *testing.T) {
+	for _, mode := range []batching.Mode{batching.ModeAdaptive, batching.ModeStatic} {
+		t.Run(string(mode), func(t *testing.T) {
+			s, _ := startBatchedStack(t, Config{}, batching.Config{Mode: mode},
+				tritonsim.Config{Instances: 1, QueryCost: tritonsim.Cost{Base: 20 * time.Millisecond, PerItem: 100 * time.Microsecond}})
+			const callers = 24
+			var wg sync.WaitGroup
+			errs := make(chan error, callers)
+			for i := range callers {
+				wg.Go(func() {
+					q := fmt.Sprintf("query number %d about %s", i, strings.Repeat("x", i))
+					resp, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{q}})
+					if err != nil {
+						errs <- err
+						return
+					}
+					// The simulator's embedding depends on the query's bytes:
+					// the row count is the query's, so the rows are its own.
+					if mv := resp.GetEmbeddings()[0]; int(mv.GetVectorCount()) != tritonsim.QueryTokens(q) {
+						errs <- fmt.Errorf("caller %d got %d rows, want %d: someone else's embedding", i, mv.GetVectorCount(), tritonsim.QueryTokens(q))
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			obs := s.sim.Observed()
+			items, largest := 0, 0
+			for _, o := range obs {
+				items += o.BatchSize
+				largest = max(largest, o.BatchSize)
+			}
+			if items != callers || len(obs) >= callers || largest < 2 {
+				t.Fatalf("simulator saw %d calls carrying %d items, the largest %d: want fewer, larger batches for %d callers", len(obs), items, largest, callers)
+			}
+			code, body := s.get(t, "/metrics")
+			want := fmt.Sprintf(`colpali_batcher_batch_size_count{model="colpali_query"} %d`, len(obs))
+			if code != http.StatusOK || !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		})
+	}
+}
+
+func TestE2EBatcherQueueFullAndPriority(t *testing.T) {
+	s, _ := startBatchedStack(t, Config{}, batching.Config{Mode: batching.ModeStatic, Query: batching.ModelConfig{
+		MaxQueueSize: 1, MaxInFlightBatches: 1, PreferredBatchSizes: []int{1}, PriorityLevels: 2,
+	}}, tritonsim.Config{Instances: 1, Faults: tritonsim.Faults{ExtraLatency: 200 * time.Millisecond}})
+
+	// Over the configured levels: INVALID_ARGUMENT naming the field and the
+	// limit, on gRPC and REST, before anything is queued.
+	_, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}, Priority: 3})
+	checkInvalidArgument(t, err, []string{"priority"}, "1 (first) to 2")
+	if code, body, _ := s.post(t, "/v1/queries:embed", `{"queries":["q"],"priority":3}`); code != http.StatusBadRequest || !strings.Contains(string(body), "to 2") {
+		t.Fatalf("REST priority 3: HTTP %d %s", code, body)
+	}
+
+	// One call runs, one waits, the third finds the queue full.
+	const callers = 3
+	results := make(chan error, callers)
+	for i := range callers {
+		go func() {
+			_, err := s.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{fmt.Sprint("q", i)}, Priority: 1})
+			results <- err
+		}()
+		time.Sleep(30 * time.Millisecond) // arrive in order
+	}
+	counts := map[codes.Code]int{}
+	for range callers {
+		err := <-results
+		counts[status.Code(err)]++
+		if status.Code(err) == codes.ResourceExhausted && !strings.Contains(err.Error(), "max-queue-size") {
+			t.Errorf("queue full: %v, want it to name max-queue-size", err)
+		}
+	}
+	if counts[codes.OK] != 2 || counts[codes.ResourceExhausted] != 1 {
+		t.Fatalf("codes %v, want 2 OK and 1 RESOURCE_EXHAUSTED", counts)
+	}
+	_, body := s.get(t, "/metrics")
+	if want := `colpali_batcher_rejections_total{model="colpali_query",reason="queue_full"} 1`; !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }

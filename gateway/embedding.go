@@ -3,17 +3,34 @@ package gateway
 import (
 	"context"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Embedder computes embeddings for a batch of items of one kind. The router
-// implements it today; the batcher will sit in front of it.
+// Embedder computes embeddings for the items of one call. The batcher
+// (batching.Batcher) implements it in front of the router; a request's
+// priority travels in its context (batching.WithPriority).
 type Embedder interface {
 	Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
 	// ModelName is the Triton model that embeds kind, reported to clients.
 	ModelName(kind model.Kind) string
+}
+
+// priorityLeveler is implemented by an Embedder with priority levels (the
+// batcher); requests may ask for levels 1 to PriorityLevels(kind). With an
+// Embedder without levels, only 0 (the default) and 1 are valid.
+type priorityLeveler interface {
+	PriorityLevels(kind model.Kind) int
+}
+
+// priorityLevels is the number of priority levels of kind's model.
+func (s *embeddingService) priorityLevels(kind model.Kind) int {
+	if p, ok := s.embedder.(priorityLeveler); ok {
+		return p.PriorityLevels(kind)
+	}
+	return 1
 }
 
 // embeddingService implements colpali.v1.EmbeddingService.
@@ -33,6 +50,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 	for i, q := range req.GetQueries() {
 		items[i] = []byte(q)
 	}
+	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
 	embs, err := s.embedder.Embed(ctx, model.Query, items)
 	if err != nil {
 		return nil, toStatus(ctx, err)
@@ -47,6 +65,7 @@ func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.Embed
 	if err := s.validateImages(req); err != nil {
 		return nil, err
 	}
+	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
 	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages())
 	if err != nil {
 		return nil, toStatus(ctx, err)

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
 	"github.com/morphik-org/colpali-gateway/triton"
@@ -23,6 +24,18 @@ func toStatus(ctx context.Context, err error) error {
 		return status.Errorf(codes.DeadlineExceeded, "deadline exceeded before the embeddings were ready: %v", err)
 	case ctx.Err() != nil:
 		return status.Errorf(codes.Canceled, "call canceled: %v", err)
+	case errors.Is(err, batching.ErrQueueFull):
+		// The gateway's own queue is full: back-pressure, as Triton's.
+		return status.Errorf(codes.ResourceExhausted, "%v; retry later with backoff", err)
+	case errors.Is(err, batching.ErrQueueTimeout):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, batching.ErrClosed):
+		// Shutting down: another replica can serve the call.
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, batching.ErrPriority):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, batching.ErrBadDownstream):
+		return status.Error(codes.Internal, err.Error())
 	case errors.Is(err, triton.ErrOverloaded):
 		// Back-pressure: say so, and let the client back off; no retry here.
 		return status.Errorf(codes.ResourceExhausted, "%v; retry later with backoff", err)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -55,6 +56,7 @@ func TestEmbedQueriesInvalidArgument(t *testing.T) {
 		{"too long", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok", strings.Repeat("x", 11)}}, []string{"queries[1]"}, "limit is 10 bytes"},
 		{"unknown encoding", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok"}, Encoding: 42}, []string{"encoding"}, "unknown value 42"},
 		{"invalid UTF-8", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok", "caf\xe9"}}, []string{"queries[1]"}, "not valid UTF-8"},
+		{"priority without levels", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok"}, Priority: 2}, []string{"priority"}, "levels 1 (first) to 1"},
 		{"several at once", &colpaliv1.EmbedQueriesRequest{Queries: []string{"", strings.Repeat("x", 11)}, Encoding: -1}, []string{"queries[0]", "queries[1]", "encoding"}, "encoding: unknown value -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,6 +190,10 @@ func TestBackendErrorsMapToCodes(t *testing.T) {
 		{"no backend", fmt.Errorf("%w for model colpali_query", router.ErrNoBackend), codes.Unavailable, http.StatusServiceUnavailable, "no ready backend"},
 		{"bad response", fmt.Errorf("%w: shape", model.ErrBadResponse), codes.Internal, http.StatusInternalServerError, "shape"},
 		{"unclassified", errSentinel, codes.Internal, http.StatusInternalServerError, "sentinel"},
+		{"batcher queue full", fmt.Errorf("%w: model colpali_query already holds 4096 requests (max-queue-size)", batching.ErrQueueFull), codes.ResourceExhausted, http.StatusTooManyRequests, "max-queue-size"},
+		{"batcher queue timeout", fmt.Errorf("%w: waited 2s", batching.ErrQueueTimeout), codes.DeadlineExceeded, http.StatusGatewayTimeout, "timed out in the queue"},
+		{"batcher closed", fmt.Errorf("%w: model colpali_query", batching.ErrClosed), codes.Unavailable, http.StatusServiceUnavailable, "closed"},
+		{"batcher wrong row count", fmt.Errorf("%w: 1 for 2 items", batching.ErrBadDownstream), codes.Internal, http.StatusInternalServerError, "wrong number"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := &fakeEmbedder{embed: func(context.Context, model.Kind, [][]byte) ([]model.Embedding, error) { return nil, tc.err }}
@@ -589,4 +595,32 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+}
+
+// leveledEmbedder is a fakeEmbedder with priority levels, as the batcher.
+type leveledEmbedder struct {
+	*fakeEmbedder
+	levels int
+}
+
+func (l leveledEmbedder) PriorityLevels(model.Kind) int { return l.levels }
+
+func TestPriorityReachesTheEmbedder(t *testing.T) {
+	seen := make(chan int, 2)
+	fake := &fakeEmbedder{embed: func(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+		seen <- batching.PriorityFrom(ctx)
+		return constantEmbeddings(len(items), 1, 2), nil
+	}}
+	g := startGateway(t, Config{}, Deps{Embedder: leveledEmbedder{fake, 5}})
+	if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}, Priority: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := g.post(t, "/v1/images:embed", fmt.Sprintf(`{"images":[%q],"priority":1}`, base64.StdEncoding.EncodeToString(pngImage(t, 4, 4)))); code != http.StatusOK {
+		t.Fatalf("REST: HTTP %d %s", code, body)
+	}
+	if a, b := <-seen, <-seen; a != 5 || b != 1 {
+		t.Fatalf("priorities seen %d, %d; want 5, 1", a, b)
+	}
+	_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{pngImage(t, 4, 4)}, Priority: 6})
+	checkInvalidArgument(t, err, []string{"priority"}, "image model has priority levels 1 (first) to 5")
 }

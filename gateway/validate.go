@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // violations collects every bad field of one request, so that a client
@@ -56,10 +57,17 @@ func (s *embeddingService) validateEncoding(v *violations, e colpaliv1.Embedding
 	}
 }
 
+func (s *embeddingService) validatePriority(v *violations, p uint32, kind model.Kind) {
+	if levels := s.priorityLevels(kind); p > uint32(levels) {
+		v.add("priority", "is %d; the %s model has priority levels 1 (first) to %d, and 0 means its default", p, kind, levels)
+	}
+}
+
 func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) error {
 	var v violations
 	validateBatch(&v, "queries", "query", req.GetQueries(), s.cfg.MaxQueries, s.checkQuery)
 	s.validateEncoding(&v, req.GetEncoding())
+	s.validatePriority(&v, req.GetPriority(), model.Query)
 	return v.err()
 }
 
@@ -67,6 +75,7 @@ func (s *embeddingService) validateImages(req *colpaliv1.EmbedImagesRequest) err
 	var v violations
 	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, s.checkImage)
 	s.validateEncoding(&v, req.GetEncoding())
+	s.validatePriority(&v, req.GetPriority(), model.Image)
 	return v.err()
 }
 

@@ -163,6 +163,10 @@ func (r *Router) Ready(context.Context) error {
 	return fmt.Errorf("%w: no ready backend for %s: %s", ErrNotReady, strings.Join(missing, ", "), r.describe(s))
 }
 
+// Routable is the number of backends ready for kind's model now; the
+// batcher keeps that many backends busy.
+func (r *Router) Routable(kind model.Kind) int { return len(r.snap.Load().routable[kind]) }
+
 // describe names every backend of s with its state and last error, for
 // error messages.
 func (r *Router) describe(s *snapshot) string {

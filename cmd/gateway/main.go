@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	"github.com/morphik-org/colpali-gateway/gateway"
 	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/internal/cli"
@@ -52,10 +53,11 @@ func main() {
 
 // options are the command line: the gateway's Config plus what main wires.
 type options struct {
-	gateway gateway.Config
-	models  model.Config
-	triton  triton.Config
-	router  router.Config
+	gateway  gateway.Config
+	batching batching.Config
+	models   model.Config
+	triton   triton.Config
+	router   router.Config
 	// tritonAddrs and tritonAddr (its older, single-address spelling) are
 	// parsed into router.Config.Static.
 	tritonAddrs, tritonAddr string
@@ -127,8 +129,53 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&m.NumTokensOutput, "num-tokens-output", model.DefaultNumTokensOutput, "per-item token count output tensor [batch, 1]")
 	fs.IntVar(&m.Dimension, "dimension", model.DefaultDimension, "embedding vector length")
 
+	// Batching flags default to the real defaults, not to zero, so that a
+	// zero given explicitly stays zero and Validate refuses it by name.
+	d := batching.Config{}.WithDefaults()
+	o.batching = d
+	fs.StringVar((*string)(&o.batching.Mode), "batching-mode", string(d.Mode), "how calls are batched: adaptive (follow measured latency and load), static (Triton's policy) or none")
+	registerQueueFlags(fs, "query", "query", &o.batching.Query, d.Query)
+	registerQueueFlags(fs, "image", "page image", &o.batching.Image, d.Image)
+
 	o.log.Register(fs)
 	return fs
+}
+
+// registerQueueFlags registers the -PREFIX-* flags of one model's queue.
+func registerQueueFlags(fs *flag.FlagSet, prefix, what string, c *batching.ModelConfig, d batching.ModelConfig) {
+	name := func(s string) string { return prefix + "-" + s }
+	fs.IntVar(&c.MaxBatchSize, name("max-batch-size"), d.MaxBatchSize, "most "+what+" items in one batch sent to Triton")
+	fs.IntVar(&c.ItemCost, name("item-cost"), d.ItemCost, "cost of one "+what+" item, in tokens (a query adds one per 4 bytes)")
+	fs.IntVar(&c.MaxBatchCost, name("max-batch-cost"), d.MaxBatchCost, "cost budget of one "+what+" batch, in tokens")
+	fs.DurationVar(&c.MaxQueueDelay, name("max-queue-delay"), d.MaxQueueDelay, "longest wait for a fuller "+what+" batch while Triton could take one")
+	fs.Var((*batchSizes)(&c.PreferredBatchSizes), name("preferred-batch-sizes"), "comma-separated "+what+" batch sizes the static mode sends without waiting (default none)")
+	fs.IntVar(&c.PriorityLevels, name("priority-levels"), d.PriorityLevels, "number of "+what+" priority levels; 1 is served first")
+	fs.IntVar(&c.DefaultPriority, name("default-priority"), d.DefaultPriority, "priority level of a "+what+" request that asks for none")
+	fs.IntVar(&c.MaxQueueSize, name("max-queue-size"), d.MaxQueueSize, "most "+what+" requests waiting; more are refused with RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.QueueTimeout, name("queue-timeout"), d.QueueTimeout, "longest a "+what+" request waits in the queue before -"+name("timeout-action"))
+	fs.StringVar((*string)(&c.TimeoutAction), name("timeout-action"), string(d.TimeoutAction), "what happens to a "+what+" request past its queue timeout: reject (DEADLINE_EXCEEDED) or delay (moved behind the rest)")
+	fs.BoolVar(&c.AllowTimeoutOverride, name("allow-timeout-override"), d.AllowTimeoutOverride, "let a "+what+" request's own deadline replace -"+name("queue-timeout"))
+	fs.DurationVar(&c.LatencyTarget, name("latency-target"), d.LatencyTarget, "end-to-end "+what+" latency the adaptive mode holds while it grows batches")
+	fs.IntVar(&c.MaxInFlightBatches, name("max-in-flight-batches"), d.MaxInFlightBatches, "most "+what+" batches sent to Triton and not yet answered, per backend ready for the model")
+}
+
+// batchSizes is a flag.Value for a comma-separated list of batch sizes.
+type batchSizes []int
+
+func (b *batchSizes) String() string {
+	if b == nil {
+		return ""
+	}
+	return strings.Trim(strings.Join(strings.Fields(fmt.Sprint([]int(*b))), ","), "[]")
+}
+
+func (b *batchSizes) Set(s string) error {
+	sizes, err := batching.ParseBatchSizes(s)
+	if err != nil {
+		return err
+	}
+	*b = sizes
+	return nil
 }
 
 // run parses args (and the environment, through getenv), serves until ctx
@@ -145,6 +192,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	errs = append(errs, logErr)
 	// Validate everything before starting anything, and report it all.
 	if err := o.gateway.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	// Not WithDefaults: the flags hold the defaults already, and a zero
+	// given explicitly must be refused, not replaced.
+	if err := o.batching.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := o.models.WithDefaults().Validate(); err != nil {
@@ -227,8 +279,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		})
 	}
 
+	batcher, err := batching.New(o.batching, batching.Deps{Downstream: r, Logger: logger, Registry: registry, Backends: r.Routable})
+	if err != nil {
+		return err
+	}
+	// The gateway drains its calls first (they wait on the batcher), so
+	// this Close normally finds nothing left to flush.
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.gateway.WithDefaults().ShutdownTimeout)
+		defer cancel()
+		if err := batcher.Close(closeCtx); err != nil {
+			logger.Warn("batcher close", "error", err.Error())
+		}
+	}()
+
 	srv, err := gateway.New(o.gateway, gateway.Deps{
-		Logger: logger, Embedder: r, Ready: r.Ready, Backends: r, Registry: registry,
+		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Registry: registry,
 	})
 	if err != nil {
 		return err
@@ -241,7 +307,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		static = append(static, e.Addr)
 	}
 	logger.Info("colpali-gateway starting", "version", version, "triton_addrs", strings.Join(static, ","),
-		"triton_dns", o.router.DNS, "router_policy", o.router.Policy,
+		"triton_dns", o.router.DNS, "router_policy", o.router.Policy, "batching_mode", string(o.batching.Mode),
 		"query_model", o.models.QueryModel, "image_model", o.models.ImageModel, "trace_export", exporting)
 	return srv.Serve(ctx)
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 )
@@ -45,6 +47,54 @@ func TestRunReportsEveryBadSetting(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
+	}
+}
+
+// TestRunRefusesBadBatchingSettings: a zero or negative batching setting
+// given explicitly (flag or environment) is refused by its flag's name, not
+// silently replaced by the default.
+func TestRunRefusesBadBatchingSettings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env := map[string]string{"COLPALI_QUERY_MAX_QUEUE_SIZE": "0", "COLPALI_IMAGE_LATENCY_TARGET": "-2s"}
+	err := run(ctx, []string{
+		"-query-max-batch-size", "0", "-image-max-queue-delay", "-1ms", "-query-max-in-flight-batches", "-1",
+		"-batching-mode", "eager", "-image-timeout-action", "drop", "-query-preferred-batch-sizes", "8,128",
+		"-image-preferred-batch-sizes", "4,x", "-query-queue-timeout", "0s", "-image-default-priority", "7",
+	}, io.Discard, func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("run accepted bad batching settings")
+	}
+	for _, want := range []string{
+		"-query-max-batch-size 0: must be positive", "-image-max-queue-delay -1ms: must be positive",
+		"-query-max-in-flight-batches -1", `-batching-mode "eager"`, `-image-timeout-action "drop"`,
+		"-query-preferred-batch-sizes [8 128]", "-image-preferred-batch-sizes", `"x"`, "-query-queue-timeout 0s: must be positive",
+		"-image-default-priority 7", "-query-max-queue-size 0: must be positive", "-image-latency-target -2s: must be positive",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestBatchingFlagsSetTheConfig(t *testing.T) {
+	var o options
+	fs := newFlagSet(&o, io.Discard)
+	if err := fs.Parse([]string{"-batching-mode", "static", "-image-preferred-batch-sizes", "4, 8", "-query-allow-timeout-override", "-query-timeout-action", "delay"}); err != nil {
+		t.Fatal(err)
+	}
+	c := o.batching
+	if c.Mode != batching.ModeStatic || !slices.Equal(c.Image.PreferredBatchSizes, []int{4, 8}) || !c.Query.AllowTimeoutOverride || c.Query.TimeoutAction != batching.TimeoutDelay {
+		t.Fatalf("config %+v", c)
+	}
+	if c.Query.MaxBatchSize != batching.DefaultQueryMaxBatchSize || c.Image.MaxQueueDelay != batching.DefaultImageMaxQueueDelay {
+		t.Fatalf("defaults not kept: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fs.Lookup("image-preferred-batch-sizes").Value.String(); got != "4,8" {
+		t.Fatalf("preferred sizes print as %q", got)
 	}
 }
 

@@ -139,7 +139,13 @@ type EmbedQueriesRequest struct {
 	// bytes each (the gateway's defaults; its operator may change them).
 	Queries []string `protobuf:"bytes,1,rep,name=queries" json:"queries,omitempty"`
 	// How the embeddings are encoded in the response.
-	Encoding      EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	// Scheduling priority of this request in the gateway's queue for the
+	// query model: 1 is served first, higher numbers later. 0 (unset) means
+	// the model's default level. The gateway's defaults are 3 levels with 2
+	// the default; a value above the configured number of levels is refused
+	// with INVALID_ARGUMENT naming the limit.
+	Priority      uint32 `protobuf:"varint,3,opt,name=priority" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,6 +192,13 @@ func (x *EmbedQueriesRequest) GetEncoding() EmbeddingEncoding {
 		return x.Encoding
 	}
 	return EmbeddingEncoding_EMBEDDING_ENCODING_UNSPECIFIED
+}
+
+func (x *EmbedQueriesRequest) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 type EmbedQueriesResponse struct {
@@ -248,7 +261,13 @@ type EmbedImagesRequest struct {
 	// each (the gateway's defaults). In JSON, each is a base64 string.
 	Images [][]byte `protobuf:"bytes,1,rep,name=images" json:"images,omitempty"`
 	// How the embeddings are encoded in the response.
-	Encoding      EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	// Scheduling priority of this request in the gateway's queue for the
+	// image model: 1 is served first, higher numbers later. 0 (unset) means
+	// the model's default level. The gateway's defaults are 3 levels with 2
+	// the default; a value above the configured number of levels is refused
+	// with INVALID_ARGUMENT naming the limit.
+	Priority      uint32 `protobuf:"varint,3,opt,name=priority" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +314,13 @@ func (x *EmbedImagesRequest) GetEncoding() EmbeddingEncoding {
 		return x.Encoding
 	}
 	return EmbeddingEncoding_EMBEDDING_ENCODING_UNSPECIFIED
+}
+
+func (x *EmbedImagesRequest) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 type EmbedImagesResponse struct {
@@ -485,18 +511,20 @@ var File_colpali_v1_embedding_proto protoreflect.FileDescriptor
 const file_colpali_v1_embedding_proto_rawDesc = "" +
 	"\n" +
 	"\x1acolpali/v1/embedding.proto\x12\n" +
-	"colpali.v1\"j\n" +
+	"colpali.v1\"\x86\x01\n" +
 	"\x13EmbedQueriesRequest\x12\x18\n" +
 	"\aqueries\x18\x01 \x03(\tR\aqueries\x129\n" +
-	"\bencoding\x18\x02 \x01(\x0e2\x1d.colpali.v1.EmbeddingEncodingR\bencoding\"e\n" +
+	"\bencoding\x18\x02 \x01(\x0e2\x1d.colpali.v1.EmbeddingEncodingR\bencoding\x12\x1a\n" +
+	"\bpriority\x18\x03 \x01(\rR\bpriority\"e\n" +
 	"\x14EmbedQueriesResponse\x127\n" +
 	"\n" +
 	"embeddings\x18\x01 \x03(\v2\x17.colpali.v1.MultiVectorR\n" +
 	"embeddings\x12\x14\n" +
-	"\x05model\x18\x02 \x01(\tR\x05model\"g\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\"\x83\x01\n" +
 	"\x12EmbedImagesRequest\x12\x16\n" +
 	"\x06images\x18\x01 \x03(\fR\x06images\x129\n" +
-	"\bencoding\x18\x02 \x01(\x0e2\x1d.colpali.v1.EmbeddingEncodingR\bencoding\"d\n" +
+	"\bencoding\x18\x02 \x01(\x0e2\x1d.colpali.v1.EmbeddingEncodingR\bencoding\x12\x1a\n" +
+	"\bpriority\x18\x03 \x01(\rR\bpriority\"d\n" +
 	"\x13EmbedImagesResponse\x127\n" +
 	"\n" +
 	"embeddings\x18\x01 \x03(\v2\x17.colpali.v1.MultiVectorR\n" +

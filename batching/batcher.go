@@ -1,0 +1,178 @@
+package batching
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// Downstream embeds one batch; *router.Router implements it. A batch holds
+// at most ModelConfig.MaxBatchSize items.
+type Downstream interface {
+	Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
+	// ModelName is the model that embeds kind; it labels the metrics.
+	ModelName(kind model.Kind) string
+}
+
+// Error classes of the batcher; the errors returned wrap them with
+// specifics, so use errors.Is.
+var (
+	// ErrQueueFull: the model's queue held MaxQueueSize requests.
+	ErrQueueFull = errors.New("batching: queue full")
+	// ErrQueueTimeout: the request waited past its queue timeout.
+	ErrQueueTimeout = errors.New("batching: timed out in the queue")
+	// ErrClosed: the batcher is closing or closed.
+	ErrClosed = errors.New("batching: batcher closed")
+	// ErrPriority: the request asked for a priority level the model does
+	// not have.
+	ErrPriority = errors.New("batching: priority level out of range")
+	// ErrBadDownstream: the downstream answered a batch with the wrong
+	// number of embeddings.
+	ErrBadDownstream = errors.New("batching: downstream answered the wrong number of embeddings")
+)
+
+// Deps are a Batcher's collaborators.
+type Deps struct {
+	// Downstream embeds each batch. Required.
+	Downstream Downstream
+	// Logger receives the batcher's log lines. Default: discarded.
+	Logger *slog.Logger
+	// Clock times queue delays and timeouts. Default SystemClock.
+	Clock Clock
+	// Registry receives the colpali_batcher_* metrics. Default: none.
+	Registry prometheus.Registerer
+	// Backends reports how many backends can take a model's batches now;
+	// each model's in-flight limit is ModelConfig.MaxInFlightBatches times
+	// that (at least once), so the batcher keeps every ready backend busy
+	// and no more. Default: one backend. *router.Router's Routable fits.
+	Backends func(model.Kind) int
+}
+
+// Batcher queues the embedding calls of each model and sends them
+// downstream in batches; it implements gateway.Embedder. Start it with New,
+// stop it with Close.
+type Batcher struct {
+	cfg    Config
+	down   Downstream
+	queues [2]*queue // by model.Kind
+	closed sync.Once
+}
+
+// New validates cfg (after defaults) and starts one queue per model.
+func New(cfg Config, deps Deps) (*Batcher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Downstream == nil {
+		return nil, errors.New("batching: Deps.Downstream is required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = SystemClock{}
+	}
+	if deps.Backends == nil {
+		deps.Backends = func(model.Kind) int { return 1 }
+	}
+	m, err := newMetrics(deps.Registry)
+	if err != nil {
+		return nil, err
+	}
+	b := &Batcher{cfg: cfg, down: deps.Downstream}
+	for _, kind := range []model.Kind{model.Query, model.Image} {
+		name := deps.Downstream.ModelName(kind)
+		b.queues[kind] = newQueue(queueParams{
+			kind:     kind,
+			name:     name,
+			mode:     cfg.Mode,
+			cfg:      cfg.model(kind),
+			down:     deps.Downstream,
+			backends: func() int { return max(1, deps.Backends(kind)) },
+			clock:    deps.Clock,
+			logger:   deps.Logger.With("model", name),
+			metrics:  m.forModel(name),
+			tracer:   otel.Tracer("github.com/morphik-org/colpali-gateway/batching"),
+		})
+	}
+	return b, nil
+}
+
+// Config is the batcher's configuration, with defaults applied.
+func (b *Batcher) Config() Config { return b.cfg }
+
+// ModelName is the downstream's model for kind.
+func (b *Batcher) ModelName(kind model.Kind) string { return b.down.ModelName(kind) }
+
+// PriorityLevels is the number of priority levels of kind's queue; valid
+// levels are 1 (served first) to PriorityLevels.
+func (b *Batcher) PriorityLevels(kind model.Kind) int { return b.cfg.model(kind).PriorityLevels }
+
+// Embed queues items for kind's model and returns their embeddings, in
+// order, once the batches that carry them have been answered. It returns
+// early with ctx's error when ctx ends, with ErrQueueFull at once when the
+// queue is full, and with ErrQueueTimeout when the request waited too long;
+// a batch's downstream error is returned as it is to every request in it.
+// The priority comes from WithPriority.
+func (b *Batcher) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+	if kind != model.Query && kind != model.Image {
+		return nil, fmt.Errorf("batching: unknown model kind %d", kind)
+	}
+	return b.queues[kind].embed(ctx, items)
+}
+
+// Close stops accepting calls (they fail with ErrClosed) and flushes: every
+// queued request is sent at once, without waiting for fuller batches, and
+// answered as usual. If ctx ends first, what is still queued fails with
+// ErrClosed and the batches in flight are canceled. Close returns when
+// every goroutine of the batcher has ended; it is safe to call more than
+// once.
+func (b *Batcher) Close(ctx context.Context) error {
+	var err error
+	b.closed.Do(func() {
+		var wg sync.WaitGroup
+		errs := make([]error, len(b.queues))
+		for i, q := range b.queues {
+			wg.Go(func() { errs[i] = q.close(ctx) })
+		}
+		wg.Wait()
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+type priorityKey struct{}
+
+// WithPriority returns ctx carrying a request's priority level for Embed: 1
+// is served first; 0 (or no level) means the model's DefaultPriority; a
+// level above the model's PriorityLevels fails with ErrPriority.
+func WithPriority(ctx context.Context, level int) context.Context {
+	return context.WithValue(ctx, priorityKey{}, level)
+}
+
+// PriorityFrom returns the priority level WithPriority put in ctx, 0 if
+// none.
+func PriorityFrom(ctx context.Context) int {
+	level, _ := ctx.Value(priorityKey{}).(int)
+	return level
+}
+
+// queueTimeout is the queue timeout of a request that arrives at now with
+// ctx under cfg; zero means none.
+func queueTimeout(cfg ModelConfig, ctx context.Context, now time.Time) time.Time {
+	if cfg.AllowTimeoutOverride {
+		if d, ok := ctx.Deadline(); ok {
+			return d
+		}
+	}
+	return now.Add(cfg.QueueTimeout)
+}

@@ -1,0 +1,70 @@
+package batching
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsAreValidAndDifferPerModel(t *testing.T) {
+	c := Config{}.WithDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != ModeAdaptive || c.Query.MaxBatchSize != 64 || c.Image.MaxBatchSize != 16 || c.Image.ItemCost <= c.Query.ItemCost {
+		t.Fatalf("defaults %+v", c)
+	}
+	if c.Query.DefaultPriority != 2 || c.Query.PriorityLevels != 3 || c.Query.TimeoutAction != TimeoutReject {
+		t.Fatalf("queue defaults %+v", c.Query)
+	}
+	// A single level makes the default level 1.
+	if one := (Config{Query: ModelConfig{PriorityLevels: 1}}).WithDefaults(); one.Query.DefaultPriority != 1 {
+		t.Fatalf("default priority with one level: %d", one.Query.DefaultPriority)
+	}
+}
+
+func TestValidateNamesEverySetting(t *testing.T) {
+	c := Config{}.WithDefaults()
+	c.Mode = "eager"
+	c.Query.MaxBatchSize = -1
+	c.Query.MaxQueueDelay = -time.Millisecond
+	c.Query.QueueTimeout = -1
+	c.Query.MaxInFlightBatches = -3
+	c.Query.TimeoutAction = "drop"
+	c.Query.DefaultPriority = 9
+	c.Image.MaxQueueSize = -5
+	c.Image.LatencyTarget = -time.Second
+	c.Image.PreferredBatchSizes = []int{4, 32}
+	c.Image.ItemCost = 20000
+	c.Image.PriorityLevels = 100
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("bad settings accepted")
+	}
+	for _, want := range []string{
+		`-batching-mode "eager"`, "-query-max-batch-size -1", "-query-max-queue-delay -1ms", "-query-queue-timeout",
+		"-query-max-in-flight-batches -3", `-query-timeout-action "drop"`, "-query-default-priority 9",
+		"-image-max-queue-size -5", "-image-latency-target -1s", "-image-preferred-batch-sizes [4 32]",
+		"-image-max-batch-cost 16480: below item-cost 20000", "-image-priority-levels 100",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q:\n%v", want, err)
+		}
+	}
+	if err := (ModelConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "max-batch-size 0: must be positive") {
+		t.Errorf("an undefaulted ModelConfig: %v", err)
+	}
+}
+
+func TestParseBatchSizes(t *testing.T) {
+	got, err := ParseBatchSizes(" 4, 8,16 ")
+	if err != nil || len(got) != 3 || got[2] != 16 {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	if got, err := ParseBatchSizes(""); err != nil || got != nil {
+		t.Fatalf("empty: %v, %v", got, err)
+	}
+	if _, err := ParseBatchSizes("4,x"); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Fatalf("bad size: %v", err)
+	}
+}

@@ -30,7 +30,7 @@
 // departure, a finished batch, or its timer (the policy's delay or the
 // earliest queue timeout, on the injected Clock); under the mutex it
 // expires timed-out requests and, while fewer than MaxInFlightBatches
-// batches are in flight, asks the policy whether to send a batch now. Each
+// batches per ready backend (Deps.Backends) are in flight, asks the policy whether to send a batch now. Each
 // batch runs downstream in its own goroutine, without the mutex, then
 // takes the mutex to hand out rows. Batches form while every slot is busy,
 // as Triton's form while every model instance is busy: under load the

@@ -37,6 +37,12 @@ type NewDocument struct {
 	IdempotencyKey string // empty: no idempotency
 	Metadata       map[string]string
 	Pages          []model.Embedding
+	// RequestDigest optionally identifies the request as the client sent
+	// it (e.g. a SHA-256 of the page images), so that reusing an
+	// idempotency key for another request is ErrConflict. The store
+	// compares metadata, page count and this digest, not the vectors: a
+	// retried request re-embedded on a GPU need not give identical floats.
+	RequestDigest []byte
 }
 
 // Filter restricts Search to documents whose field matches. Field is

@@ -13,18 +13,30 @@ BUF       := $(GO_TOOL) buf
 BIN       := bin
 GO_TEST_FLAGS ?= -race -count=1 -timeout=15m
 PKGS      := ./...
+# The embedded Postgres (PGlite + pgvector, npm packages pinned by the lockfile).
+PGLITE_DIR   := deployments/pglite
+PGLITE_STAMP := $(PGLITE_DIR)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: build tools ## Start the local stack (Triton simulator + gateway) on loopback and print how to call it.
+run: build tools install ## Start the local stack (Triton simulator + gateway) on loopback and print how to call it.
 	deployments/local/run.sh
 
 .PHONY: test
-test: check-generate lint breaking ## Run every check and every test (go test -race).
+test: check-generate lint breaking install ## Run every check and every test (go test -race).
 	$(GO) test $(GO_TEST_FLAGS) $(PKGS)
+
+.PHONY: install
+install: $(PGLITE_STAMP) ## Install the embedded Postgres's npm packages (npm ci; a no-op when up to date).
+
+# npm ci writes node_modules/.package-lock.json; it is redone only when the
+# manifest or the lockfile is newer than the installed tree.
+$(PGLITE_STAMP): $(PGLITE_DIR)/package.json $(PGLITE_DIR)/package-lock.json
+	cd $(PGLITE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 .PHONY: build
 build: ## Build the binaries into bin/.
@@ -62,5 +74,5 @@ breaking: ## Fail if proto/ breaks wire or JSON compatibility with the previous 
 	else echo "breaking: no previous commit with proto/ to compare against; skipped"; fi
 
 .PHONY: clean
-clean: ## Remove bin/.
-	rm -rf $(BIN)
+clean: ## Remove bin/ and the installed npm packages.
+	rm -rf $(BIN) $(PGLITE_DIR)/node_modules

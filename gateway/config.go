@@ -22,6 +22,14 @@ const (
 	DefaultHealthInterval  = 5 * time.Second
 	DefaultMaxStreams      = 1024
 	DefaultShutdownTimeout = 15 * time.Second
+
+	DefaultMaxDocumentPages   = 64
+	DefaultMaxStreamPages     = 1000
+	DefaultMaxMetadataEntries = 64
+	DefaultMaxMetadataBytes   = 16 << 10
+	DefaultMaxTopK            = 100
+	DefaultMaxFilters         = 16
+	DefaultStreamTimeout      = 30 * time.Minute
 )
 
 // Config is the gateway's own configuration. A zero field takes its default.
@@ -64,6 +72,29 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of calls in flight on shutdown.
 	// Default 15s.
 	ShutdownTimeout time.Duration
+
+	// MaxDocumentPages is the most pages in one IngestDocument call.
+	// Default 64. The whole request must also fit in MaxRecvMsgSize, so with
+	// large pages the byte limit is reached first: clients send large
+	// documents with IngestDocumentStream, one page per message.
+	MaxDocumentPages int
+	// MaxStreamPages is the most pages of one IngestDocumentStream.
+	// Default 1000.
+	MaxStreamPages int
+	// MaxMetadataEntries is the most metadata entries of a document.
+	// Default 64.
+	MaxMetadataEntries int
+	// MaxMetadataBytes bounds a document's metadata keys and values
+	// together, in bytes. Default 16 KiB.
+	MaxMetadataBytes int
+	// MaxTopK is the most pages one Search returns. Default 100.
+	MaxTopK int
+	// MaxFilters is the most filters of one Search. Default 16.
+	MaxFilters int
+	// StreamTimeout caps the duration of an IngestDocumentStream call (the
+	// caller's deadline applies when shorter). Default 30m: a stream of
+	// hundreds of pages outlives MaxTimeout, which is meant for one call.
+	StreamTimeout time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -81,6 +112,13 @@ func (c Config) WithDefaults() Config {
 	c.MaxImagePixels = cmp.Or(c.MaxImagePixels, DefaultMaxImagePixels)
 	c.MaxSendMsgSize = cmp.Or(c.MaxSendMsgSize, DefaultMaxSendMsgSize)
 	c.MaxConcurrentStreams = cmp.Or(c.MaxConcurrentStreams, DefaultMaxStreams)
+	c.MaxDocumentPages = cmp.Or(c.MaxDocumentPages, DefaultMaxDocumentPages)
+	c.MaxStreamPages = cmp.Or(c.MaxStreamPages, DefaultMaxStreamPages)
+	c.MaxMetadataEntries = cmp.Or(c.MaxMetadataEntries, DefaultMaxMetadataEntries)
+	c.MaxMetadataBytes = cmp.Or(c.MaxMetadataBytes, DefaultMaxMetadataBytes)
+	c.MaxTopK = cmp.Or(c.MaxTopK, DefaultMaxTopK)
+	c.MaxFilters = cmp.Or(c.MaxFilters, DefaultMaxFilters)
+	c.StreamTimeout = cmp.Or(c.StreamTimeout, DefaultStreamTimeout)
 	if c.MaxRecvMsgSize == 0 && c.MaxImages > 0 && c.MaxImageBytes > 0 {
 		c.MaxRecvMsgSize = c.MaxImages*c.MaxImageBytes + 1<<20
 	}
@@ -107,6 +145,13 @@ func (c Config) Validate() error {
 	positive("max send message size", int64(c.MaxSendMsgSize))
 	positive("max receive message size", int64(c.MaxRecvMsgSize))
 	positive("max concurrent streams", int64(c.MaxConcurrentStreams))
+	positive("max document pages", int64(c.MaxDocumentPages))
+	positive("max stream pages", int64(c.MaxStreamPages))
+	positive("max metadata entries", int64(c.MaxMetadataEntries))
+	positive("max metadata bytes", int64(c.MaxMetadataBytes))
+	positive("max top k", int64(c.MaxTopK))
+	positive("max filters", int64(c.MaxFilters))
+	positive("stream timeout", int64(c.StreamTimeout))
 	if c.DefaultTimeout > c.MaxTimeout {
 		errs = append(errs, fmt.Errorf("default timeout %v exceeds max timeout %v", c.DefaultTimeout, c.MaxTimeout))
 	}

@@ -10,18 +10,19 @@ import (
 	"github.com/morphik-org/colpali-gateway/batching"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
+	"github.com/morphik-org/colpali-gateway/store"
 	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-// toStatus maps an error from the embedding path to the gRPC status the
-// client sees. It is the one place where internal error classes become
+// toStatus maps an error from the embedding path or the document store to
+// the gRPC status the client sees. It is the one place where internal error classes become
 // codes; grpc-gateway then maps codes to HTTP (RESOURCE_EXHAUSTED 429,
 // UNAVAILABLE 503, DEADLINE_EXCEEDED 504, CANCELLED 499, ...).
 func toStatus(ctx context.Context, err error) error {
 	var backendErr *triton.Error
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return status.Errorf(codes.DeadlineExceeded, "deadline exceeded before the embeddings were ready: %v", err)
+		return status.Errorf(codes.DeadlineExceeded, "deadline exceeded before the call completed: %v", err)
 	case ctx.Err() != nil:
 		return status.Errorf(codes.Canceled, "call canceled: %v", err)
 	case errors.Is(err, batching.ErrQueueFull):
@@ -49,6 +50,27 @@ func toStatus(ctx context.Context, err error) error {
 		return status.Error(backendCode(backendErr.Status.Code()), err.Error())
 	case errors.Is(err, model.ErrBadResponse):
 		return status.Error(codes.Internal, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		// Nothing was acknowledged; a retry (with the same idempotency key
+		// for an ingestion) is safe once the database is back.
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, store.ErrConflict):
+		// The key names a different document that exists: a 409, which no
+		// retry of the same request will fix.
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, errDiscarded):
+		return status.Error(codes.Aborted, err.Error()+"; retry the ingestion")
+	case errors.Is(err, store.ErrInvalidFilter):
+		return fieldError("filters", err)
+	case errors.Is(err, store.ErrInvalidPageToken):
+		return fieldError("page_token", err)
+	case errors.Is(err, store.ErrInvalidDocument):
+		// Embeddings the store cannot take (a vector width other than its
+		// schema's, say) mean the gateway, its models and its database
+		// disagree: not the client's doing.
+		return status.Error(codes.Internal, err.Error())
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		return st.Err()
@@ -72,4 +94,13 @@ func backendCode(c codes.Code) codes.Code {
 		return codes.Unavailable
 	}
 	return codes.Internal
+}
+
+// fieldError is INVALID_ARGUMENT naming field, for bad input that only the
+// store could recognise (a page token it did not issue, a filter it cannot
+// run).
+func fieldError(field string, err error) error {
+	var v violations
+	v.add(field, "%v", err)
+	return v.err()
 }

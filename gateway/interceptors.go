@@ -59,23 +59,30 @@ func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
 		logger := base.With("request_id", id, "method", info.FullMethod)
 		start := time.Now()
 		resp, err := handler(context.WithValue(ctx, loggerKey{}, logger), req)
-		code := status.Code(err)
-		level := slog.LevelInfo
-		switch {
-		case quietMethods[info.FullMethod]:
-			level = slog.LevelDebug
-		case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
-			level = slog.LevelError
-		case err != nil:
-			level = slog.LevelWarn
-		}
-		attrs := []any{"code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
-		if err != nil {
-			attrs = append(attrs, "error", status.Convert(err).Message())
-		}
-		logger.Log(ctx, level, "rpc", attrs...)
+		logOutcome(ctx, logger, info.FullMethod, start, err)
 		return resp, err
 	}
+}
+
+// logOutcome logs a call's code and duration once: errors the server must
+// look at (INTERNAL, UNKNOWN, DATA_LOSS) at error level, other failures at
+// warn, probes at debug.
+func logOutcome(ctx context.Context, logger *slog.Logger, method string, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.LevelInfo
+	switch {
+	case quietMethods[method]:
+		level = slog.LevelDebug
+	case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
+		level = slog.LevelError
+	case err != nil:
+		level = slog.LevelWarn
+	}
+	attrs := []any{"code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+	if err != nil {
+		attrs = append(attrs, "error", status.Convert(err).Message())
+	}
+	logger.Log(ctx, level, "rpc", attrs...)
 }
 
 // deadlineInterceptor gives every call a deadline: gRPC sets none by
@@ -94,5 +101,43 @@ func deadlineInterceptor(def, max time.Duration) grpc.UnaryServerInterceptor {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		return handler(ctx, req)
+	}
+}
+
+// serverStream replaces a stream's context.
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+// streamLoggingInterceptor is loggingInterceptor for streaming calls: a
+// request id, a logger carrying it, and one log line with the outcome.
+func streamLoggingInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := ss.Context()
+		id := requestID(ctx)
+		_ = ss.SetHeader(metadata.Pairs(requestIDHeader, id))
+		logger := base.With("request_id", id, "method", info.FullMethod)
+		start := time.Now()
+		err := handler(srv, &serverStream{ServerStream: ss, ctx: context.WithValue(ctx, loggerKey{}, logger)})
+		logOutcome(ctx, logger, info.FullMethod, start, err)
+		return err
+	}
+}
+
+// streamDeadlineInterceptor caps a streaming call at max: the caller's
+// deadline when shorter, else max. Streams get their own, longer cap than
+// unary calls (a document of hundreds of pages takes minutes to embed),
+// but never none.
+func streamDeadlineInterceptor(max time.Duration) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if d, ok := ss.Context().Deadline(); ok && time.Until(d) <= max {
+			return handler(srv, ss)
+		}
+		ctx, cancel := context.WithTimeout(ss.Context(), max)
+		defer cancel()
+		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 	}
 }

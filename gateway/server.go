@@ -51,6 +51,11 @@ type Deps struct {
 	// Registry receives the gateway's metrics and is served on /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// Documents stores documents for the DocumentService. Optional: without
+	// it the DocumentService answers UNIMPLEMENTED, and the
+	// EmbeddingService works as ever. The EmbeddingService never depends on
+	// it, so embeddings are served while the database is down.
+	Documents DocumentStore
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -69,15 +74,15 @@ type Server struct {
 	draining bool  // set once on shutdown; readiness stays false; guarded by mu
 }
 
-// services are the names whose health status the gateway reports, besides
-// the overall "".
-func (s *Server) services() []string {
-	names := []string{colpaliv1.EmbeddingService_ServiceDesc.ServiceName}
-	if s.deps.Backends != nil {
-		names = append(names, colpaliv1.BackendService_ServiceDesc.ServiceName)
-	}
-	return names
-}
+// The services whose health status the gateway reports, besides the
+// overall "" (which follows the Embedder alone, like /readyz): the
+// EmbeddingService and the BackendService follow the Embedder, the
+// DocumentService needs the database too.
+var (
+	embeddingServiceName = colpaliv1.EmbeddingService_ServiceDesc.ServiceName
+	backendServiceName   = colpaliv1.BackendService_ServiceDesc.ServiceName
+	documentServiceName  = colpaliv1.DocumentService_ServiceDesc.ServiceName
+)
 
 // New validates cfg (after defaults) and builds the gateway. Nothing
 // listens until Listen.
@@ -158,17 +163,20 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
+			streamLoggingInterceptor(s.deps.Logger),
 			recovery.StreamServerInterceptor(panicHandler),
+			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 		),
 	)
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
+	colpaliv1.RegisterDocumentServiceServer(srv, &documentService{cfg: s.cfg, embedder: s.deps.Embedder, store: s.deps.Documents, logger: s.deps.Logger})
 	healthpb.RegisterHealthServer(srv, s.health)
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)
-	s.setServing(false)
+	s.setServing(false, false)
 	return srv
 }
 
@@ -217,7 +225,10 @@ func (s *Server) newHTTPServer() error {
 			return "", false
 		}),
 	)
-	if err := colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn); err != nil {
+	if err := errors.Join(
+		colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn),
+		colpaliv1.RegisterDocumentServiceHandler(context.Background(), mux, conn),
+	); err != nil {
 		conn.Close()
 		return fmt.Errorf("REST handlers: %w", err)
 	}
@@ -231,10 +242,15 @@ func (s *Server) newHTTPServer() error {
 	// Body limits per route, from the request limits, so that a small API
 	// cannot be sent a huge body. JSON carries images as base64 (4 bytes for
 	// every 3), and a query's characters may each be escaped as \uXXXX (6
-	// bytes for one); 64 KiB covers the rest of the document.
+	// bytes for one); 64 KiB covers the rest of the document. A document's
+	// pages are bounded like EmbedImages' images: by the gRPC receive limit
+	// that the loopback call must fit in anyway. Metadata and filter values
+	// may be escaped too.
 	const slack = 64 << 10
 	imagesBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + slack
 	queriesBody := int64(s.cfg.MaxQueries)*int64(s.cfg.MaxQueryBytes)*6 + slack
+	documentBody := imagesBody + int64(s.cfg.MaxMetadataBytes)*6
+	searchBody := int64(s.cfg.MaxQueryBytes)*6 + int64(s.cfg.MaxFilters)*maxFilterValues*maxFilterValueBytes*6 + slack
 	// REST calls are counted here too, because a call that grpc-gateway
 	// refuses (malformed JSON, a body over its limit) never reaches the gRPC
 	// interceptors and their metrics.
@@ -258,6 +274,11 @@ func (s *Server) newHTTPServer() error {
 	root.Handle("POST /v1/queries:embed", api("/v1/queries:embed", limitBody(mux, queriesBody)))
 	// A read-only GET: no body is expected at all.
 	root.Handle("GET /v1/backends", api("/v1/backends", limitBody(mux, 1<<10)))
+	root.Handle("POST /v1/documents", api("/v1/documents", limitBody(mux, documentBody)))
+	root.Handle("GET /v1/documents", api("/v1/documents", limitBody(mux, slack)))
+	root.Handle("GET /v1/documents/{id}", api("/v1/documents/{id}", limitBody(mux, slack)))
+	root.Handle("DELETE /v1/documents/{id}", api("/v1/documents/{id}", limitBody(mux, slack)))
+	root.Handle("POST /v1/documents:search", api("/v1/documents:search", limitBody(mux, searchBody)))
 	root.Handle("/v1/", api("other", limitBody(mux, slack)))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -365,10 +386,20 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) watchReadiness(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.HealthInterval)
 	defer ticker.Stop()
+	var docWas error = errors.New("not checked yet")
 	for {
-		checkCtx, cancel := context.WithTimeout(ctx, min(s.cfg.HealthInterval, 5*time.Second))
+		checkTimeout := min(s.cfg.HealthInterval, 5*time.Second)
+		checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 		err := s.deps.Ready(checkCtx)
 		cancel()
+		docErr := errors.New("document storage is not configured")
+		if s.deps.Documents != nil {
+			// A check of its own, so that a slow backend check does not
+			// eat the database's time.
+			checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
+			docErr = s.deps.Documents.Ping(checkCtx)
+			cancel()
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -386,7 +417,15 @@ func (s *Server) watchReadiness(ctx context.Context) {
 		case err != nil && (was == nil || was.Error() != err.Error()):
 			s.deps.Logger.Warn("gateway not ready", "reason", err.Error())
 		}
-		s.setServing(err == nil)
+		switch {
+		case s.deps.Documents == nil:
+		case docErr == nil && docWas != nil:
+			s.deps.Logger.Info("document storage ready")
+		case docErr != nil && (docWas == nil || docWas.Error() != docErr.Error()):
+			s.deps.Logger.Warn("document storage not ready; embeddings are still served", "reason", docErr.Error())
+		}
+		docWas = docErr
+		s.setServing(err == nil, err == nil && docErr == nil)
 		select {
 		case <-ctx.Done():
 			return
@@ -401,13 +440,20 @@ func (s *Server) readiness() error {
 	return s.ready
 }
 
-func (s *Server) setServing(ok bool) {
-	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if ok {
-		st = healthpb.HealthCheckResponse_SERVING
+// setServing publishes health: embeddings (the overall status and the
+// EmbeddingService's) and documents (the DocumentService's) separately, so
+// that a database outage does not take the embedding API out of rotation.
+func (s *Server) setServing(embeddings, documents bool) {
+	st := func(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+		if ok {
+			return healthpb.HealthCheckResponse_SERVING
+		}
+		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	s.health.SetServingStatus("", st)
-	for _, name := range s.services() {
-		s.health.SetServingStatus(name, st)
+	s.health.SetServingStatus("", st(embeddings))
+	s.health.SetServingStatus(embeddingServiceName, st(embeddings))
+	if s.deps.Backends != nil {
+		s.health.SetServingStatus(backendServiceName, st(embeddings))
 	}
+	s.health.SetServingStatus(documentServiceName, st(documents))
 }

@@ -65,7 +65,7 @@ func (s *embeddingService) validatePriority(v *violations, p uint32, kind model.
 
 func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) error {
 	var v violations
-	validateBatch(&v, "queries", "query", req.GetQueries(), s.cfg.MaxQueries, s.checkQuery)
+	validateBatch(&v, "queries", "query", req.GetQueries(), s.cfg.MaxQueries, s.cfg.checkQuery)
 	s.validateEncoding(&v, req.GetEncoding())
 	s.validatePriority(&v, req.GetPriority(), model.Query)
 	return v.err()
@@ -73,7 +73,7 @@ func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) e
 
 func (s *embeddingService) validateImages(req *colpaliv1.EmbedImagesRequest) error {
 	var v violations
-	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, s.checkImage)
+	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, s.cfg.checkImage)
 	s.validateEncoding(&v, req.GetEncoding())
 	s.validatePriority(&v, req.GetPriority(), model.Image)
 	return v.err()
@@ -102,12 +102,12 @@ func validateBatch[T any](v *violations, field, singular string, items []T, limi
 }
 
 // checkQuery returns what is wrong with one query, or "".
-func (s *embeddingService) checkQuery(q string) string {
+func (c Config) checkQuery(q string) string {
 	switch {
 	case strings.TrimSpace(q) == "":
 		return "must not be empty or only white space"
-	case len(q) > s.cfg.MaxQueryBytes:
-		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(q), s.cfg.MaxQueryBytes)
+	case len(q) > c.MaxQueryBytes:
+		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(q), c.MaxQueryBytes)
 	case !utf8.ValidString(q):
 		return "is not valid UTF-8"
 	}
@@ -123,12 +123,12 @@ var (
 // the header first (image.DecodeConfig), to refuse non-images and
 // decompression bombs cheaply, then decodes the pixels once to be sure
 // Triton's preprocessing will not choke on the item.
-func (s *embeddingService) checkImage(img []byte) string {
+func (c Config) checkImage(img []byte) string {
 	switch {
 	case len(img) == 0:
 		return "is empty; want a PNG or JPEG file"
-	case len(img) > s.cfg.MaxImageBytes:
-		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(img), s.cfg.MaxImageBytes)
+	case len(img) > c.MaxImageBytes:
+		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(img), c.MaxImageBytes)
 	case !bytes.HasPrefix(img, pngMagic) && !bytes.HasPrefix(img, jpegMagic):
 		return "is not a PNG or JPEG file (unrecognised signature)"
 	}
@@ -142,8 +142,8 @@ func (s *embeddingService) checkImage(img []byte) string {
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return fmt.Sprintf("has empty dimensions %dx%d", cfg.Width, cfg.Height)
 	}
-	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(s.cfg.MaxImagePixels) {
-		return fmt.Sprintf("is %dx%d = %d pixels; the limit is %d pixels", cfg.Width, cfg.Height, px, s.cfg.MaxImagePixels)
+	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(c.MaxImagePixels) {
+		return fmt.Sprintf("is %dx%d = %d pixels; the limit is %d pixels", cfg.Width, cfg.Height, px, c.MaxImagePixels)
 	}
 	// Only now, with the size known to be bounded, decode the pixels: a file
 	// with a sound header but broken or missing image data would otherwise

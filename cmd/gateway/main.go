@@ -3,7 +3,13 @@
 //
 // Every flag can also be set by an environment variable: COLPALI_ and the
 // flag's name in upper case with underscores (-triton-addrs is
-// COLPALI_TRITON_ADDRS). A flag given on the command line wins.
+// COLPALI_TRITON_ADDRS). A flag given on the command line wins. The database
+// URL is also read from DATABASE_URL, Postgres' usual variable.
+//
+// Documents are stored in Postgres with pgvector: -database-url, or else an
+// embedded Postgres (PGlite, under node) keeping its data in -data-dir.
+// `gateway migrate [flags]` applies the database migrations and exits; the
+// gateway also applies them at start-up.
 package main
 
 import (
@@ -12,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -28,9 +35,11 @@ import (
 	"github.com/morphik-org/colpali-gateway/gateway"
 	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/internal/cli"
+	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/telemetry"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
+	"github.com/morphik-org/colpali-gateway/store"
 	"github.com/morphik-org/colpali-gateway/triton"
 )
 
@@ -38,6 +47,14 @@ import (
 var version = "dev"
 
 const envPrefix = "COLPALI_"
+
+// databaseURLEnv is read when neither -database-url nor
+// COLPALI_DATABASE_URL is set: the variable Postgres tools and platforms use.
+const databaseURLEnv = "DATABASE_URL"
+
+// defaultDataDir keeps the embedded database under the working directory,
+// so that `make run` finds its documents again after a restart.
+const defaultDataDir = "data/pg"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -64,6 +81,7 @@ type options struct {
 	scrape                  gpu.ScraperConfig
 	nvml                    gpu.NVMLConfig
 	nvmlBackends            string
+	db                      dbFlags
 	log                     cli.LogFlags
 }
 
@@ -71,11 +89,29 @@ type options struct {
 // given: Triton's own gRPC port on this host.
 const defaultTritonAddr = "127.0.0.1:8001"
 
+// dbFlags choose the database: a Postgres URL, or the embedded one.
+type dbFlags struct {
+	URL     string
+	DataDir string
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.URL, "database-url", "", "Postgres (with pgvector) URL, e.g. postgres://user:pass@host:5432/db; also read from "+databaseURLEnv+"; empty: run the embedded Postgres")
+	fs.StringVar(&d.DataDir, "data-dir", defaultDataDir, "data directory of the embedded Postgres (used without -database-url); empty: in memory, lost on exit")
+}
+
+// resolve applies DATABASE_URL when no flag or COLPALI_ variable set the URL.
+func (d *dbFlags) resolve(getenv func(string) string) {
+	if d.URL == "" {
+		d.URL = getenv(databaseURLEnv)
+	}
+}
+
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n       gateway migrate [flags]   (apply the database migrations and exit)\n\n"+
 			"colpali-gateway serves the colpali.v1 API (gRPC and REST/JSON) in front of\n"+
 			"Triton servers running ColPali. Every flag may also be set by the environment\n"+
 			"variable %sNAME, NAME being the flag in upper case with underscores.\n\nFlags:\n", envPrefix)
@@ -94,6 +130,13 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&g.MaxRecvMsgSize, "max-recv-msg-size", 0, "largest gRPC request, in bytes (0: max-images x max-image-bytes + 1 MiB)")
 	fs.IntVar(&g.MaxSendMsgSize, "max-send-msg-size", gateway.DefaultMaxSendMsgSize, "largest gRPC response, in bytes")
 	fs.IntVar(&g.MaxConcurrentStreams, "max-concurrent-streams", gateway.DefaultMaxStreams, "most calls in flight on one gRPC connection")
+	fs.IntVar(&g.MaxDocumentPages, "max-document-pages", gateway.DefaultMaxDocumentPages, "most pages in one IngestDocument call (the request must also fit -max-recv-msg-size)")
+	fs.IntVar(&g.MaxStreamPages, "max-stream-pages", gateway.DefaultMaxStreamPages, "most pages of one IngestDocumentStream")
+	fs.IntVar(&g.MaxMetadataEntries, "max-metadata-entries", gateway.DefaultMaxMetadataEntries, "most metadata entries of a document")
+	fs.IntVar(&g.MaxMetadataBytes, "max-metadata-bytes", gateway.DefaultMaxMetadataBytes, "most bytes of a document's metadata keys and values")
+	fs.IntVar(&g.MaxTopK, "max-top-k", gateway.DefaultMaxTopK, "most pages one Search returns")
+	fs.IntVar(&g.MaxFilters, "max-filters", gateway.DefaultMaxFilters, "most filters of one Search")
+	fs.DurationVar(&g.StreamTimeout, "stream-timeout", gateway.DefaultStreamTimeout, "longest an IngestDocumentStream call may last")
 	fs.DurationVar(&g.HealthInterval, "health-interval", gateway.DefaultHealthInterval, "how often backend readiness is checked")
 	fs.DurationVar(&g.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long calls in flight may drain on shutdown")
 
@@ -137,6 +180,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	registerQueueFlags(fs, "query", "query", &o.batching.Query, d.Query)
 	registerQueueFlags(fs, "image", "page image", &o.batching.Image, d.Image)
 
+	o.db.register(fs)
 	o.log.Register(fs)
 	return fs
 }
@@ -181,12 +225,16 @@ func (b *batchSizes) Set(s string) error {
 // run parses args (and the environment, through getenv), serves until ctx
 // ends, and returns why it stopped.
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], stderr, getenv)
+	}
 	var o options
 	fs := newFlagSet(&o, stderr)
 	err := cli.Parse(fs, args, envPrefix, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return err
 	}
+	o.db.resolve(getenv)
 	errs := []error{err}
 	logger, logErr := o.log.Logger(stderr)
 	errs = append(errs, logErr)
@@ -279,6 +327,20 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		})
 	}
 
+	st, closeDB, err := openStore(ctx, o.db, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	// Migrations run in the background: a database that is down at
+	// start-up must not keep the gateway from serving embeddings, and the
+	// store answers document calls with ErrUnavailable until migrated.
+	migrateCtx, stopMigrating := context.WithCancel(ctx)
+	var migrating sync.WaitGroup
+	migrating.Go(func() { migrateUntilDone(migrateCtx, st, logger) })
+	defer migrating.Wait()
+	defer stopMigrating()
+
 	batcher, err := batching.New(o.batching, batching.Deps{Downstream: r, Logger: logger, Registry: registry, Backends: r.Routable})
 	if err != nil {
 		return err
@@ -294,7 +356,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}()
 
 	srv, err := gateway.New(o.gateway, gateway.Deps{
-		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Registry: registry,
+		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: st, Registry: registry,
 	})
 	if err != nil {
 		return err
@@ -365,4 +427,112 @@ func (o *options) routerConfig() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// openStore opens the document store on d.URL, or on an embedded Postgres
+// started in d.DataDir when no URL is set. The store does not need the
+// database to be up (it answers ErrUnavailable until it is); the embedded
+// Postgres must start, since nothing else would bring it up later. closeDB
+// closes the store, then stops the embedded Postgres.
+func openStore(ctx context.Context, d dbFlags, logger *slog.Logger) (st *store.Store, closeDB func(), err error) {
+	cfg := store.Config{URL: d.URL}
+	stopPG := func() {}
+	if cfg.URL == "" {
+		pg, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: d.DataDir, Logger: logger.With("component", "embeddedpg")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("embedded Postgres (set -database-url or %s to use another): %w", databaseURLEnv, err)
+		}
+		logger.Info("embedded Postgres started", "data_dir", d.DataDir, "url", pg.URL())
+		cfg.URL = pg.URL()
+		// PGlite is one Postgres session behind its socket: it runs one
+		// statement (or transaction) at a time whatever the pool size, and
+		// statements of concurrent connections can interleave in that one
+		// session (seen: "portal does not exist"). One connection costs no
+		// throughput and keeps them apart.
+		cfg.MaxConns = 1
+		stopPG = func() {
+			if err := pg.Stop(); err != nil {
+				logger.Warn("embedded Postgres stop", "error", err.Error())
+			}
+		}
+	}
+	st, err = store.Open(ctx, cfg, logger.With("component", "store"))
+	if err != nil {
+		stopPG()
+		return nil, nil, err
+	}
+	return st, func() { st.Close(); stopPG() }, nil
+}
+
+// migrateUntilDone applies the migrations, retrying with backoff (1s
+// doubling to 30s) while the database cannot be reached, until they are
+// applied or ctx ends.
+func migrateUntilDone(ctx context.Context, st *store.Store, logger *slog.Logger) {
+	const maxBackoff = 30 * time.Second
+	backoff := time.Second
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := st.Migrate(attemptCtx)
+		cancel()
+		if err == nil {
+			logger.Info("database migrated; document storage available")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Warn("database migration failed; document calls answer UNAVAILABLE until it succeeds", "error", err.Error(), "retry_in", backoff)
+		timer.Reset(backoff)
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// runMigrate is `gateway migrate`: apply the migrations to the database the
+// flags name (or to the embedded one) and exit.
+func runMigrate(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	var d dbFlags
+	var logFlags cli.LogFlags
+	var timeout time.Duration
+	fs := flag.NewFlagSet("gateway migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gateway migrate [flags]\n\n"+
+			"Applies the document store's database migrations and exits. Flags may also\n"+
+			"be set by %sNAME environment variables; the URL also by %s.\n\nFlags:\n", envPrefix, databaseURLEnv)
+		fs.PrintDefaults()
+	}
+	d.register(fs)
+	logFlags.Register(fs)
+	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "how long the migration may take")
+	err := cli.Parse(fs, args, envPrefix, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	d.resolve(getenv)
+	logger, logErr := logFlags.Logger(stderr)
+	if err := errors.Join(err, logErr); err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		return fmt.Errorf("-timeout must be positive, got %v", timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, closeDB, err := openStore(ctx, d, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if err := st.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	logger.Info("database migrated")
+	return nil
 }

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,14 +38,16 @@ func TestRunReportsEveryBadSetting(t *testing.T) {
 	env := map[string]string{"COLPALI_MAX_IMAGES": "-2", "COLPALI_ROUTER_RETRY_BUDGET": "0"}
 	err := run(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml",
 		"-triton-addrs", "nohost,a:1=bad", "-router-policy", "random", "-router-eject-after", "0", "-router-health-interval", "-1s",
-		"-triton-dns", "svc", "-gpu-scrape-timeout", "0s", "-gpu-nvml-backends", "a:1=x"},
+		"-triton-dns", "svc", "-gpu-scrape-timeout", "0s", "-gpu-nvml-backends", "a:1=x",
+		"-max-top-k", "-1", "-stream-timeout", "-1s"},
 		io.Discard, func(k string) string { return env[k] })
 	if err == nil {
 		t.Fatal("run accepted bad settings")
 	}
 	for _, want := range []string{"-max-queries", "max images must be positive", "default timeout 5m0s exceeds max timeout", `query model "a b"`, "-log-format",
 		`-triton-addrs: backend "nohost"`, `backend "a:1": metrics "bad"`, `-router-policy "random"`, "-router-eject-after 0", "-router-health-interval -1s",
-		"-router-retry-budget 0", `-triton-dns "svc"`, "-gpu-scrape-timeout 0s", "-gpu-nvml-backends"} {
+		"-router-retry-budget 0", `-triton-dns "svc"`, "-gpu-scrape-timeout 0s", "-gpu-nvml-backends",
+		"max top k must be positive", "stream timeout must be positive"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
@@ -106,45 +110,37 @@ func TestRunHelp(t *testing.T) {
 	}
 }
 
-// TestRunServesAndStops runs the gateway command against a simulator, finds
-// its addresses in its JSON log, calls it, and stops it with its context.
-func TestRunServesAndStops(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sim, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Stop()
+// running is a gateway started through run, logging JSON to the test log.
+type running struct {
+	grpcAddr, httpAddr string
+	conn               *grpc.ClientConn
+	stop               func() error // ends run and returns its error
+}
 
+// startRun runs the gateway command with args and env (COLPALI_TRITON_ADDRS
+// set to simAddr, a backend in -triton-addrs syntax), waits until it logs where it serves, and dials it. It is
+// stopped in t.Cleanup unless stop was called.
+func startRun(t *testing.T, ctx context.Context, simAddr string, args []string, env map[string]string) *running {
+	t.Helper()
 	logR, logW := io.Pipe()
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"},
+		done <- run(runCtx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"}, args...),
 			logW, func(k string) string {
-				switch k {
-				case "COLPALI_TRITON_ADDRS":
-					// The simulator's metrics port is random: name it.
-					return sim.GRPCAddr() + "=" + sim.MetricsAddr()
-				case "COLPALI_GPU_SCRAPE_INTERVAL":
-					return "50ms"
-				case "COLPALI_GPU_SCRAPE_TIMEOUT":
-					return "40ms"
-				case "COLPALI_ROUTER_HEALTH_INTERVAL":
-					return "50ms"
+				if k == "COLPALI_TRITON_ADDRS" {
+					return simAddr
 				}
-				return ""
+				return env[k]
 			})
 		logW.Close()
 	}()
 
 	// Read log lines until the gateway says where it serves; keep draining
 	// afterwards so the gateway never blocks on its log.
-	addrs := make(chan [2]string, 1)
+	type addrs struct{ grpc, http string }
+	served := make(chan addrs, 1)
 	readerDone := make(chan struct{})
-	defer func() { <-readerDone }() // no t.Log after the test returns
-	defer stop()                    // runs first: ends run, which ends the log
 	go func() {
 		defer close(readerDone)
 		sc := bufio.NewScanner(logR)
@@ -155,31 +151,81 @@ func TestRunServesAndStops(t *testing.T) {
 				HTTPAddr string `json:"http_addr"`
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "gateway serving" {
-				addrs <- [2]string{line.GRPCAddr, line.HTTPAddr}
+				served <- addrs{line.GRPCAddr, line.HTTPAddr}
 			}
 			t.Log(sc.Text())
 		}
 		io.Copy(io.Discard, logR)
 	}()
-	var grpcAddr, httpAddr string
+	var once sync.Once
+	var runErr error
+	r := &running{}
+	r.stop = func() error {
+		once.Do(func() {
+			if r.conn != nil {
+				r.conn.Close()
+			}
+			cancel()
+			runErr = <-done
+			<-readerDone // no t.Log after the test returns
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
 	select {
-	case a := <-addrs:
-		grpcAddr, httpAddr = a[0], a[1]
+	case a := <-served:
+		r.grpcAddr, r.httpAddr = a.grpc, a.http
 	case err := <-done:
+		done <- err
 		t.Fatalf("run returned before serving: %v", err)
 	case <-ctx.Done():
 		t.Fatal("the gateway never logged its address")
 	}
-
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	r.conn = conn
+	return r
+}
+
+// unreachableDatabase returns the URL of a Postgres that is not there: a
+// loopback port that was free a moment ago.
+func unreachableDatabase(t *testing.T) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return "postgres://colpali@" + addr + "/colpali?sslmode=disable&connect_timeout=2"
+}
+
+// TestRunServesAndStops runs the gateway command against a simulator with
+// its database down (DATABASE_URL names nothing): embeddings are served,
+// document calls answer UNAVAILABLE, and the command stops with its
+// context.
+func TestRunServesAndStops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Stop()
+	// The simulator's metrics port is random: the backend spec names it.
+	r := startRun(t, ctx, sim.GRPCAddr()+"="+sim.MetricsAddr(), nil, map[string]string{
+		"DATABASE_URL":                   unreachableDatabase(t),
+		"COLPALI_GPU_SCRAPE_INTERVAL":    "50ms",
+		"COLPALI_GPU_SCRAPE_TIMEOUT":     "40ms",
+		"COLPALI_ROUTER_HEALTH_INTERVAL": "50ms",
+	})
+
 	// The first health check may not have run yet.
 	var resp *colpaliv1.EmbedQueriesResponse
 	for {
-		resp, err = colpaliv1.NewEmbeddingServiceClient(conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
+		resp, err = colpaliv1.NewEmbeddingServiceClient(r.conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
 		if status.Code(err) != codes.Unavailable {
 			break
 		}
@@ -191,7 +237,7 @@ func TestRunServesAndStops(t *testing.T) {
 	// The scraper, wired to the router's pool, reports the simulator's GPU
 	// in the operator's view.
 	for {
-		list, err := colpaliv1.NewBackendServiceClient(conn).ListBackends(ctx, &colpaliv1.ListBackendsRequest{})
+		list, err := colpaliv1.NewBackendServiceClient(r.conn).ListBackends(ctx, &colpaliv1.ListBackendsRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +249,7 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	hresp, err := http.Get("http://" + httpAddr + "/v1/backends")
+	hresp, err := http.Get("http://" + r.httpAddr + "/v1/backends")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,8 +261,30 @@ func TestRunServesAndStops(t *testing.T) {
 	if len(resp.GetEmbeddings()) != 1 || resp.GetEmbeddings()[0].GetDimension() != 128 {
 		t.Fatalf("response %v", resp)
 	}
-	stop()
-	if err := <-done; err != nil {
+	_, err = colpaliv1.NewDocumentServiceClient(r.conn).ListDocuments(ctx, &colpaliv1.ListDocumentsRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("ListDocuments with the database down: %v, want Unavailable", err)
+	}
+	if err := r.stop(); err != nil {
 		t.Fatalf("run after cancel: %v", err)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out strings.Builder
+	if err := run(ctx, []string{"migrate", "-help"}, &out, noEnv); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-database-url") {
+		t.Errorf("migrate -help: %v, usage %q", err, out.String())
+	}
+	// The database is down: migrate fails, naming why, within its timeout.
+	err := run(ctx, []string{"migrate", "-timeout", "3s"}, io.Discard, func(k string) string {
+		if k == "DATABASE_URL" {
+			return unreachableDatabase(t)
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "migrate") {
+		t.Errorf("migrate against no database: %v, want an error", err)
 	}
 }

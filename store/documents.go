@@ -1,0 +1,506 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// Page-insert batching: pages go to the server in pgx batches of at most
+// this many rows or bytes (one round trip each), never by COPY (PGlite's
+// socket server breaks on a binary COPY).
+const (
+	insertBatchPages = 32
+	insertBatchBytes = 8 << 20
+)
+
+// Listing page sizes.
+const (
+	DefaultListPageSize = 50
+	MaxListPageSize     = 1000
+)
+
+// encodedPage is a page ready to insert: its FDE and its packed vectors.
+type encodedPage struct {
+	number  int
+	patches int
+	fde     pgtype.Bits
+	vectors []byte
+}
+
+// checkEmbedding reports why e cannot be stored or searched, naming what.
+func checkEmbedding(what string, e model.Embedding) error {
+	switch {
+	case e.Dim != VectorDim:
+		return fmt.Errorf("%w: %s: vectors are %d-dimensional, want %d", ErrInvalidDocument, what, e.Dim, VectorDim)
+	case e.Rows < 1:
+		return fmt.Errorf("%w: %s: no vectors", ErrInvalidDocument, what)
+	case len(e.Values) != e.Rows*e.Dim:
+		return fmt.Errorf("%w: %s: %d values for %d x %d", ErrInvalidDocument, what, len(e.Values), e.Rows, e.Dim)
+	}
+	for _, v := range e.Values {
+		// Beyond fp16's range (65504) a value cannot be stored; NaN and Inf never.
+		if math.IsNaN(float64(v)) || math.Abs(float64(v)) > 65504 {
+			return fmt.Errorf("%w: %s: value %v is not finite or beyond fp16's range", ErrInvalidDocument, what, v)
+		}
+	}
+	return nil
+}
+
+// encodePages checks and encodes pages numbered first, first+1, ...
+func encodePages(first int, pages []model.Embedding) ([]encodedPage, error) {
+	for i, p := range pages {
+		if err := checkEmbedding("page "+strconv.Itoa(first+i), p); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]encodedPage, len(pages))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(pages)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(pages); i = int(next.Add(1) - 1) {
+				p := pages[i]
+				out[i] = encodedPage{number: first + i, patches: p.Rows, fde: fde.bits(fde.page(p)), vectors: encodeFP16(p)}
+			}
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// fingerprint identifies a request, so that a retry (same fingerprint) can
+// be told from a reuse of its idempotency key (another one): its metadata,
+// its page count (-1 for a staged document, whose pages come later) and
+// the caller's RequestDigest. Not the vectors: a retry re-embeds its pages,
+// and a GPU need not give the same floats twice.
+func fingerprint(d NewDocument, pageCount int) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "pages:%d\x00", pageCount)
+	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(d.Metadata[k]), d.Metadata[k])
+	}
+	fmt.Fprintf(h, "\x00digest:%x", d.RequestDigest)
+	return h.Sum(nil)
+}
+
+func checkTenant(tenant string) error {
+	if tenant == "" {
+		return fmt.Errorf("%w: empty tenant", ErrInvalidDocument)
+	}
+	return nil
+}
+
+// validUUID reports whether s is a UUID in its canonical text form; other
+// ids cannot name a document, so they are not found rather than sent.
+func validUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+const documentColumns = `id::text, tenant, coalesce(idempotency_key, ''), metadata, page_count, created_at`
+
+func scanDocument(row pgx.Row) (Document, error) {
+	var d Document
+	err := row.Scan(&d.ID, &d.Tenant, &d.IdempotencyKey, &d.Metadata, &d.PageCount, &d.CreatedAt)
+	if d.Metadata == nil {
+		d.Metadata = map[string]string{}
+	}
+	return d, err
+}
+
+// nullIfEmpty stores "no idempotency key" as NULL.
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// claimKey looks for the document holding key in tenant, inside tx and
+// locking it. A committed one with the same fingerprint is returned
+// (found=true); with another fingerprint it is ErrConflict; a pending one,
+// left by an attempt that did not finish, is deleted so the caller can
+// begin afresh.
+func (s *Store) claimKey(ctx context.Context, tx pgx.Tx, tenant, key string, fp []byte) (doc Document, found bool, err error) {
+	if key == "" {
+		return Document{}, false, nil
+	}
+	var state string
+	var oldFP []byte
+	row := tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+`, state, fingerprint FROM {documents}
+		WHERE tenant = $1 AND idempotency_key = $2 FOR UPDATE`), tenant, key)
+	err = row.Scan(&doc.ID, &doc.Tenant, &doc.IdempotencyKey, &doc.Metadata, &doc.PageCount, &doc.CreatedAt, &state, &oldFP)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Document{}, false, nil
+	case err != nil:
+		return Document{}, false, err
+	case state == "committed":
+		if string(oldFP) != string(fp) {
+			return Document{}, false, fmt.Errorf("%w: key %q names document %s", ErrConflict, key, doc.ID)
+		}
+		if doc.Metadata == nil {
+			doc.Metadata = map[string]string{}
+		}
+		return doc, true, nil
+	}
+	_, err = tx.Exec(ctx, s.q(`DELETE FROM {documents} WHERE tenant = $1 AND id = $2`), tenant, doc.ID)
+	return Document{}, false, err
+}
+
+// isUniqueViolation reports a duplicate idempotency key raced in by a
+// concurrent request.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// CreateDocument writes a document and all its pages in one transaction:
+// Search sees all of it or none of it. With an IdempotencyKey that a
+// committed document of the tenant already holds, it returns that document
+// and created=false without writing (ErrConflict if the request differs).
+func (s *Store) CreateDocument(ctx context.Context, d NewDocument) (doc Document, created bool, err error) {
+	if err := checkTenant(d.Tenant); err != nil {
+		return Document{}, false, err
+	}
+	if len(d.Pages) == 0 {
+		return Document{}, false, fmt.Errorf("%w: no pages", ErrInvalidDocument)
+	}
+	pages, err := encodePages(1, d.Pages)
+	if err != nil {
+		return Document{}, false, err
+	}
+	fp := fingerprint(d, len(pages))
+	for attempt := 0; ; attempt++ {
+		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+			existing, found, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
+			if err != nil || found {
+				doc, created = existing, false
+				return err
+			}
+			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
+				(tenant, idempotency_key, fingerprint, metadata, state, page_count)
+				VALUES ($1, $2, $3, $4, 'committed', $5) RETURNING `+documentColumns),
+				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata), len(pages)))
+			if err != nil {
+				return err
+			}
+			created = true
+			return s.insertPages(ctx, tx, d.Tenant, doc.ID, true, pages)
+		})
+		// Two requests with one key raced past claimKey: the loser finds
+		// the winner's document on its second attempt.
+		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
+			continue
+		}
+		if err != nil {
+			return Document{}, false, fmt.Errorf("store: create document: %w", err)
+		}
+		return doc, created, nil
+	}
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// insertPages writes pages in batches; an existing page (a retried
+// AddPages) is replaced.
+func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, committed bool, pages []encodedPage) error {
+	insert := s.q(`INSERT INTO {pages} (tenant, document_id, page, patches, committed, fde, vectors)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (tenant, document_id, page) DO UPDATE
+		SET patches = excluded.patches, fde = excluded.fde, vectors = excluded.vectors`)
+	for len(pages) > 0 {
+		var b pgx.Batch
+		size := 0
+		n := 0
+		for n < len(pages) && n < insertBatchPages && (n == 0 || size+len(pages[n].vectors) <= insertBatchBytes) {
+			p := pages[n]
+			b.Queue(insert, tenant, id, p.number, p.patches, committed, p.fde, p.vectors)
+			size += len(p.vectors)
+			n++
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		pages = pages[n:]
+	}
+	return nil
+}
+
+// BeginDocument starts a staged document: invisible to Search, Get and
+// List until CommitDocument. d.Pages is ignored. With an IdempotencyKey a
+// committed document of the tenant holds, that document is returned with
+// existing=true; a pending one is discarded and begun afresh.
+func (s *Store) BeginDocument(ctx context.Context, d NewDocument) (doc Document, existing bool, err error) {
+	if err := checkTenant(d.Tenant); err != nil {
+		return Document{}, false, err
+	}
+	fp := fingerprint(d, -1)
+	for attempt := 0; ; attempt++ {
+		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+			found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
+			if err != nil || ok {
+				doc, existing = found, ok
+				return err
+			}
+			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
+				(tenant, idempotency_key, fingerprint, metadata, state)
+				VALUES ($1, $2, $3, $4, 'pending') RETURNING `+documentColumns),
+				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata)))
+			existing = false
+			return err
+		})
+		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
+			continue
+		}
+		if err != nil {
+			return Document{}, false, fmt.Errorf("store: begin document: %w", err)
+		}
+		return doc, existing, nil
+	}
+}
+
+// lockPending locks the pending document id of tenant inside tx:
+// ErrNotFound if there is none, ErrConflict if it is already committed.
+func (s *Store) lockPending(ctx context.Context, tx pgx.Tx, tenant, id string) error {
+	var state string
+	err := tx.QueryRow(ctx, s.q(`SELECT state FROM {documents} WHERE tenant = $1 AND id = $2 FOR UPDATE`), tenant, id).Scan(&state)
+	if err != nil {
+		return err // ErrNoRows becomes ErrNotFound
+	}
+	if state != "pending" {
+		return fmt.Errorf("%w: document %s is already committed", ErrConflict, id)
+	}
+	return nil
+}
+
+// AddPages writes pages first, first+1, ... (1-based) of a pending
+// document in one transaction. Writing a page again replaces it, so a
+// retried call is harmless.
+func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, pages []model.Embedding) error {
+	if err := checkTenant(tenant); err != nil {
+		return err
+	}
+	if !validUUID(id) {
+		return ErrNotFound
+	}
+	if first < 1 {
+		return fmt.Errorf("%w: first page %d: pages are numbered from 1", ErrInvalidDocument, first)
+	}
+	enc, err := encodePages(first, pages)
+	if err != nil {
+		return err
+	}
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if err := s.lockPending(ctx, tx, tenant, id); err != nil {
+			return err
+		}
+		if err := s.insertPages(ctx, tx, tenant, id, false, enc); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.q(`UPDATE {documents} SET updated_at = clock_timestamp() WHERE tenant = $1 AND id = $2`), tenant, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: add pages: %w", err)
+	}
+	return nil
+}
+
+// CommitDocument makes a pending document visible, atomically, and returns
+// it. Its pages must be 1..n with none missing. Committing a committed
+// document returns it unchanged.
+func (s *Store) CommitDocument(ctx context.Context, tenant, id string) (Document, error) {
+	if err := checkTenant(tenant); err != nil {
+		return Document{}, err
+	}
+	if !validUUID(id) {
+		return Document{}, ErrNotFound
+	}
+	var doc Document
+	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		err := s.lockPending(ctx, tx, tenant, id)
+		if errors.Is(err, ErrConflict) {
+			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+` FROM {documents} WHERE tenant = $1 AND id = $2`), tenant, id))
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		var count, last int
+		if err := tx.QueryRow(ctx, s.q(`SELECT count(*), coalesce(max(page), 0) FROM {pages} WHERE tenant = $1 AND document_id = $2`),
+			tenant, id).Scan(&count, &last); err != nil {
+			return err
+		}
+		switch {
+		case count == 0:
+			return fmt.Errorf("%w: document %s has no pages", ErrInvalidDocument, id)
+		case count != last:
+			return fmt.Errorf("%w: document %s has %d pages numbered up to %d: some are missing", ErrInvalidDocument, id, count, last)
+		}
+		if _, err := tx.Exec(ctx, s.q(`UPDATE {pages} SET committed = true WHERE tenant = $1 AND document_id = $2`), tenant, id); err != nil {
+			return err
+		}
+		doc, err = scanDocument(tx.QueryRow(ctx, s.q(`UPDATE {documents}
+			SET state = 'committed', page_count = $3, created_at = clock_timestamp(), updated_at = clock_timestamp()
+			WHERE tenant = $1 AND id = $2 RETURNING `+documentColumns), tenant, id, count))
+		return err
+	})
+	if err != nil {
+		return Document{}, fmt.Errorf("store: commit document: %w", err)
+	}
+	return doc, nil
+}
+
+// AbortDocument deletes a pending document and its pages: ErrNotFound if
+// there is none, ErrConflict if it is committed (DeleteDocument removes
+// those).
+func (s *Store) AbortDocument(ctx context.Context, tenant, id string) error {
+	if err := checkTenant(tenant); err != nil {
+		return err
+	}
+	if !validUUID(id) {
+		return ErrNotFound
+	}
+	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if err := s.lockPending(ctx, tx, tenant, id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.q(`DELETE FROM {documents} WHERE tenant = $1 AND id = $2`), tenant, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: abort document: %w", err)
+	}
+	return nil
+}
+
+// GetDocument returns a committed document of tenant, or ErrNotFound.
+func (s *Store) GetDocument(ctx context.Context, tenant, id string) (Document, error) {
+	if !validUUID(id) || tenant == "" {
+		return Document{}, ErrNotFound
+	}
+	var doc Document
+	err := s.inTx(ctx, readOnly, func(tx pgx.Tx) (err error) {
+		doc, err = scanDocument(tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+` FROM {documents}
+			WHERE tenant = $1 AND id = $2 AND state = 'committed'`), tenant, id))
+		return err
+	})
+	if err != nil {
+		return Document{}, fmt.Errorf("store: get document: %w", err)
+	}
+	return doc, nil
+}
+
+// DeleteDocument deletes a committed document of tenant and, by cascade in
+// the same statement, its pages and vectors; ErrNotFound if there is none.
+func (s *Store) DeleteDocument(ctx context.Context, tenant, id string) error {
+	if !validUUID(id) || tenant == "" {
+		return ErrNotFound
+	}
+	var deleted int64
+	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, s.q(`DELETE FROM {documents} WHERE tenant = $1 AND id = $2 AND state = 'committed'`), tenant, id)
+		deleted = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete document: %w", err)
+	}
+	if deleted == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ListDocuments returns tenant's committed documents ordered by creation
+// (commit) time, then id, pageSize at a time (0: DefaultListPageSize; at
+// most MaxListPageSize). nextPageToken is "" after the last page.
+func (s *Store) ListDocuments(ctx context.Context, tenant string, pageSize int, pageToken string) (docs []Document, nextPageToken string, err error) {
+	if pageSize <= 0 {
+		pageSize = DefaultListPageSize
+	}
+	pageSize = min(pageSize, MaxListPageSize)
+	after, afterID, err := decodePageToken(pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.q(`SELECT `+documentColumns+` FROM {documents}
+			WHERE tenant = $1 AND state = 'committed' AND (created_at, id) > ($2, $3::uuid)
+			ORDER BY created_at, id LIMIT $4`), tenant, after, afterID, pageSize+1)
+		if err != nil {
+			return err
+		}
+		docs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Document, error) { return scanDocument(r) })
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: list documents: %w", err)
+	}
+	if len(docs) > pageSize {
+		docs = docs[:pageSize]
+		last := docs[len(docs)-1]
+		nextPageToken = encodePageToken(last.CreatedAt, last.ID)
+	}
+	return docs, nextPageToken, nil
+}
+
+// A page token is "v1/<created_at in unix microseconds>/<id>", base64url:
+// opaque to clients, stable across gateways.
+func encodePageToken(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("v1/" + strconv.FormatInt(t.UnixMicro(), 10) + "/" + id))
+}
+
+func decodePageToken(tok string) (time.Time, string, error) {
+	if tok == "" {
+		return time.Unix(0, 0), "00000000-0000-0000-0000-000000000000", nil // before every document
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err == nil {
+		parts := strings.Split(string(b), "/")
+		if len(parts) == 3 && parts[0] == "v1" && validUUID(parts[2]) {
+			if us, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
+				return time.UnixMicro(us), parts[2], nil
+			}
+		}
+	}
+	return time.Time{}, "", fmt.Errorf("%w: %q", ErrInvalidPageToken, tok)
+}

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"errors"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/model"
+)
+
+// Errors of the store; test with errors.Is.
+var (
+	// ErrNotFound: no such document in this tenant.
+	ErrNotFound = errors.New("document not found")
+	// ErrUnavailable: the database cannot be reached; nothing was written.
+	ErrUnavailable = errors.New("database unavailable")
+	// ErrConflict: an idempotency key was reused with a different request.
+	ErrConflict = errors.New("idempotency key reused with a different document")
+)
+
+// DefaultTenant scopes every call until authentication arrives.
+const DefaultTenant = "default"
+
+// Document is a stored document without its vectors.
+type Document struct {
+	ID             string
+	Tenant         string
+	IdempotencyKey string
+	Metadata       map[string]string
+	PageCount      int
+	CreatedAt      time.Time
+}
+
+// NewDocument is a document to write: its pages' embeddings, in page order
+// (page numbers start at 1).
+type NewDocument struct {
+	Tenant         string
+	IdempotencyKey string // empty: no idempotency
+	Metadata       map[string]string
+	Pages          []model.Embedding
+	// RequestDigest optionally identifies the request as the client sent
+	// it (e.g. a SHA-256 of the page images), so that reusing an
+	// idempotency key for another request is ErrConflict. The store
+	// compares metadata, page count and this digest, not the vectors: a
+	// retried request re-embedded on a GPU need not give identical floats.
+	RequestDigest []byte
+}
+
+// Filter restricts Search to documents whose field matches. Field is
+// "document_id" or "metadata.<key>"; Values match exactly, any of them.
+type Filter struct {
+	Field  string
+	Values []string
+}
+
+// SearchOptions shape one Search.
+type SearchOptions struct {
+	TopK    int
+	Filters []Filter
+}
+
+// Hit is one ranked page.
+type Hit struct {
+	Document Document
+	Page     int // 1-based
+	Score    float32
+}

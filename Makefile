@@ -22,7 +22,7 @@ help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: build tools install ## Start the local stack (Triton simulator + gateway) on loopback and print how to call it.
+run: build tools install ## Start the local stack (two Triton simulators, the gateway, its embedded Postgres) on loopback.
 	deployments/local/run.sh
 
 .PHONY: test

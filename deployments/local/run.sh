@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the local stack on loopback: two Triton simulators (standing in for
-# Triton, as no GPU is here) and the gateway routing across them. Ctrl-C
-# stops them all.
+# Triton, as no GPU is here) and the gateway routing across them. Without
+# DATABASE_URL the gateway starts its embedded Postgres (PGlite, installed by
+# `make install`) itself, keeping documents in data/pg across restarts.
+# Ctrl-C stops them all.
 # Run it through `make run`, which builds bin/ first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +34,7 @@ bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
 pids+=($!)
 
 # Wait until the gateway reports ready (its backend's models are ready).
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
 	if curl -fsS "http://$GATEWAY_HTTP/readyz" >/dev/null 2>&1; then break; fi
 	sleep 0.1
 done
@@ -43,11 +45,13 @@ fi
 
 cat <<MSG
 
-colpali-gateway is up (Triton simulators on $SIM_GRPC and $SIM2_GRPC).
+colpali-gateway is up (Triton simulators on $SIM_GRPC and $SIM2_GRPC; documents in ${DATABASE_URL:-the embedded Postgres, data/pg}).
 
   REST:    curl -s -X POST http://$GATEWAY_HTTP/v1/queries:embed -d '{"queries": ["what is late interaction?"], "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"}'
   gRPC:    bin/grpcurl -plaintext -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
   image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 deployments/local/page.png)\"]}"
+  ingest:  curl -s -X POST http://$GATEWAY_HTTP/v1/documents -d "{\"pages\": [{\"image\": \"\$(base64 -w0 deployments/local/page.png)\"}], \"metadata\": {\"title\": \"sample\"}}"
+  search:  curl -s -X POST http://$GATEWAY_HTTP/v1/documents:search -d '{"query": "what is late interaction?", "topK": 3}'
   OpenAPI: curl -s http://$GATEWAY_HTTP/openapi.json
   metrics: curl -s http://$GATEWAY_HTTP/metrics
   backends: curl -s http://$GATEWAY_HTTP/v1/backends

@@ -13,6 +13,9 @@ BUF       := $(GO_TOOL) buf
 BIN       := bin
 GO_TEST_FLAGS ?= -race -count=1 -timeout=15m
 PKGS      := ./...
+# go-nvml's nvml.h marks many calls deprecated; gcc's warnings about them on
+# every fresh build are noise (Go's default flags plus that one switch).
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 # The embedded Postgres (PGlite + pgvector, npm packages pinned by the lockfile).
 PGLITE_DIR   := deployments/pglite
 PGLITE_STAMP := $(PGLITE_DIR)/node_modules/.package-lock.json

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/store"
 )
 
 // Defaults of Config.
@@ -87,7 +89,8 @@ type Config struct {
 	// MaxMetadataBytes bounds a document's metadata keys and values
 	// together, in bytes. Default 16 KiB.
 	MaxMetadataBytes int
-	// MaxTopK is the most pages one Search returns. Default 100.
+	// MaxTopK is the most pages one Search returns. Default 100, at most
+	// store.MaxTopK (1000).
 	MaxTopK int
 	// MaxFilters is the most filters of one Search. Default 16.
 	MaxFilters int
@@ -152,6 +155,9 @@ func (c Config) Validate() error {
 	positive("max top k", int64(c.MaxTopK))
 	positive("max filters", int64(c.MaxFilters))
 	positive("stream timeout", int64(c.StreamTimeout))
+	if c.MaxTopK > store.MaxTopK {
+		errs = append(errs, fmt.Errorf("max top k %d exceeds %d, the most the store's first stage returns", c.MaxTopK, store.MaxTopK))
+	}
 	if c.DefaultTimeout > c.MaxTimeout {
 		errs = append(errs, fmt.Errorf("default timeout %v exceeds max timeout %v", c.DefaultTimeout, c.MaxTimeout))
 	}

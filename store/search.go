@@ -42,8 +42,8 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 		return nil, fmt.Errorf("%w: query: %d vectors, at most %d", ErrInvalidDocument, query.Rows, MaxQueryVectors)
 	}
 	topK := cmp.Or(opts.TopK, DefaultTopK)
-	if topK < 1 || topK > maxEfSearch {
-		return nil, fmt.Errorf("%w: TopK %d: must be in [1, %d]", ErrInvalidDocument, opts.TopK, maxEfSearch)
+	if topK < 1 || topK > MaxTopK {
+		return nil, fmt.Errorf("%w: TopK %d: must be in [1, %d]", ErrInvalidDocument, opts.TopK, MaxTopK)
 	}
 	nCand := max(s.cfg.Candidates, topK)
 	ef := max(s.cfg.EfSearch, nCand)

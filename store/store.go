@@ -60,6 +60,10 @@ func (c Config) WithDefaults() Config {
 // maxEfSearch is pgvector's upper limit for hnsw.ef_search.
 const maxEfSearch = 1000
 
+// MaxTopK is the most hits one Search can return: the first stage cannot
+// return more candidates than hnsw.ef_search allows.
+const MaxTopK = maxEfSearch
+
 // Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"slices"
 	"strings"
@@ -327,19 +328,30 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		})
 	}
 
+	// Without a database URL and without node or the npm packages, the
+	// embedded Postgres cannot run: the gateway still serves embeddings,
+	// and its DocumentService says storage is not configured.
+	var documents gateway.DocumentStore
 	st, closeDB, err := openStore(ctx, o.db, logger)
-	if err != nil {
+	switch {
+	case errors.Is(err, embeddedpg.ErrNotInstalled) || errors.Is(err, exec.ErrNotFound):
+		logger.Error("document storage disabled: the embedded Postgres cannot run here; set -database-url (or DATABASE_URL), or run `make install`",
+			"error", err.Error())
+	case err != nil:
 		return err
+	default:
+		defer closeDB()
+		documents = st
+		// Migrations run in the background: a database that is down at
+		// start-up must not keep the gateway from serving embeddings, and
+		// the store answers document calls with ErrUnavailable until
+		// migrated.
+		migrateCtx, stopMigrating := context.WithCancel(ctx)
+		var migrating sync.WaitGroup
+		migrating.Go(func() { migrateUntilDone(migrateCtx, st, logger) })
+		defer migrating.Wait()
+		defer stopMigrating()
 	}
-	defer closeDB()
-	// Migrations run in the background: a database that is down at
-	// start-up must not keep the gateway from serving embeddings, and the
-	// store answers document calls with ErrUnavailable until migrated.
-	migrateCtx, stopMigrating := context.WithCancel(ctx)
-	var migrating sync.WaitGroup
-	migrating.Go(func() { migrateUntilDone(migrateCtx, st, logger) })
-	defer migrating.Wait()
-	defer stopMigrating()
 
 	batcher, err := batching.New(o.batching, batching.Deps{Downstream: r, Logger: logger, Registry: registry, Backends: r.Routable})
 	if err != nil {
@@ -356,7 +368,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 	}()
 
 	srv, err := gateway.New(o.gateway, gateway.Deps{
-		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: st, Registry: registry,
+		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
 	})
 	if err != nil {
 		return err

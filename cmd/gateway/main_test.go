@@ -288,3 +288,36 @@ func TestMigrateCommand(t *testing.T) {
 		t.Errorf("migrate against no database: %v, want an error", err)
 	}
 }
+
+// TestRunWithoutEmbeddedPostgres: with no database URL and the embedded
+// Postgres's packages missing, the gateway still serves embeddings; the
+// DocumentService says storage is not configured.
+func TestRunWithoutEmbeddedPostgres(t *testing.T) {
+	t.Setenv("COLPALI_PGLITE_DIR", t.TempDir()) // no node_modules there
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Stop()
+	r := startRun(t, ctx, sim.GRPCAddr()+"="+sim.MetricsAddr(), []string{"-data-dir", t.TempDir()},
+		map[string]string{"COLPALI_ROUTER_HEALTH_INTERVAL": "50ms"})
+	for {
+		_, err = colpaliv1.NewEmbeddingServiceClient(r.conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
+		if status.Code(err) != codes.Unavailable {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("EmbedQueries without document storage: %v", err)
+	}
+	_, err = colpaliv1.NewDocumentServiceClient(r.conn).ListDocuments(ctx, &colpaliv1.ListDocumentsRequest{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("ListDocuments without document storage: %v, want Unimplemented", err)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("run after cancel: %v", err)
+	}
+}

@@ -33,7 +33,7 @@ type Document struct {
 	PageCount int32 `protobuf:"varint,3,opt,name=page_count,json=pageCount" json:"page_count,omitempty"`
 	// The idempotency key given at ingestion, if any.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
-	// When the ingestion began.
+	// When the document was committed (became visible).
 	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -366,7 +366,10 @@ type IngestDocumentHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// As IngestDocumentRequest.metadata.
 	Metadata map[string]string `protobuf:"bytes,1,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// As IngestDocumentRequest.idempotency_key.
+	// As IngestDocumentRequest.idempotency_key, with one difference: the
+	// pages follow the header, so a reuse of the key is recognised by its
+	// metadata and page_count only, not by its images (unary ingestion
+	// compares a digest of the images too). Use a fresh key per document.
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
 	// The number of pages that follow: 1 to 1000 (the gateway's default
 	// limit). The document is committed when that many pages are stored, and

@@ -63,13 +63,17 @@ type DocumentServiceClient interface {
 	// the document, then ends the call. When the idempotency_key names a
 	// document already committed, the first and only answer carries that
 	// document (created false): stop sending pages. If the call fails or is
-	// cancelled before the last message, nothing of the document is kept.
+	// cancelled before the gateway commits, nothing of the document is kept;
+	// a failure after the commit (the last message lost) leaves it stored, so
+	// retry with the same idempotency_key to learn its id.
 	// gRPC only (no REST mapping).
 	IngestDocumentStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[IngestDocumentStreamRequest, IngestDocumentStreamResponse], error)
 	// GetDocument returns one committed document (without its vectors).
 	// REST: GET /v1/documents/{document_id}
 	GetDocument(ctx context.Context, in *GetDocumentRequest, opts ...grpc.CallOption) (*GetDocumentResponse, error)
-	// ListDocuments pages through the committed documents, oldest first.
+	// ListDocuments pages through the committed documents, oldest first (by
+	// commit time). A document committed while a listing is under way may be
+	// missed by it, when its commit time falls before the listing's position.
 	// REST: GET /v1/documents?page_size=...&page_token=...
 	ListDocuments(ctx context.Context, in *ListDocumentsRequest, opts ...grpc.CallOption) (*ListDocumentsResponse, error)
 	// DeleteDocument deletes a document with its pages and vectors.
@@ -188,13 +192,17 @@ type DocumentServiceServer interface {
 	// the document, then ends the call. When the idempotency_key names a
 	// document already committed, the first and only answer carries that
 	// document (created false): stop sending pages. If the call fails or is
-	// cancelled before the last message, nothing of the document is kept.
+	// cancelled before the gateway commits, nothing of the document is kept;
+	// a failure after the commit (the last message lost) leaves it stored, so
+	// retry with the same idempotency_key to learn its id.
 	// gRPC only (no REST mapping).
 	IngestDocumentStream(grpc.BidiStreamingServer[IngestDocumentStreamRequest, IngestDocumentStreamResponse]) error
 	// GetDocument returns one committed document (without its vectors).
 	// REST: GET /v1/documents/{document_id}
 	GetDocument(context.Context, *GetDocumentRequest) (*GetDocumentResponse, error)
-	// ListDocuments pages through the committed documents, oldest first.
+	// ListDocuments pages through the committed documents, oldest first (by
+	// commit time). A document committed while a listing is under way may be
+	// missed by it, when its commit time falls before the listing's position.
 	// REST: GET /v1/documents?page_size=...&page_token=...
 	ListDocuments(context.Context, *ListDocumentsRequest) (*ListDocumentsResponse, error)
 	// DeleteDocument deletes a document with its pages and vectors.

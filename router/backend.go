@@ -100,13 +100,15 @@ type health struct {
 	live         bool
 	serverReady  bool
 	models       [len(kinds)]bool
-	down         bool // a call failed UNAVAILABLE since the last passing check
+	lastReady    [len(kinds)]bool // models ready at the last passing check
+	down         bool             // a call failed UNAVAILABLE since the last passing check
 	lastError    string
 	lastCheck    time.Time
 	ejectedUntil time.Time // zero when not ejected
 	ejectLevel   int       // ejections in a row
 	admittedAt   time.Time // last readmission
 	draining     bool
+	drains       int // times the backend started draining: tells a drain it is still current
 }
 
 func (h *health) state() State {

@@ -44,10 +44,14 @@
 // # Request Lifecycle
 //
 // Embed derives the batch's cost, counts it in the retry budget's window,
-// and picks a backend from the snapshot. The batch is counted in flight on
-// that backend until its answer (success or failure) returns, exactly once;
-// a success resets the backend's consecutive failures and updates its
-// latency per cost unit. The deadline's time left travels to Triton as the
+// and picks a backend from the snapshot. The pick counts the batch in flight
+// on that backend at once, then reads the snapshot again: a drain publishes
+// the snapshot without the leaving backend before it reads that backend's
+// batches in flight, so either the drain sees the batch and waits for it,
+// or the pick sees the backend gone and picks again; no batch is sent on a
+// connection a drain has closed. The batch stays counted until its answer
+// (success or failure) returns, exactly once; a success resets the
+// backend's consecutive failures and updates its latency per cost unit. The deadline's time left travels to Triton as the
 // request's "timeout" parameter.
 //
 // A failure is judged by class (package triton). UNAVAILABLE (the backend is
@@ -66,13 +70,19 @@
 // Config.RetryBudgetRatio of the batches (plus Config.RetryMinPerSecond),
 // so an outage cannot double the load on the surviving backends.
 //
-// An ejection is skipped when the backend is the last one ready for one of
-// its models: a failing backend still serves some batches, no backend
-// serves none. An ejected backend is probed when its backoff ends and
-// readmitted when the probe passes; the backoff doubles with each ejection
-// in a row (Config.EjectBackoff up to Config.EjectBackoffMax) and starts
-// again from the beginning once the backend has stayed in for
-// EjectBackoffMax.
+// An ejection is skipped when no other backend is routable for one of the
+// backend's models (those its last passing health check found ready): a
+// failing backend still serves some batches, no backend serves none. A
+// backend just marked down by an UNAVAILABLE call still counts as the last
+// one, so a single backend whose server restarts is readmitted by the first
+// passing health check, not after a backoff. A passing health check ends a
+// mark-down but does not reset the consecutive failures, which count
+// batches: only an answered batch resets them, so a backend that passes its
+// checks yet fails every batch is ejected all the same. An ejected backend
+// is probed when its backoff ends and readmitted when the probe passes; the
+// backoff doubles with each ejection in a row (Config.EjectBackoff up to
+// Config.EjectBackoffMax, however many) and starts again from the
+// beginning once the backend has stayed in for EjectBackoffMax.
 //
 // Ready is nil while every model has a ready backend; a model without one
 // also answers its batches ErrNoBackend (UNAVAILABLE at the API), while the

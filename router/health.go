@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // startHealthLocked starts b's health loop under ctx. Caller holds mu.
@@ -115,7 +117,14 @@ func (r *Router) apply(b *backend, res probeResult) time.Duration {
 		h.lastError = "" // an ejected backend keeps the failure that ejected it
 	}
 	if res.ok() {
+		// A passing check ends a mark-down, but leaves the consecutive
+		// failures alone: they count batches, which only an answer to a
+		// batch resets. A backend that passes its checks yet fails every
+		// batch (flapping UNAVAILABLE, or failing ModelInfer alone) is what
+		// ejection is for; the last backend ready for a model is never
+		// ejected, so this cannot keep a model without one.
 		h.down = false
+		h.lastReady = res.models
 	}
 	next := r.cfg.HealthInterval
 	if !h.ejectedUntil.IsZero() {
@@ -143,23 +152,25 @@ func (r *Router) apply(b *backend, res probeResult) time.Duration {
 // a row, unless b is the last backend ready for one of its models: then a
 // failing backend is still better than none (the failures reach the
 // callers either way) and it stays. Caller holds mu.
+//
+// b's models are those its last passing check found ready, not those it is
+// routable for now: the failure that led here may have marked it down (an
+// UNAVAILABLE call) or a failed check may have cleared its models a moment
+// ago, and an ejected backend would then stay out for its backoff after
+// its server came back, even with no other backend for the model.
 func (r *Router) ejectLocked(b *backend, cause error) {
 	h := &b.health
 	if h.draining || !h.ejectedUntil.IsZero() {
 		return
 	}
-	s := r.snap.Load()
 	for _, k := range kinds {
-		if h.routable(k) && len(s.routable[k]) == 1 {
+		if h.lastReady[k] && !r.otherRoutableLocked(b, k) {
 			r.logger.Warn("backend failing but is the last one ready for its model; not ejected",
 				"backend", b.Addr(), "model", r.cfg.Models.ModelName(k), "err", cause)
 			return
 		}
 	}
-	backoff := r.cfg.EjectBackoffMax
-	if h.ejectLevel < 30 {
-		backoff = min(r.cfg.EjectBackoff<<h.ejectLevel, r.cfg.EjectBackoffMax)
-	}
+	backoff := ejectBackoff(r.cfg.EjectBackoff, r.cfg.EjectBackoffMax, h.ejectLevel)
 	h.ejectLevel++
 	h.ejectedUntil = time.Now().Add(backoff)
 	h.lastError = cause.Error()
@@ -168,4 +179,30 @@ func (r *Router) ejectLocked(b *backend, cause error) {
 		"backoff", backoff, "err", cause)
 	r.rebuildLocked()
 	b.checkNow() // so the health loop re-arms its timer for the backoff's end
+}
+
+// otherRoutableLocked reports whether a member other than b is routable for
+// kind. Caller holds mu.
+func (r *Router) otherRoutableLocked(b *backend, kind model.Kind) bool {
+	for _, o := range r.members {
+		if o != b && o.health.routable(kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// ejectBackoff is the backoff of an ejection after level ejections in a
+// row: first doubled level times, capped at limit. It doubles step by step
+// so that no level overflows (a shift by the level would wrap negative and
+// end the ejection at once).
+func ejectBackoff(first, limit time.Duration, level int) time.Duration {
+	backoff := min(first, limit)
+	for range level {
+		if backoff > limit/2 {
+			return limit
+		}
+		backoff *= 2
+	}
+	return backoff
 }

@@ -86,20 +86,24 @@ func (r *Router) syncMembersLocked() {
 	for addr, b := range r.members {
 		if _, ok := want[addr]; !ok && !b.health.draining {
 			b.health.draining = true
+			b.health.drains++
 			r.logger.Info("backend leaving; draining", "backend", addr, "in_flight", b.InFlight())
 			if r.runCtx != nil {
-				ctx := r.runCtx
-				r.wg.Go(func() { r.drain(ctx, b) })
+				ctx, drains := r.runCtx, b.health.drains
+				r.wg.Go(func() { r.drain(ctx, b, drains) })
 			}
 		}
 	}
-	r.rebuildLocked()
+	r.rebuildLocked() // before any drain counts batches in flight: see pick
 	r.setTargetsLocked()
 }
 
 // drain waits until b has no batch in flight, DrainTimeout passes or ctx
-// ends, then removes b and closes its connection, unless b rejoined.
-func (r *Router) drain(ctx context.Context, b *backend) {
+// ends, then removes b and closes its connection, unless b rejoined since
+// this drain began (drains tells: b may have rejoined and left again, and
+// then only the later drain, started after the snapshot without b was
+// published, may trust its count of batches in flight).
+func (r *Router) drain(ctx context.Context, b *backend, drains int) {
 	timeout := time.NewTimer(r.cfg.DrainTimeout)
 	defer timeout.Stop()
 	ticker := time.NewTicker(drainPoll)
@@ -116,7 +120,7 @@ func (r *Router) drain(ctx context.Context, b *backend) {
 		break
 	}
 	r.mu.Lock()
-	if !b.health.draining || r.members[b.Addr()] != b {
+	if !b.health.draining || b.health.drains != drains || r.members[b.Addr()] != b {
 		r.mu.Unlock()
 		return
 	}

@@ -229,18 +229,18 @@ func (r *Router) Run(ctx context.Context) error {
 func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
 	batch := policy.Batch{Kind: kind, Items: len(items), Cost: r.cost(kind, len(items))}
 	r.budget.request()
-	b, err := r.pick(batch, nil)
+	b, ahead, err := r.pick(batch, nil)
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.attempt(ctx, b, batch, items)
+	out, err := r.attempt(ctx, b, ahead, batch, items)
 	if err == nil || !retryable(err) || ctx.Err() != nil {
 		return out, err
 	}
 	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= 0 {
 		return nil, err
 	}
-	alt, pickErr := r.pick(batch, b)
+	alt, altAhead, pickErr := r.pick(batch, b)
 	if pickErr != nil {
 		return nil, err // no other backend: the original error says more
 	}
@@ -249,13 +249,14 @@ func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]
 		reason = retryOverloaded
 	}
 	if !r.budget.allowRetry() {
+		alt.end(batch.Cost)             // counted in flight by pick, never sent
 		r.metrics.budgetExhausted.Inc() // a metric, not a log line: an outage would flood the log
 		r.logger.Debug("retry budget exhausted; not retrying", "backend", b.Addr(), "reason", reason, "err", err)
 		return nil, err
 	}
 	r.metrics.retries.WithLabelValues(reason).Inc()
 	r.logger.Debug("retrying on another backend", "from", b.Addr(), "to", alt.Addr(), "reason", reason)
-	return r.attempt(ctx, alt, batch, items)
+	return r.attempt(ctx, alt, altAhead, batch, items)
 }
 
 // Reasons for a retry, as metric labels.
@@ -278,35 +279,55 @@ func (r *Router) cost(kind model.Kind, n int) float64 {
 	return r.cfg.QueryCost.of(n)
 }
 
-// pick chooses a routable backend for batch other than exclude.
-func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, error) {
+// pick chooses a routable backend for batch other than exclude and counts
+// the batch in flight there, returning the cost in flight ahead of it; the
+// caller ends the count (attempt does).
+//
+// Counting happens here, before the choice is final, because a drain
+// publishes a snapshot without the leaving backend and only then reads its
+// batches in flight. After counting, pick reads the current snapshot: if the
+// backend has left it, the batch is counted out and picked again from that
+// snapshot. Atomics are sequentially consistent, so either the drain reads
+// this batch's count and waits for it, or this read sees the snapshot
+// without the backend: no batch is sent on a connection its drain closed.
+// Another turn happens only when a snapshot was published during this pick,
+// which happens at the pace of health checks and DNS answers.
+func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, error) {
 	snap := r.snap.Load()
-	cands := snap.routable[batch.Kind]
-	if exclude != nil {
-		if i := slices.Index(cands, policy.Candidate(exclude)); i >= 0 {
-			cands = slices.Delete(slices.Clone(cands), i, i+1)
+	for {
+		cands := snap.routable[batch.Kind]
+		if exclude != nil {
+			if i := slices.Index(cands, policy.Candidate(exclude)); i >= 0 {
+				cands = slices.Delete(slices.Clone(cands), i, i+1)
+			}
 		}
+		if len(cands) == 0 {
+			return nil, 0, fmt.Errorf("%w for model %s: %s", ErrNoBackend, r.ModelName(batch.Kind), r.describe(snap))
+		}
+		i, est := r.policy.Pick(cands, batch)
+		b := cands[i].(*backend)
+		ahead := b.begin(batch.Cost)
+		if now := r.snap.Load(); now != snap && !slices.Contains(now.routable[batch.Kind], policy.Candidate(b)) {
+			b.end(batch.Cost)
+			snap = now
+			continue
+		}
+		b.picks.Add(1)
+		if est > 0 {
+			b.lastEstimate.Store(int64(est))
+		}
+		return b, ahead, nil
 	}
-	if len(cands) == 0 {
-		return nil, fmt.Errorf("%w for model %s: %s", ErrNoBackend, r.ModelName(batch.Kind), r.describe(snap))
-	}
-	i, est := r.policy.Pick(cands, batch)
-	b := cands[i].(*backend)
-	if est > 0 {
-		b.lastEstimate.Store(int64(est))
-	}
-	return b, nil
 }
 
-// attempt sends the batch to b and accounts for the outcome.
-func (r *Router) attempt(ctx context.Context, b *backend, batch policy.Batch, items [][]byte) ([]model.Embedding, error) {
+// attempt sends the batch, counted in flight on b by pick with ahead in
+// flight before it, and accounts for the outcome.
+func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch policy.Batch, items [][]byte) ([]model.Embedding, error) {
 	var opt model.Request
 	if deadline, ok := ctx.Deadline(); ok {
 		opt.TimeoutMicros = max(time.Until(deadline).Microseconds(), 1)
 	}
 	req := r.cfg.Models.NewInferRequest(batch.Kind, items, opt)
-	b.picks.Add(1)
-	ahead := b.begin(batch.Cost)
 	start := time.Now()
 	resp, err := b.client.Infer(ctx, req)
 	latency := time.Since(start)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/router/policy"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
 	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
 	"github.com/morphik-org/colpali-gateway/router/policy/roundrobin"
@@ -165,19 +167,203 @@ func TestFlakyBackendGetsFewerBatches(t *testing.T) {
 }
 
 // TestLastBackendNotEjected: with one backend, failures reach the caller but
-// do not empty the pool.
+// do not empty the pool: neither failures the backend reports nor calls
+// failing UNAVAILABLE, which take it out until a health check passes but
+// must not eject it, or it would stay out for the backoff after its server
+// came back.
 func TestLastBackendNotEjected(t *testing.T) {
-	bad := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
-	cfg := testConfig(gpuaware.Name, bad)
+	t.Run("failed", func(t *testing.T) {
+		bad := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
+		cfg := testConfig(gpuaware.Name, bad)
+		cfg.EjectAfter = 2
+		r := startRouter(t, cfg, Deps{}, 1)
+		for range 4 {
+			if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); !errors.Is(err, triton.ErrFailed) {
+				t.Fatalf("err %v, want ErrFailed", err)
+			}
+		}
+		if st, _ := status(r, bad.GRPCAddr()); st.State != StateReady {
+			t.Fatalf("the only backend is %s, want ready", st.State)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		// Three batches in flight when the server dies fail UNAVAILABLE
+		// together, more than EjectAfter; a long backoff would show.
+		sim := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 10 * time.Second}, Instances: 3})
+		addr := sim.GRPCAddr()
+		cfg := testConfig(gpuaware.Name, sim)
+		cfg.EjectAfter = 2
+		cfg.EjectBackoff, cfg.EjectBackoffMax = time.Hour, time.Hour
+		r := startRouter(t, cfg, Deps{}, 1)
+		ctx := testutil.Context(t)
+		errc := make(chan []error, 1)
+		go func() { errc <- load(ctx, r, model.Query, 3, 1, 20*time.Second) }()
+		waitFor(t, "3 batches in flight", func() bool { st, _ := status(r, addr); return st.InFlight == 3 })
+		sim.Stop()
+		errs := <-errc
+		if len(errs) != 3 {
+			t.Fatalf("%d batches failed, want the 3 in flight: %v", len(errs), errs)
+		}
+		for _, err := range errs {
+			if !errors.Is(err, triton.ErrUnavailable) {
+				t.Fatalf("error %v, want ErrUnavailable", err)
+			}
+		}
+		st, _ := status(r, addr)
+		if st.State == StateEjected || st.Ejections != 0 || st.ConsecutiveFailures != 3 {
+			t.Fatalf("the only backend after its server died: %s, %d ejections, %d consecutive failures; want not ejected, 3",
+				st.State, st.Ejections, st.ConsecutiveFailures)
+		}
+		// The server comes back on the same address.
+		back, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: addr, MetricsAddr: "127.0.0.1:0", QueryCost: fastCost, ImageCost: fastCost}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(back.Stop)
+		waitFor(t, "the backend ready again", func() bool { st, _ := status(r, addr); return st.State == StateReady })
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+			t.Fatalf("after the server came back: %v", err)
+		}
+		if st, _ := status(r, addr); st.ConsecutiveFailures != 0 {
+			t.Errorf("%d consecutive failures after a success, want 0", st.ConsecutiveFailures)
+		}
+	})
+}
+
+// TestEjectionNeedsAnotherBackendForItsModels: a backend whose calls fail
+// UNAVAILABLE is ejected when another backend serves each of its models,
+// and its batches are retried there.
+func TestEjectionNeedsAnotherBackendForItsModels(t *testing.T) {
+	good := startSim(t, tritonsim.Config{})
+	victim := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 10 * time.Second}, Instances: 3})
+	cfg := testConfig(roundrobin.Name, good, victim)
 	cfg.EjectAfter = 2
-	r := startRouter(t, cfg, Deps{}, 1)
-	for range 4 {
-		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); !errors.Is(err, triton.ErrFailed) {
-			t.Fatalf("err %v, want ErrFailed", err)
+	cfg.EjectBackoff, cfg.EjectBackoffMax = time.Hour, time.Hour
+	r := startRouter(t, cfg, Deps{}, 2)
+	r.policy = preferAddr(victim.GRPCAddr())
+	ctx := testutil.Context(t)
+	errc := make(chan []error, 1)
+	go func() { errc <- load(ctx, r, model.Query, 3, 1, 20*time.Second) }()
+	waitFor(t, "3 batches in flight", func() bool { st, _ := status(r, victim.GRPCAddr()); return st.InFlight == 3 })
+	victim.Stop()
+	if errs := <-errc; len(errs) > 0 {
+		t.Fatalf("batches failed instead of being retried: %v", errs)
+	}
+	if st, _ := status(r, victim.GRPCAddr()); st.State != StateEjected || st.Ejections != 1 {
+		t.Fatalf("dead backend %s after %d ejections, want ejected once while another serves its models", st.State, st.Ejections)
+	}
+}
+
+// preferAddr is a policy that picks the backend at its address when it is a
+// candidate, else the first candidate.
+type preferAddr string
+
+func (p preferAddr) Name() string { return "prefer_addr" }
+
+func (p preferAddr) Pick(cands []policy.Candidate, _ policy.Batch) (int, time.Duration) {
+	return max(slices.IndexFunc(cands, func(c policy.Candidate) bool { return c.Addr() == string(p) }), 0), 0
+}
+
+// TestEjectBackoff: the backoff doubles from EjectBackoff up to
+// EjectBackoffMax and never overflows, however many ejections in a row.
+func TestEjectBackoff(t *testing.T) {
+	for _, c := range []struct {
+		first, limit time.Duration
+		level        int
+		want         time.Duration
+	}{
+		{time.Second, 30 * time.Second, 0, time.Second},
+		{time.Second, 30 * time.Second, 3, 8 * time.Second},
+		{time.Second, 30 * time.Second, 5, 30 * time.Second},
+		{time.Second, 30 * time.Second, 40, 30 * time.Second},
+		{time.Hour, 1<<63 - 1, 21, time.Hour << 21},
+		{time.Hour, 1<<63 - 1, 22, 1<<63 - 1}, // a shift by 22 wraps negative
+		{time.Hour, 1 << 62, 40, 1 << 62},
+		{time.Hour, 1<<63 - 1, 1000, 1<<63 - 1},
+		{time.Minute, time.Minute, 7, time.Minute},
+	} {
+		if got := ejectBackoff(c.first, c.limit, c.level); got != c.want {
+			t.Errorf("ejectBackoff(%v, %v, %d) = %v, want %v", c.first, c.limit, c.level, got, c.want)
 		}
 	}
-	if st, _ := status(r, bad.GRPCAddr()); st.State != StateReady {
-		t.Fatalf("the only backend is %s, want ready", st.State)
+}
+
+// leaveDuringPick is a policy that, on its first pick, chooses the backend
+// at addr and, before answering, makes it leave the pool and waits until
+// its connection is closed: the widest form of the race between a pick and
+// a drain. Later picks take the first candidate.
+type leaveDuringPick struct {
+	t      *testing.T
+	addr   string
+	leave  func()
+	closed <-chan struct{}
+	done   bool
+}
+
+func (p *leaveDuringPick) Name() string { return "leave_during_pick" }
+
+func (p *leaveDuringPick) Pick(cands []policy.Candidate, _ policy.Batch) (int, time.Duration) {
+	if p.done {
+		return 0, 0
+	}
+	p.done = true
+	i := slices.IndexFunc(cands, func(c policy.Candidate) bool { return c.Addr() == p.addr })
+	if i < 0 {
+		p.t.Fatalf("%s not among the candidates", p.addr)
+	}
+	p.leave()
+	select {
+	case <-p.closed:
+	case <-testutil.Context(p.t).Done():
+		p.t.Fatal("the leaving backend's connection never closed")
+	}
+	return i, 0
+}
+
+// closeNotifier is a Backend that closes a channel when it is closed.
+type closeNotifier struct {
+	Backend
+	closed chan struct{}
+}
+
+func (c *closeNotifier) Close() error {
+	close(c.closed)
+	return c.Backend.Close()
+}
+
+// TestPickRacingDrain: a batch whose pick chose a backend that then left the
+// pool and drained (its connection closed) before the batch was counted in
+// flight there goes to another backend instead of failing on the closed
+// connection.
+func TestPickRacingDrain(t *testing.T) {
+	a := startSim(t, tritonsim.Config{})
+	leaving := startSim(t, tritonsim.Config{})
+	real := map[string]string{"10.0.0.1:8001": a.GRPCAddr(), "10.0.0.2:8001": leaving.GRPCAddr()}
+	closed := make(chan struct{})
+	res := &fakeResolver{addrs: []string{"10.0.0.1", "10.0.0.2"}}
+	cfg := testConfig(roundrobin.Name)
+	cfg.DNS, cfg.DNSInterval = "triton.default.svc:8001", time.Hour
+	deps := Deps{Resolver: res, Dial: func(addr string) (Backend, error) {
+		c, err := triton.New(triton.Config{Addr: real[addr]})
+		if err != nil || addr != "10.0.0.2:8001" {
+			return c, err
+		}
+		return &closeNotifier{Backend: c, closed: closed}, nil
+	}}
+	r := startRouter(t, cfg, deps, 2)
+	ctx := testutil.Context(t)
+	r.policy = &leaveDuringPick{t: t, addr: "10.0.0.2:8001", closed: closed, leave: func() {
+		res.set([]string{"10.0.0.1"}, nil)
+		r.resolve(ctx, "triton.default.svc", "8001")
+	}}
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		t.Fatalf("the batch failed: %v", err)
+	}
+	if n := countModel(leaving, queryModel); n != 0 {
+		t.Errorf("the backend that left saw %d batches", n)
+	}
+	if n := countModel(a, queryModel); n != 1 {
+		t.Errorf("the remaining backend saw %d batches, want 1", n)
 	}
 }
 
@@ -384,6 +570,10 @@ func TestRetryBudgetExhausted(t *testing.T) {
 	}
 	if st, _ := status(r, victim.GRPCAddr()); st.State != StateNotReady {
 		t.Errorf("dead backend %s, want not ready after its failure", st.State)
+	}
+	if st, _ := status(r, live.GRPCAddr()); st.InFlight != 0 || st.InFlightCost != 0 {
+		t.Errorf("the retry refused by the budget stayed counted in flight on %s: %d batches, cost %v",
+			live.GRPCAddr(), st.InFlight, st.InFlightCost)
 	}
 }
 

@@ -166,8 +166,10 @@ func PriorityFrom(ctx context.Context) int {
 	return level
 }
 
-// queueTimeout is the queue timeout of a request that arrives at now with
-// ctx under cfg; zero means none.
+// queueTimeout is when the queue timeout passes for a request that
+// arrives at now with ctx under cfg: its own deadline if cfg allows the
+// override and it has one, else QueueTimeout (always positive) after now.
+// Every request has one.
 func queueTimeout(cfg ModelConfig, ctx context.Context, now time.Time) time.Time {
 	if cfg.AllowTimeoutOverride {
 		if d, ok := ctx.Deadline(); ok {

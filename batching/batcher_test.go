@@ -308,12 +308,14 @@ func TestCallerThatLeavesIsNeverSent(t *testing.T) {
 	g.waitEntered(t)
 	leaveCtx, cancel := context.WithCancel(ctx)
 	leaving := embedAsync(leaveCtx, b, model.Query, "gone")
-	shortCtx, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancelShort()
+	// A deadline that passes when the test says so, not on a real timer
+	// that a loaded machine may reach before all three are queued.
+	shortCtx := newExpiringContext(ctx)
 	expiring := embedAsync(shortCtx, b, model.Query, "expired")
 	staying := embedAsync(ctx, b, model.Query, "stays")
 	waitQueued(t, b, model.Query, 3)
 	cancel()
+	shortCtx.expire()
 	if r := await(t, leaving); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("canceled caller got %v", r.err)
 	}
@@ -334,6 +336,264 @@ func TestCallerThatLeavesIsNeverSent(t *testing.T) {
 		if v := rejections(t, reg, "fake_query", reason); v != want {
 			t.Errorf("rejections{reason=%q} = %v, want %v", reason, v, want)
 		}
+	}
+}
+
+// expiringContext is a caller's context whose deadline passes when the
+// test calls expire: then Done closes and Err is DeadlineExceeded. Values
+// and Deadline (far away) come from its parent, whose end it ignores.
+type expiringContext struct {
+	context.Context
+	done chan struct{}
+}
+
+func newExpiringContext(parent context.Context) *expiringContext {
+	return &expiringContext{Context: parent, done: make(chan struct{})}
+}
+
+func (c *expiringContext) Done() <-chan struct{} { return c.done }
+
+func (c *expiringContext) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *expiringContext) expire() { close(c.done) }
+
+// TestCallerGoneBeforeItLeavesIsNeverSent: a caller's context can end
+// before the caller takes the queue's lock to leave; the dispatcher must
+// not put it in a batch, nor count it when sizing one. The requests whose
+// contexts have ended are queued here without a caller, as if their
+// callers had not run yet: deterministic, with no race to win.
+func TestCallerGoneBeforeItLeavesIsNeverSent(t *testing.T) {
+	ctx := itestutil.Context(t)
+	g := newGate()
+	down := &fakeDownstream{embed: g.embed}
+	reg := prometheus.NewRegistry()
+	// Static, preferred size 2, no max-queue-delay to speak of: a batch
+	// leaves only once two live items wait.
+	cfg := Config{Mode: ModeStatic, Query: ModelConfig{MaxInFlightBatches: 1, MaxQueueDelay: time.Hour, PreferredBatchSizes: []int{2}}}
+	b, err := New(cfg, Deps{Downstream: down, Clock: newFakeClock(), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	q := b.queues[model.Query]
+	blocker := embedAsync(ctx, b, model.Query, "busy", "busy")
+	g.waitEntered(t)
+
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	expired, cancelExpired := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancelExpired()
+	level := cfg.WithDefaults().Query.DefaultPriority
+	goneFirst := q.newRequest(canceled, [][]byte{[]byte("gone")}, level)
+	if err := q.enqueue(goneFirst); err != nil {
+		t.Fatal(err)
+	}
+	live := embedAsync(ctx, b, model.Query, "a")
+	waitQueued(t, b, model.Query, 2)
+	goneLast := q.newRequest(expired, [][]byte{[]byte("expired")}, level)
+	if err := q.enqueue(goneLast); err != nil {
+		t.Fatal(err)
+	}
+
+	g.release <- struct{}{}
+	await(t, blocker)
+	for _, r := range []struct {
+		req  *request
+		want error
+	}{{goneFirst, context.Canceled}, {goneLast, context.DeadlineExceeded}} {
+		select {
+		case <-r.req.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a request whose context ended was not finished")
+		}
+		if !errors.Is(r.req.err, r.want) || r.req.out != nil {
+			t.Errorf("request whose context ended: %v, %v; want %v", r.req.out, r.req.err, r.want)
+		}
+	}
+	// The dispatcher finished them while sizing the next batch, under the
+	// lock; once it has let go, it must have counted one live item only,
+	// too few for the preferred size: nothing sent, "a" still waiting.
+	q.mu.Lock()
+	inFlight, waiting := q.inFlight, q.queued
+	q.mu.Unlock()
+	if inFlight != 0 || waiting != 1 {
+		t.Fatalf("%d batches in flight, %d queued; want none in flight and a waiting (the gone were counted)", inFlight, waiting)
+	}
+
+	second := embedAsync(ctx, b, model.Query, "b")
+	g.waitEntered(t)
+	g.release <- struct{}{}
+	for _, ch := range []<-chan result{live, second} {
+		if r := await(t, ch); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	if got := down.Batches(); !cmp.Equal(got, [][]string{{"busy", "busy"}, {"a", "b"}}) {
+		t.Fatalf("batches %v: a caller that had left was sent", got)
+	}
+	for reason, want := range map[string]float64{reasonCanceled: 1, reasonDeadline: 1} {
+		if v := rejections(t, reg, "fake_query", reason); v != want {
+			t.Errorf("rejections{reason=%q} = %v, want %v", reason, v, want)
+		}
+	}
+}
+
+// TestBatchIsCanceledOnceEveryMemberLeaves: a batch whose members have all
+// left is canceled downstream, and counts as canceled: no backend error,
+// and no sample for the adaptive policy, unless the last member left
+// because its deadline passed (the batch ran out of time). While one
+// member still waits, the batch goes on (and see
+// TestLeavingMemberDoesNotCancelItsBatch).
+func TestBatchIsCanceledOnceEveryMemberLeaves(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		leave  func(ctx context.Context) (context.Context, func())
+		want   error
+		reason string
+		sample bool
+	}{
+		{"canceled", func(ctx context.Context) (context.Context, func()) {
+			return context.WithCancel(ctx)
+		}, context.Canceled, reasonCanceled, false},
+		{"deadline", func(ctx context.Context) (context.Context, func()) {
+			c := newExpiringContext(ctx)
+			return c, c.expire
+		}, context.DeadlineExceeded, reasonDeadline, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := itestutil.Context(t)
+			g := newGate()
+			var batchCtx context.Context
+			down := &fakeDownstream{embed: func(ctx context.Context, k model.Kind, items [][]byte) ([]model.Embedding, error) {
+				if len(items) == 2 {
+					batchCtx = ctx // read after g.entered: no race
+				}
+				return g.embed(ctx, k, items)
+			}}
+			reg := prometheus.NewRegistry()
+			b, err := New(Config{Mode: ModeAdaptive, Query: ModelConfig{MaxInFlightBatches: 1}}, Deps{Downstream: down, Clock: newFakeClock(), Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close(ctx)
+			q := b.queues[model.Query]
+			samples := func() float64 {
+				q.mu.Lock()
+				defer q.mu.Unlock()
+				return q.policy.(*adaptivePolicy).latency.w
+			}
+			blocker := embedAsync(ctx, b, model.Query, "busy")
+			g.waitEntered(t)
+			first, leaveFirst := tc.leave(ctx)
+			second, leaveSecond := tc.leave(ctx)
+			r1 := embedAsync(first, b, model.Query, "a")
+			waitQueued(t, b, model.Query, 1)
+			r2 := embedAsync(second, b, model.Query, "b")
+			waitQueued(t, b, model.Query, 2)
+			g.release <- struct{}{}
+			await(t, blocker)
+			g.waitEntered(t)
+			before := samples() // the blocker's batch was one
+
+			leaveFirst()
+			if r := await(t, r1); !errors.Is(r.err, tc.want) {
+				t.Fatalf("first member got %v, want %v", r.err, tc.want)
+			}
+			if batchCtx.Err() != nil {
+				t.Fatalf("the batch was canceled while a member still waits: %v", context.Cause(batchCtx))
+			}
+			leaveSecond()
+			if r := await(t, r2); !errors.Is(r.err, tc.want) {
+				t.Fatalf("second member got %v, want %v", r.err, tc.want)
+			}
+			// The last member counted itself off the batch before its Embed
+			// returned, under the lock: the batch is canceled by now.
+			if batchCtx.Err() == nil || !errors.Is(context.Cause(batchCtx), errAbandoned) {
+				t.Fatalf("batch context after every member left: %v (cause %v), want canceled as abandoned", batchCtx.Err(), context.Cause(batchCtx))
+			}
+			waitFor(t, "the abandoned batch to come back", func() bool {
+				q.mu.Lock()
+				defer q.mu.Unlock()
+				return q.inFlight == 0
+			})
+			if sampled := samples() != before; sampled != tc.sample {
+				t.Errorf("the adaptive policy took a sample of the abandoned batch: %v, want %v", sampled, tc.sample)
+			}
+			for reason, want := range map[string]float64{tc.reason: 2, reasonBackendError: 0} {
+				if v := rejections(t, reg, "fake_query", reason); v != want {
+					t.Errorf("rejections{reason=%q} = %v, want %v", reason, v, want)
+				}
+			}
+			next := embedAsync(ctx, b, model.Query, "c")
+			g.waitEntered(t)
+			g.release <- struct{}{}
+			if r := await(t, next); r.err != nil || !cmp.Equal(r.items, []string{"c"}) {
+				t.Fatalf("call after the abandoned batch: %v, %v", r.items, r.err)
+			}
+		})
+	}
+}
+
+// TestFailedPieceCancelsTheRestOfItsRequest: a request split across two
+// batches fails with the first; the second, carrying only the rest of that
+// request, has nobody waiting and is canceled.
+func TestFailedPieceCancelsTheRestOfItsRequest(t *testing.T) {
+	ctx := itestutil.Context(t)
+	backendErr := errors.New("backend exploded")
+	fail := make(chan struct{})
+	restCtx := make(chan context.Context, 1)
+	down := &fakeDownstream{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
+		if string(items[0]) == "x0" {
+			<-fail
+			return nil, backendErr
+		}
+		restCtx <- ctx
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	reg := prometheus.NewRegistry()
+	b, err := New(Config{Query: ModelConfig{MaxBatchSize: 1, MaxInFlightBatches: 2}}, Deps{Downstream: down, Clock: newFakeClock(), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	call := embedAsync(ctx, b, model.Query, "x0", "x1")
+	var rest context.Context
+	select {
+	case rest = <-restCtx:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second piece was not sent")
+	}
+	if rest.Err() != nil {
+		t.Fatalf("the second piece's batch ended early: %v", rest.Err())
+	}
+	close(fail)
+	if r := await(t, call); !errors.Is(r.err, backendErr) {
+		t.Fatalf("split request got %v, want the first batch's error", r.err)
+	}
+	select {
+	case <-rest.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the batch of a failed request's rest was not canceled")
+	}
+	if !errors.Is(context.Cause(rest), errAbandoned) {
+		t.Fatalf("cause %v, want errAbandoned", context.Cause(rest))
+	}
+	q := b.queues[model.Query]
+	waitFor(t, "both batches back", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.inFlight == 0
+	})
+	if v := rejections(t, reg, "fake_query", reasonBackendError); v != 1 {
+		t.Errorf("backend_error rejections %v, want 1 (the request, once)", v)
 	}
 }
 

@@ -44,18 +44,34 @@
 // (that batch's error, the same for every member, so the gateway maps it
 // as any backend error), its queue timeout passes under TimeoutReject
 // (ErrQueueTimeout), its caller's context ends (the caller gets ctx.Err()
-// at once), or Close gives up on it (ErrClosed). A full queue refuses a
-// request before it is queued (ErrQueueFull). Finishing removes the request
-// from its queue, so its remaining items are never sent; rows that arrive
-// later for a finished request are dropped. Until it is finished the
-// request belongs to the queue; afterwards only its caller reads it.
+// at once), or Close gives up on it (ErrClosed). A caller's context may end
+// before the caller takes the mutex to leave; the dispatcher checks every
+// request's context as it sizes and takes a batch, and finishes one that
+// has ended just as leave would (ctx.Err(), counted as canceled or
+// deadline_exceeded), so a caller that has left is never sent. A full queue
+// refuses a request before it is queued (ErrQueueFull). Finishing removes
+// the request from its queue, so its remaining items are never sent; rows
+// that arrive later for a finished request are dropped. Until it is
+// finished the request belongs to the queue; afterwards only its caller
+// reads it.
 //
 // A batch's downstream context is not any caller's: it is not canceled when
-// a member leaves (the others still want their rows), and its deadline is
-// the latest of its members' deadlines, so that the router's Triton
-// timeout covers the longest-waiting member. Tracing: the batch has its own
-// span, a child of its first member's span, linked to every other member's
-// span, so that each caller's trace leads to the batch it rode in.
+// a member leaves while another still waits (that one still wants its
+// rows), and its deadline is the latest of its members' deadlines, so that
+// the router's Triton timeout covers the longest-waiting member. But work
+// nobody waits for is not done: each batch in flight counts its members
+// still waiting, and each request knows the batches in flight carrying its
+// pieces. A request finished before those batches answer (for any of the
+// reasons above) is counted off each of them, and a batch that no member
+// waits for any more is canceled (cause errAbandoned), so that the backend
+// stops, and the router spends no failover on it. Such a batch counts as
+// canceled, not failed: its members' rejections are already counted, and
+// it gives the adaptive policy no sample, unless it was answered all the
+// same or its last member left because its deadline passed (then the
+// batch ran out of time, below).
+// Tracing: the batch has its own span, a child of its first member's span,
+// linked to every other member's span, so that each caller's trace leads
+// to the batch it rode in.
 //
 // Close stops accepting calls (ErrClosed) and flushes: everything queued is
 // sent at once, without waiting for fuller batches, and answered as usual;

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,9 +27,12 @@ type request struct {
 	enqueued time.Time
 	done     chan struct{} // closed by finish, once
 
-	timeoutAt time.Time // zero: no queue timeout (delayed already)
-	next      int       // first item not yet sent
-	inFlight  int       // pieces sent and not yet answered
+	// timeoutAt is when its queue timeout passes; every request has one
+	// (QueueTimeout is positive). Under TimeoutDelay it leaves the timeout
+	// heap once passed.
+	timeoutAt time.Time
+	next      int      // first item not yet sent
+	batches   []*batch // the batches in flight carrying its pieces
 	out       []model.Embedding
 	err       error
 	finished  bool
@@ -129,6 +133,21 @@ func (q *queue) embed(ctx context.Context, items [][]byte) ([]model.Embedding, e
 	if q.policy == nil {
 		return q.passThrough(ctx, items)
 	}
+	r := q.newRequest(ctx, items, level)
+	if err := q.enqueue(r); err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		return q.leave(r, ctx.Err())
+	}
+}
+
+// newRequest is a call of items at priority level (1-based), not yet
+// queued.
+func (q *queue) newRequest(ctx context.Context, items [][]byte, level int) *request {
 	r := &request{
 		ctx:       ctx,
 		items:     items,
@@ -141,15 +160,7 @@ func (q *queue) embed(ctx context.Context, items [][]byte) ([]model.Embedding, e
 	for i, item := range items {
 		r.costs[i] = q.cfg.itemCost(q.kind, item)
 	}
-	if err := q.enqueue(r); err != nil {
-		return nil, err
-	}
-	select {
-	case <-r.done:
-		return r.out, r.err
-	case <-ctx.Done():
-		return q.leave(r, ctx.Err())
-	}
+	return r
 }
 
 // passThrough is ModeNone: the call goes downstream at once, on its own,
@@ -242,26 +253,49 @@ func (q *queue) enqueue(r *request) error {
 }
 
 // leave is a caller giving up (its ctx ended): it gets its error at once,
-// its queued items are dropped, and rows of its batches in flight will be
-// thrown away. If the request was finished meanwhile, its result stands.
+// its queued items are dropped, rows of its batches in flight will be
+// thrown away, and a batch of it that no other member waits for is
+// canceled (see finish). If the request was finished meanwhile (by the
+// dispatcher that saw its context end first, say), its result stands.
 func (q *queue) leave(r *request, err error) ([]model.Embedding, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if r.finished {
 		return r.out, r.err
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		q.metrics.reject(reasonDeadline)
-	} else {
-		q.metrics.reject(reasonCanceled)
-	}
+	q.rejectLeft(err)
 	q.finish(r, err)
 	q.signal()
 	return nil, err
 }
 
+// rejectLeft counts a caller that left because its context ended with err.
+func (q *queue) rejectLeft(err error) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		q.metrics.reject(reasonDeadline)
+	} else {
+		q.metrics.reject(reasonCanceled)
+	}
+}
+
+// left reports whether r's caller has left: its context has ended, though
+// the caller may not have taken the mutex in leave yet. Such a request is
+// finished here, as leave would, so that none of its items is sent.
+// Called with mu held.
+func (q *queue) left(r *request) bool {
+	err := r.ctx.Err()
+	if err == nil {
+		return false
+	}
+	q.rejectLeft(err)
+	q.finish(r, err)
+	return true
+}
+
 // finish ends r with err (nil: success), exactly once; r leaves the queue
-// if it is still there. Called with mu held.
+// if it is still there. Finished early, while batches carrying its pieces
+// are in flight, r no longer waits for them: each counts it off, and one
+// that no member waits for any more is canceled. Called with mu held.
 func (q *queue) finish(r *request, err error) {
 	if r.finished {
 		return
@@ -270,6 +304,14 @@ func (q *queue) finish(r *request, err error) {
 	if err != nil {
 		r.out, r.err = nil, err
 	}
+	for _, b := range r.batches {
+		b.waiting--
+		if b.waiting == 0 {
+			b.lastLeft = err
+			b.cancel(fmt.Errorf("%w: model %s", errAbandoned, q.name))
+		}
+	}
+	r.batches = nil
 	q.unqueue(r)
 	close(r.done)
 }
@@ -322,12 +364,19 @@ func (q *queue) dispatch() (wait time.Duration, exit bool) {
 	slots := q.cfg.MaxInFlightBatches * q.backends()
 	for q.inFlight < slots && q.queued > 0 {
 		v := q.view(now)
+		if v.items == 0 {
+			break // every queued caller had left
+		}
 		send, w := q.policy.decide(v)
 		if send <= 0 {
 			wait = w
 			break
 		}
-		q.send(q.take(send, now))
+		// take may find more callers gone (their contexts ended since
+		// view) and come back empty: then there is nothing to send.
+		if b := q.take(send, now); len(b.items) > 0 {
+			q.send(b)
+		}
 	}
 	if q.closing && q.queued == 0 && q.inFlight == 0 {
 		return 0, true
@@ -365,17 +414,32 @@ func (q *queue) lists() []*list.List {
 
 // view sizes the batch that would leave now. Each list is in arrival
 // order (the delayed one in timeout order, which is the same), so the
-// oldest request is at the front of one of them. Called with mu held.
+// oldest request is at the front of one of them. A request whose caller
+// has left is finished on the way (see left) and not counted, as take
+// would skip it. Called with mu held.
 func (q *queue) view(now time.Time) view {
 	v := view{now: now, oldest: now, draining: q.closing, inFlight: q.inFlight}
 	limit := q.policy.limit()
 	cost := 0
 	for _, l := range q.lists() {
-		if e := l.Front(); e != nil && e.Value.(*request).enqueued.Before(v.oldest) {
-			v.oldest = e.Value.(*request).enqueued
-		}
-		for e := l.Front(); e != nil && !v.full; e = e.Next() {
+		front := true
+		for e := l.Front(); e != nil; {
 			r := e.Value.(*request)
+			next := e.Next()
+			if q.left(r) {
+				e = next
+				continue
+			}
+			if front {
+				front = false
+				if r.enqueued.Before(v.oldest) {
+					v.oldest = r.enqueued
+				}
+			}
+			if v.full {
+				break
+			}
+			e = next
 			for i := r.next; i < len(r.items); i++ {
 				if v.items == limit || (v.items > 0 && cost+r.costs[i] > q.cfg.MaxBatchCost) {
 					v.full = true
@@ -392,23 +456,42 @@ func (q *queue) view(now time.Time) view {
 	return v
 }
 
-// batch is what one downstream call carries.
+// errAbandoned is the cause of a batch's context canceled because none of
+// its members waits for its answer any more.
+var errAbandoned = errors.New("batching: every member of the batch has left")
+
+// batch is what one downstream call carries. Its mutable fields are
+// guarded by the queue's mu.
 type batch struct {
 	pieces []piece
 	items  [][]byte
 	cost   int
 	oldest time.Time // arrival of its longest-waiting member
+
+	// ctx is the parent of the downstream call's context (set by send);
+	// cancel cancels it with errAbandoned once waiting drops to 0.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// waiting counts the members not finished yet; lastLeft is the error
+	// the last of them was finished with, once none waits.
+	waiting  int
+	lastLeft error
 }
 
 // take removes up to n items from the front of the queue, within the cost
 // budget, in priority then arrival order; a request that does not fit
-// whole is split, and its rest stays at the front. Called with mu held.
+// whole is split, and its rest stays at the front. A request whose caller
+// has left is finished and skipped (see left). Called with mu held.
 func (q *queue) take(n int, now time.Time) *batch {
 	b := &batch{}
 	for _, l := range q.lists() {
 		for e := l.Front(); e != nil; {
 			r := e.Value.(*request)
 			next := e.Next()
+			if q.left(r) {
+				e = next
+				continue
+			}
 			start := r.next
 			for r.next < len(r.items) && len(b.items) < n {
 				c := r.costs[r.next]
@@ -424,7 +507,8 @@ func (q *queue) take(n int, now time.Time) *batch {
 					b.oldest = r.enqueued
 				}
 				b.pieces = append(b.pieces, piece{req: r, start: start, end: r.next})
-				r.inFlight++
+				r.batches = append(r.batches, b)
+				b.waiting++
 			}
 			if r.next < len(r.items) {
 				return b // the batch is full
@@ -439,6 +523,7 @@ func (q *queue) take(n int, now time.Time) *batch {
 
 // send starts b downstream. Called with mu held.
 func (q *queue) send(b *batch) {
+	b.ctx, b.cancel = context.WithCancelCause(q.base)
 	q.inFlight++
 	q.metrics.inFlight.Set(float64(q.inFlight))
 	q.metrics.batchSize.Observe(float64(len(b.items)))
@@ -454,7 +539,11 @@ func (q *queue) run(b *batch) {
 	start := q.clock.Now()
 	embs, err := q.down.Embed(ctx, q.kind, b.items)
 	latency := q.clock.Now().Sub(start)
+	if errors.Is(context.Cause(b.ctx), errAbandoned) {
+		span.SetAttributes(attribute.Bool("colpali.batch.abandoned", true))
+	}
 	cancel()
+	b.cancel(nil)
 	if err == nil && len(embs) != len(b.items) {
 		err = fmt.Errorf("%w: %d for %d items", ErrBadDownstream, len(embs), len(b.items))
 	}
@@ -470,10 +559,13 @@ func (q *queue) run(b *batch) {
 	q.mu.Lock()
 	q.inFlight--
 	q.metrics.inFlight.Set(float64(q.inFlight))
+	// Abandoned: every member was finished (and counted) before the
+	// answer came, so the batch counts as canceled, not failed.
+	abandoned := b.waiting == 0
 	off := 0
 	for _, p := range b.pieces {
 		r, n := p.req, p.end-p.start
-		r.inFlight--
+		r.batches = slices.DeleteFunc(r.batches, func(other *batch) bool { return other == b })
 		switch {
 		case r.finished: // the caller left; its rows are dropped
 		case err != nil:
@@ -481,22 +573,31 @@ func (q *queue) run(b *batch) {
 			q.finish(r, err)
 		default:
 			copy(r.out[p.start:p.end], embs[off:off+n])
-			if r.next == len(r.items) && r.inFlight == 0 {
+			if r.next == len(r.items) && len(r.batches) == 0 {
 				q.finish(r, nil)
 			}
 		}
 		off += n
 	}
 	done := q.clock.Now()
-	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		// A failed batch says nothing of the backend's speed, except one
-		// that ran out of time: that one was slow.
+	// A failed batch says nothing of the backend's speed, except one that
+	// ran out of time: that one was slow. So was an abandoned one whose
+	// last member left because its deadline passed; one whose members
+	// canceled says nothing.
+	ranOutOfTime := errors.Is(err, context.DeadlineExceeded)
+	if abandoned {
+		ranOutOfTime = errors.Is(b.lastLeft, context.DeadlineExceeded)
+	}
+	if err == nil || ranOutOfTime {
 		q.policy.completed(len(b.items), serviceTime(start, done, q.lastDone), done.Sub(b.oldest), q.queuedItems())
 		q.metrics.batchLimit.Set(float64(q.policy.limit()))
 	}
 	q.lastDone = done
 	q.mu.Unlock()
-	if err != nil {
+	switch {
+	case abandoned:
+		q.logger.Debug("batch abandoned: every member left", "items", len(b.items), "requests", len(b.pieces), "error", err)
+	case err != nil:
 		q.logger.Debug("batch failed", "items", len(b.items), "requests", len(b.pieces), "error", err)
 	}
 	q.signal()
@@ -527,11 +628,13 @@ func (q *queue) queuedItems() int {
 	return n
 }
 
-// batchContext is the context of b's downstream call: not canceled when a
-// member leaves, with the latest deadline among its members (none if one
-// has none), so that the backend's timeout covers the longest-waiting
-// member. Its span is a child of the first member's span and links every
-// other member's, so that each caller's trace shows the batch it rode in.
+// batchContext is the context of b's downstream call: a child of b.ctx,
+// so not canceled when a member leaves while another still waits (only
+// once none waits, or by Close), with the latest deadline among its
+// members (none if one has none), so that the backend's timeout covers
+// the longest-waiting member. Its span is a child of the first member's
+// span and links every other member's, so that each caller's trace shows
+// the batch it rode in.
 func (q *queue) batchContext(b *batch) (context.Context, context.CancelFunc, trace.Span) {
 	var latest time.Time
 	bounded := true
@@ -549,7 +652,7 @@ func (q *queue) batchContext(b *batch) (context.Context, context.CancelFunc, tra
 			}
 		}
 	}
-	parent := q.base
+	parent := b.ctx
 	if len(b.pieces) > 0 {
 		parent = trace.ContextWithSpanContext(parent, trace.SpanContextFromContext(b.pieces[0].req.ctx))
 	}

@@ -21,37 +21,21 @@ ROUNDS=${ROUNDS:-2}
 OUT=${1:-benchmarks/results/batching.md}
 MODES=(none static adaptive)
 
-make -s build tools
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
 
-# field_from_log LOG FIELD: waits for the first FIELD a binary logs (JSON).
-field_from_log() {
-	for _ in $(seq 1 100); do
-		v=$(grep -o "\"$2\":\"[^\"]*\"" "$1" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
-		if [ -n "$v" ]; then echo "$v"; return; fi
-		sleep 0.1
-	done
-	echo "no $2 in $1" >&2; cat "$1" >&2; exit 1
-}
 
 bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 1 -log-format json >"$tmp/sim.log" 2>&1 &
 pids+=($!)
-sim=$(field_from_log "$tmp/sim.log" grpc_addr)
+sim=$(log_field "$tmp/sim.log" grpc_addr)
 declare -A grpc http
 for mode in "${MODES[@]}"; do
 	# Info-level logs, one line per call, as in production: part of the cost.
 	bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
 		-batching-mode "$mode" >"$tmp/gw-$mode.log" 2>&1 &
 	pids+=($!)
-	grpc[$mode]=$(field_from_log "$tmp/gw-$mode.log" grpc_addr)
-	http[$mode]=$(field_from_log "$tmp/gw-$mode.log" http_addr)
+	grpc[$mode]=$(log_field "$tmp/gw-$mode.log" grpc_addr)
+	http[$mode]=$(log_field "$tmp/gw-$mode.log" http_addr)
 done
 
 # load MODE LEVEL OUT [DURATION]: single-query EmbedQueries calls, each with

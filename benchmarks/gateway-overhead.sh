@@ -18,34 +18,18 @@ C=${C:-16}
 ROUNDS=${ROUNDS:-3}
 OUT=${1:-benchmarks/results/gateway-overhead.md}
 
-make -s build tools
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
 
-# addr_from_log LOG: waits for the first "grpc_addr" a binary logs (JSON).
-addr_from_log() {
-	for _ in $(seq 1 100); do
-		addr=$(grep -o '"grpc_addr":"[^"]*"' "$1" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
-		if [ -n "$addr" ]; then echo "$addr"; return; fi
-		sleep 0.1
-	done
-	echo "no address in $1" >&2; cat "$1" >&2; exit 1
-}
 
 bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 64 -log-format json >"$tmp/sim.log" 2>&1 &
 pids+=($!)
-sim=$(addr_from_log "$tmp/sim.log")
+sim=$(log_field "$tmp/sim.log" grpc_addr)
 # The gateway logs at info level, one line per call, as it would in
 # production: that cost is part of what is measured.
 bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json >"$tmp/gw.log" 2>&1 &
 pids+=($!)
-gw=$(addr_from_log "$tmp/gw.log")
+gw=$(log_field "$tmp/gw.log" grpc_addr)
 
 query="what is late interaction?"
 # A BYTES tensor element: 4-byte little-endian length, then the bytes.

@@ -25,26 +25,9 @@ ROUNDS=${ROUNDS:-2}
 OUT=${1:-benchmarks/results/routing.md}
 POLICIES=(round_robin least_outstanding gpu_aware)
 
-make -s build tools
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benchmarks/lib.sh
+source benchmarks/lib.sh
 
-# field_from_log LOG MSG KEY: waits for the line whose msg is MSG in a JSON
-# log and prints its KEY.
-field_from_log() {
-	for _ in $(seq 1 100); do
-		v=$(grep "\"msg\":\"$2\"" "$1" 2>/dev/null | head -1 | grep -o "\"$3\":\"[^\"]*\"" | cut -d'"' -f4 || true)
-		if [ -n "$v" ]; then echo "$v"; return; fi
-		sleep 0.1
-	done
-	echo "no $3 in $1" >&2; cat "$1" >&2; exit 1
-}
 
 # start_sim NAME SPEED: starts a simulator; sets sim_pid and sim_spec
 # (grpc=metrics, the gateway's -triton-addrs syntax).
@@ -53,8 +36,8 @@ start_sim() {
 	sim_pid=$!
 	pids+=("$sim_pid")
 	local g m
-	g=$(field_from_log "$tmp/sim-$1.log" "tritonsim listening (a Triton simulator, not Triton)" grpc_addr)
-	m=$(field_from_log "$tmp/sim-$1.log" "tritonsim listening (a Triton simulator, not Triton)" metrics_addr)
+	g=$(log_field "$tmp/sim-$1.log" grpc_addr "tritonsim listening (a Triton simulator, not Triton)")
+	m=$(log_field "$tmp/sim-$1.log" metrics_addr "tritonsim listening (a Triton simulator, not Triton)")
 	sim_spec="$g=$m"
 	names[$g]=$1
 }
@@ -65,8 +48,8 @@ start_gateway() {
 		-router-policy "$1" -triton-addrs "$2" -health-interval 100ms >"$tmp/gw.log" 2>&1 &
 	gw_pid=$!
 	pids+=("$gw_pid")
-	gw=$(field_from_log "$tmp/gw.log" "gateway serving" grpc_addr)
-	gw_http=$(field_from_log "$tmp/gw.log" "gateway serving" http_addr)
+	gw=$(log_field "$tmp/gw.log" grpc_addr "gateway serving")
+	gw_http=$(log_field "$tmp/gw.log" http_addr "gateway serving")
 	for _ in $(seq 1 100); do
 		if curl -fs "http://$gw_http/readyz" >/dev/null; then return; fi
 		sleep 0.1

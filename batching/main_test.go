@@ -114,17 +114,8 @@ func (t *fakeTimer) drain() {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after a while.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+// waitFor waits for cond; see testutil.Eventually.
+var waitFor = testutil.Eventually
 
 // fakeDownstream records every batch and answers with embed, or by
 // default with echoEmbeddings.

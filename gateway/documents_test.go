@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
 	"github.com/morphik-org/colpali-gateway/store"
@@ -278,7 +279,7 @@ func TestDatabaseDown(t *testing.T) {
 		"colpali.v1.EmbeddingService": healthpb.HealthCheckResponse_SERVING,
 		"colpali.v1.DocumentService":  healthpb.HealthCheckResponse_NOT_SERVING,
 	}
-	waitFor(t, func() bool {
+	testutil.Eventually(t, "the health statuses "+fmt.Sprint(want), func() bool {
 		for svc, st := range want {
 			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil || resp.GetStatus() != st {
@@ -289,21 +290,6 @@ func TestDatabaseDown(t *testing.T) {
 	})
 	if code, body := g.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz with only the database down: HTTP %d %s, want 200", code, body)
-	}
-}
-
-// waitFor polls cond until it holds or the test's context ends.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	ctx := testContext(t)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("condition not met before the test's deadline")
-		case <-tick.C:
-		}
 	}
 }
 
@@ -727,7 +713,7 @@ func TestDocumentServiceHealthFollowsDatabase(t *testing.T) {
 	ctx := testContext(t)
 	expect := func(docs healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
-		waitFor(t, func() bool {
+		testutil.Eventually(t, "the DocumentService health status "+docs.String(), func() bool {
 			overall, err1 := health.Check(ctx, &healthpb.HealthCheckRequest{})
 			doc, err2 := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "colpali.v1.DocumentService"})
 			return err1 == nil && err2 == nil && overall.GetStatus() == healthpb.HealthCheckResponse_SERVING && doc.GetStatus() == docs

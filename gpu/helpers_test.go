@@ -94,21 +94,8 @@ func (h teeHandler) WithGroup(name string) slog.Handler {
 	return out
 }
 
-// eventually polls cond every few milliseconds until it holds or the
-// test's context ends.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ctx := testutil.Context(t)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+// eventually waits for cond; see testutil.Eventually.
+var eventually = testutil.Eventually
 
 // tritonModel is one model's counters in a generated metrics page.
 type tritonModel struct {

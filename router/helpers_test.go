@@ -97,20 +97,8 @@ func status(r *Router, addr string) (BackendStatus, bool) {
 	return BackendStatus{}, false
 }
 
-// waitFor polls cond until it holds or the test's time runs out.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ctx := testutil.Context(t)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+// waitFor waits for cond; see testutil.Eventually.
+var waitFor = testutil.Eventually
 
 // load sends batches of kind from workers goroutines, n each, and returns
 // every error.

@@ -49,3 +49,20 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Eventually polls cond every few milliseconds until it holds, and fails
+// the test, naming what it waited for, if Timeout passes first. Tests wait
+// with it instead of sleeping.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	ctx := Context(t)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	prommodel "github.com/prometheus/common/model"
@@ -104,18 +103,8 @@ func testJPEG(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-// waitFor polls cond until it holds or the test's time is up; tests use it
-// instead of sleeping.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testutil.Timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+// waitFor waits for cond; see testutil.Eventually.
+var waitFor = testutil.Eventually
 
 // schedState is a model's queue length and idle instances.
 func schedState(s *Server, name string) (queued, idle int) {

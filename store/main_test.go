@@ -81,10 +81,23 @@ func newStore(t *testing.T, cfg store.Config) (*store.Store, store.Config) {
 	return s, cfg
 }
 
+// connect opens a plain connection that prepares no named statements: on
+// the embedded Postgres every connection shares one session, so pgx's
+// default named statement cache collides with another connection's (or an
+// earlier test run's) "stmtcache_..." statements.
+func connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(testDatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
 func dropSchema(t *testing.T, schema string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, testDatabaseURL)
+	conn, err := connect(ctx)
 	if err != nil {
 		t.Errorf("drop schema %s: %v", schema, err)
 		return
@@ -100,7 +113,7 @@ func dropSchema(t *testing.T, schema string) {
 func sqlConn(t *testing.T) *pgx.Conn {
 	t.Helper()
 	ctx := testutil.Context(t)
-	conn, err := pgx.Connect(ctx, testDatabaseURL)
+	conn, err := connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -305,8 +305,15 @@ func bench(ctx context.Context, o options, logger *slog.Logger) error {
 	return nil
 }
 
+// withConn runs fn on a plain connection that prepares no named statements
+// (the embedded Postgres shares one session between connections).
 func withConn(ctx context.Context, url string, fn func(*pgx.Conn) error) error {
-	c, err := pgx.Connect(ctx, url)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}

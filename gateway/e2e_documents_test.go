@@ -6,9 +6,6 @@ package gateway
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,22 +19,12 @@ import (
 	"github.com/morphik-org/colpali-gateway/store"
 )
 
-// startEmbeddedPostgres starts an in-memory embedded Postgres, or skips the
-// test when it cannot run here (no node, or `make` has not installed its
-// npm packages).
+// startEmbeddedPostgres starts an in-memory embedded Postgres (its npm
+// packages, which `make` installs, are found from the working directory),
+// stopped in t.Cleanup.
 func startEmbeddedPostgres(t *testing.T) *embeddedpg.Server {
 	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed: the embedded Postgres cannot run")
-	}
-	dir := os.Getenv(embeddedpg.PackageDirEnv)
-	if dir == "" {
-		dir = filepath.Join("..", "deployments", "pglite")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		t.Skipf("%v: run `make` to install the embedded Postgres", embeddedpg.ErrNotInstalled)
-	}
-	pg, err := embeddedpg.Start(testContext(t), embeddedpg.Config{PackageDir: dir, Logger: testLogger(t)})
+	pg, err := embeddedpg.Start(testContext(t), embeddedpg.Config{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/router"
 )
@@ -96,21 +97,14 @@ func startRouterWith(t *testing.T, deps router.Deps, sims ...*tritonsim.Server) 
 	})
 	// Wait for the first health check of every backend, so calls do not
 	// race it.
-	checked := func() bool {
+	testutil.Eventually(t, "the first health check of every backend", func() bool {
 		for _, b := range r.Backends() {
 			if b.State == router.StateUnknown {
 				return false
 			}
 		}
 		return true
-	}
-	for ctx := testContext(t); !checked(); {
-		select {
-		case <-ctx.Done():
-			t.Fatal("backends never checked")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	})
 	return r
 }
 

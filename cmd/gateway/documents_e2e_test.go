@@ -12,9 +12,6 @@ import (
 	"image"
 	"image/png"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,26 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
-	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 )
-
-// requireEmbeddedPostgres skips the test when the embedded Postgres cannot
-// run here: no node, or the npm packages not installed (`make` installs
-// them).
-func requireEmbeddedPostgres(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed: the embedded Postgres cannot run")
-	}
-	dir := os.Getenv(embeddedpg.PackageDirEnv)
-	if dir == "" {
-		dir = filepath.Join("..", "..", "deployments", "pglite")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		t.Skipf("%v: run `make` to install the embedded Postgres", embeddedpg.ErrNotInstalled)
-	}
-}
 
 // noisePNG is a w x h PNG of pseudo-random grey pixels seeded by seed.
 func noisePNG(t *testing.T, w, h int, seed uint32) []byte {
@@ -111,7 +90,6 @@ func waitForStorage(t *testing.T, ctx context.Context, docs colpaliv1.DocumentSe
 // the simulator's embeddings, checks that Search ranks it first, restarts
 // the gateway on the same data directory and finds both again.
 func TestDocumentsSurviveRestart(t *testing.T) {
-	requireEmbeddedPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sim, err := tritonsim.Start(ctx, tritonsim.Config{GRPCAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Speed: 20}, nil)

@@ -190,6 +190,18 @@ func startRun(t *testing.T, ctx context.Context, simAddr string, args []string, 
 	return r
 }
 
+// embedQuery embeds one query through the running gateway, retrying while
+// it answers UNAVAILABLE: its first health check may not have run yet.
+func (r *running) embedQuery(ctx context.Context, query string) (*colpaliv1.EmbedQueriesResponse, error) {
+	for {
+		resp, err := colpaliv1.NewEmbeddingServiceClient(r.conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{query}})
+		if status.Code(err) != codes.Unavailable {
+			return resp, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // unreachableDatabase returns the URL of a Postgres that is not there: a
 // loopback port that was free a moment ago.
 func unreachableDatabase(t *testing.T) string {
@@ -222,15 +234,7 @@ func TestRunServesAndStops(t *testing.T) {
 		"COLPALI_ROUTER_HEALTH_INTERVAL": "50ms",
 	})
 
-	// The first health check may not have run yet.
-	var resp *colpaliv1.EmbedQueriesResponse
-	for {
-		resp, err = colpaliv1.NewEmbeddingServiceClient(r.conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
-		if status.Code(err) != codes.Unavailable {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	resp, err := r.embedQuery(ctx, "hello")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,13 +307,7 @@ func TestRunWithoutEmbeddedPostgres(t *testing.T) {
 	defer sim.Stop()
 	r := startRun(t, ctx, sim.GRPCAddr()+"="+sim.MetricsAddr(), []string{"-data-dir", t.TempDir()},
 		map[string]string{"COLPALI_ROUTER_HEALTH_INTERVAL": "50ms"})
-	for {
-		_, err = colpaliv1.NewEmbeddingServiceClient(r.conn).EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"hello"}})
-		if status.Code(err) != codes.Unavailable {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	_, err = r.embedQuery(ctx, "hello")
 	if err != nil {
 		t.Fatalf("EmbedQueries without document storage: %v", err)
 	}

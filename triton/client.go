@@ -97,7 +97,7 @@ func (c Config) withDefaults() Config {
 
 // Client calls one Triton backend. It is safe for concurrent use.
 type Client struct {
-	addr string
+	addr  string
 	conn  *grpc.ClientConn
 	api   inference.GRPCInferenceServiceClient
 	codec Codec

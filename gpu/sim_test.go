@@ -46,7 +46,6 @@ func TestScraperAgainstSimulator(t *testing.T) {
 
 	// Twelve batches of four queries on one instance: about 600 ms of
 	// work, most of it queued.
-	models := model.Config{}.WithDefaults()
 	var wg sync.WaitGroup
 	errs := make(chan error, 12)
 	for i := range 12 {
@@ -55,7 +54,7 @@ func TestScraperAgainstSimulator(t *testing.T) {
 			for j := range 4 {
 				items = append(items, fmt.Appendf(nil, "query %d.%d", i, j))
 			}
-			if _, err := client.Infer(ctx, models.NewInferRequest(model.Query, items, model.Request{})); err != nil {
+			if _, err := client.Infer(ctx, triton.NewCodec(model.Config{}).Request(model.Query, items, triton.EmbedOptions{})); err != nil {
 				errs <- err
 			}
 		})

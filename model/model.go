@@ -1,7 +1,9 @@
 // Package model is the contract between the gateway and the ColPali models
-// served by Triton: which models and tensors to use, how a batch of queries
-// or page images becomes one KServe v2 ModelInferRequest, and how the
-// response becomes one multi-vector embedding per item.
+// served by Triton: the two kinds of input, which models and tensors embed
+// them, and the multi-vector embedding each item gets. Package triton
+// encodes a batch into one KServe v2 ModelInferRequest by this contract and
+// decodes the response; model itself knows nothing of the wire, so that the
+// store and the batcher depend on the contract alone.
 //
 // The contract, with its defaults (every name is configuration):
 //

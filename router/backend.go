@@ -6,17 +6,20 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 // Backend is what the router needs of one Triton server's connection;
 // *triton.Client implements it.
 type Backend interface {
 	Addr() string
-	Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error)
+	// Embed embeds items, one batch, with kind's model; its errors carry
+	// triton's classes, and model.ErrBadResponse for an answer that breaks
+	// the model contract.
+	Embed(ctx context.Context, kind model.Kind, items [][]byte, opt triton.EmbedOptions) ([]model.Embedding, error)
 	ServerLive(ctx context.Context) (bool, error)
 	ServerReady(ctx context.Context) (bool, error)
 	ModelReady(ctx context.Context, model, version string) (bool, error)

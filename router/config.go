@@ -2,8 +2,10 @@ package router
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"slices"
@@ -11,6 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
 	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
@@ -249,4 +255,40 @@ func parseMetrics(s string) (string, error) {
 		return "", errors.New("bad port")
 	}
 	return metricsURL(host, p), nil
+}
+
+// Resolver resolves a host name to addresses; *net.Resolver implements it.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// TargetSetter is told the metrics URL of every backend in the pool
+// (gRPC address → URL) whenever the pool changes; the gpu package's
+// scraper implements it.
+type TargetSetter interface {
+	SetTargets(targets map[string]string)
+}
+
+// Deps are the router's collaborators. All optional.
+type Deps struct {
+	// Logger receives the router's logs. Default: discarded.
+	Logger *slog.Logger
+	// Dial opens a backend connection. Default: triton.New with
+	// Config.Triton, Config.Models and the address.
+	Dial func(addr string) (Backend, error)
+	// Resolver resolves Config.DNS. Default: net.DefaultResolver.
+	Resolver Resolver
+	// GPU supplies backends' telemetry. Default: none.
+	GPU gpu.Source
+	// Targets is kept in step with the pool's metrics URLs. Default: none.
+	Targets TargetSetter
+	// Registerer receives the router's metrics. Default: none.
+	Registerer prometheus.Registerer
+	// Clock times health checks, ejection backoffs, the retry budget's
+	// window, DNS re-resolution and drains, so that tests drive them with
+	// a fake clock. Default: clock.System. Three times stay on real time:
+	// callers' deadlines (they belong to the caller), batch latencies
+	// (real work on a real connection) and telemetry ages, which the
+	// balancing policies compare with time.Now.
+	Clock clock.Clock
 }

@@ -6,7 +6,9 @@
 // The pool is the union of backends from configuration (Config.Static) and
 // from DNS (Config.DNS, a headless Kubernetes service re-resolved every
 // Config.DNSInterval through an injectable Resolver). Each backend has one
-// gRPC connection with keepalive (package triton). A backend is routable for
+// gRPC connection with keepalive (package triton), through which the router
+// sends a batch of items and gets their embeddings: the KServe v2 tensors
+// are triton's business (triton.Codec), not the router's. A backend is routable for
 // a model only when its last health check found the server live and that
 // model ready; it leaves the routing set at once when a call to it fails
 // UNAVAILABLE, and for a doubling backoff when Config.EjectAfter batches in
@@ -41,6 +43,11 @@
 // compare-and-swap per batch; its mutex is taken only to decide a retry,
 // after a failure.
 //
+// Health checks, ejection backoffs, the retry budget's window, DNS
+// re-resolution and drain polls read the clock in Deps.Clock, so that tests
+// drive them with a fake clock instead of sleeping. Callers' deadlines,
+// batch latencies and telemetry ages stay on real time (see Deps.Clock).
+//
 // # Request Lifecycle
 //
 // Embed derives the batch's cost, counts it in the retry budget's window,
@@ -51,8 +58,10 @@
 // or the pick sees the backend gone and picks again; no batch is sent on a
 // connection a drain has closed. The batch stays counted until its answer
 // (success or failure) returns, exactly once; a success resets the
-// backend's consecutive failures and updates its latency per cost unit. The deadline's time left travels to Triton as the
-// request's "timeout" parameter.
+// backend's consecutive failures and updates its latency per cost unit.
+// The deadline's time left travels to Triton as the request's "timeout"
+// parameter, and the priority Embed is given, when positive, as its
+// "priority" parameter.
 //
 // A failure is judged by class (package triton). UNAVAILABLE (the backend is
 // down; nothing was computed) counts towards ejection, takes the backend out

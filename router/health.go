@@ -18,7 +18,8 @@ func (r *Router) startHealthLocked(ctx context.Context, b *backend) {
 // call has failed, and when its ejection backoff ends; it returns when ctx
 // ends or b leaves the pool.
 func (r *Router) healthLoop(ctx context.Context, b *backend) {
-	timer := time.NewTimer(0)
+	timer := r.clock.NewTimer()
+	timer.Reset(0)
 	defer timer.Stop()
 	for {
 		select {
@@ -27,7 +28,7 @@ func (r *Router) healthLoop(ctx context.Context, b *backend) {
 		case <-b.stop:
 			return
 		case <-b.wake:
-		case <-timer.C:
+		case <-timer.C():
 		}
 		res := r.probe(ctx, b)
 		if ctx.Err() != nil {
@@ -102,7 +103,7 @@ func (r *Router) probe(ctx context.Context, b *backend) probeResult {
 // has passed, republishes the snapshot when routing changes, and returns
 // when the next check is due.
 func (r *Router) apply(b *backend, res probeResult) time.Duration {
-	now := time.Now()
+	now := r.clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := &b.health
@@ -172,7 +173,7 @@ func (r *Router) ejectLocked(b *backend, cause error) {
 	}
 	backoff := ejectBackoff(r.cfg.EjectBackoff, r.cfg.EjectBackoffMax, h.ejectLevel)
 	h.ejectLevel++
-	h.ejectedUntil = time.Now().Add(backoff)
+	h.ejectedUntil = r.clock.Now().Add(backoff)
 	h.lastError = cause.Error()
 	b.ejections.Add(1)
 	r.logger.Warn("backend ejected", "backend", b.Addr(), "consecutive_failures", b.consecutiveFailures.Load(),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/clock/clocktest"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -38,12 +39,15 @@ func startSim(t *testing.T, cfg tritonsim.Config) *tritonsim.Server {
 	return sim
 }
 
-// testConfig is a Config with quick health checks and backoffs.
+// testConfig is a Config with quick health checks and backoffs (on the
+// fake clock: they pass when a test advances it). The health timeout is a
+// real-time context, generous so that a loaded machine does not fail a
+// check.
 func testConfig(policyName string, sims ...*tritonsim.Server) Config {
 	cfg := Config{
 		Policy:          policyName,
 		HealthInterval:  20 * time.Millisecond,
-		HealthTimeout:   500 * time.Millisecond,
+		HealthTimeout:   5 * time.Second,
 		EjectBackoff:    150 * time.Millisecond,
 		EjectBackoffMax: time.Second,
 		DrainTimeout:    5 * time.Second,
@@ -54,12 +58,15 @@ func testConfig(policyName string, sims ...*tritonsim.Server) Config {
 	return cfg
 }
 
-// startRouter builds and runs a router, stopped in t.Cleanup, and waits
-// until want backends are ready.
+// startRouter builds and runs a router on a fake clock (see fakeClock),
+// stopped in t.Cleanup, and waits until want backends are ready.
 func startRouter(t *testing.T, cfg Config, deps Deps, want int) *Router {
 	t.Helper()
 	if deps.Logger == nil {
 		deps.Logger = testutil.Logger(t)
+	}
+	if deps.Clock == nil {
+		deps.Clock = clocktest.New(time.Now())
 	}
 	r, err := New(cfg, deps)
 	if err != nil {
@@ -74,8 +81,39 @@ func startRouter(t *testing.T, cfg Config, deps Deps, want int) *Router {
 			t.Error(err)
 		}
 	})
-	waitFor(t, fmt.Sprintf("%d ready backends", want), func() bool { return countState(r, StateReady) >= want })
+	// The first checks run at once; ticking retries one that failed.
+	waitTicking(t, r, cfg.WithDefaults().HealthInterval, fmt.Sprintf("%d ready backends", want),
+		func() bool { return countState(r, StateReady) >= want })
 	return r
+}
+
+// fakeClock is the fake clock r runs on. Nothing timed by the router's
+// clock (health checks after the first, ejection backoffs, DNS lookups
+// after the first, drain polls, the retry budget's window) happens until
+// the test advances it, so the tests hold however slow the machine is.
+func fakeClock(t *testing.T, r *Router) *clocktest.Fake {
+	t.Helper()
+	c, ok := r.clock.(*clocktest.Fake)
+	if !ok {
+		t.Fatalf("router clock %T, want the fake startRouter sets", r.clock)
+	}
+	return c
+}
+
+// waitTicking waits for cond, advancing r's fake clock by step before each
+// look, so that the health checks, DNS lookups and drain polls due by then
+// run. Advancing while a goroutine of the router is busy is harmless: it
+// re-arms its timer on the clock's new time and the next step fires it.
+func waitTicking(t *testing.T, r *Router, step time.Duration, what string, cond func() bool) {
+	t.Helper()
+	clk := fakeClock(t, r)
+	waitFor(t, what, func() bool {
+		if cond() {
+			return true
+		}
+		clk.Advance(step)
+		return false
+	})
 }
 
 func countState(r *Router, s State) int {
@@ -114,7 +152,7 @@ func load(ctx context.Context, r *Router, kind model.Kind, workers, n int, timeo
 				if kind == model.Image {
 					item = testPNG
 				}
-				_, err := r.Embed(cctx, kind, [][]byte{item})
+				_, err := r.Embed(cctx, kind, [][]byte{item}, 0)
 				cancel()
 				if err != nil {
 					mu.Lock()
@@ -169,9 +207,10 @@ func (f *fakeGPU) Stats(backend string) (gpu.Stats, bool) {
 
 // fakeResolver is a Resolver whose answer each test sets.
 type fakeResolver struct {
-	mu    sync.Mutex
-	addrs []string
-	err   error
+	mu      sync.Mutex
+	addrs   []string
+	err     error
+	lookups int
 }
 
 func (f *fakeResolver) set(addrs []string, err error) {
@@ -183,7 +222,15 @@ func (f *fakeResolver) set(addrs []string, err error) {
 func (f *fakeResolver) LookupHost(context.Context, string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lookups++
 	return append([]string(nil), f.addrs...), f.err
+}
+
+// count is the number of lookups so far.
+func (f *fakeResolver) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lookups
 }
 
 // fakeTargets records the last SetTargets.

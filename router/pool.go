@@ -11,18 +11,20 @@ import (
 // counted; draining is rare and slow, so polling is simpler than a signal.
 const drainPoll = 10 * time.Millisecond
 
-// discover resolves Config.DNS now and every DNSInterval until ctx ends.
-// A failed lookup keeps the pool as it is: a DNS outage must not empty it.
+// discover resolves Config.DNS now and then DNSInterval after each
+// answer until ctx ends. A failed lookup keeps the pool as it is: a DNS
+// outage must not empty it.
 func (r *Router) discover(ctx context.Context) {
 	host, port, _ := net.SplitHostPort(r.cfg.DNS) // validated
-	ticker := time.NewTicker(r.cfg.DNSInterval)
-	defer ticker.Stop()
+	timer := r.clock.NewTimer()
+	defer timer.Stop()
 	for {
 		r.resolve(ctx, host, port)
+		timer.Reset(r.cfg.DNSInterval)
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-timer.C():
 		}
 	}
 }
@@ -104,17 +106,19 @@ func (r *Router) syncMembersLocked() {
 // then only the later drain, started after the snapshot without b was
 // published, may trust its count of batches in flight).
 func (r *Router) drain(ctx context.Context, b *backend, drains int) {
-	timeout := time.NewTimer(r.cfg.DrainTimeout)
+	timeout := r.clock.NewTimer()
+	timeout.Reset(r.cfg.DrainTimeout)
 	defer timeout.Stop()
-	ticker := time.NewTicker(drainPoll)
-	defer ticker.Stop()
+	poll := r.clock.NewTimer()
+	defer poll.Stop()
 	for b.InFlight() > 0 {
+		poll.Reset(drainPoll)
 		select {
 		case <-ctx.Done():
 			return // Run closes everything
-		case <-timeout.C:
+		case <-timeout.C():
 			r.logger.Warn("backend drain timed out; closing with batches in flight", "backend", b.Addr(), "in_flight", b.InFlight())
-		case <-ticker.C:
+		case <-poll.C():
 			continue
 		}
 		break

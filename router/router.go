@@ -12,9 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
@@ -31,41 +29,13 @@ var (
 	ErrNotReady = errors.New("not ready")
 )
 
-// Resolver resolves a host name to addresses; *net.Resolver implements it.
-type Resolver interface {
-	LookupHost(ctx context.Context, host string) ([]string, error)
-}
-
-// TargetSetter is told the metrics URL of every backend in the pool
-// (gRPC address → URL) whenever the pool changes; the gpu package's
-// scraper implements it.
-type TargetSetter interface {
-	SetTargets(targets map[string]string)
-}
-
-// Deps are the router's collaborators. All optional.
-type Deps struct {
-	// Logger receives the router's logs. Default: discarded.
-	Logger *slog.Logger
-	// Dial opens a backend connection. Default: triton.New with
-	// Config.Triton and the address.
-	Dial func(addr string) (Backend, error)
-	// Resolver resolves Config.DNS. Default: net.DefaultResolver.
-	Resolver Resolver
-	// GPU supplies backends' telemetry. Default: none.
-	GPU gpu.Source
-	// Targets is kept in step with the pool's metrics URLs. Default: none.
-	Targets TargetSetter
-	// Registerer receives the router's metrics. Default: none.
-	Registerer prometheus.Registerer
-}
-
 // Router places batches on a pool of Triton backends. See the package
 // documentation.
 type Router struct {
 	cfg     Config
 	deps    Deps
 	logger  *slog.Logger
+	clock   clock.Clock
 	policy  policy.Policy
 	budget  *retryBudget
 	metrics *metrics
@@ -98,6 +68,7 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	}
 	if deps.Dial == nil {
 		tc := cfg.Triton
+		tc.Models = cfg.Models
 		deps.Dial = func(addr string) (Backend, error) {
 			tc.Addr = addr
 			return triton.New(tc)
@@ -105,6 +76,9 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	}
 	if deps.Resolver == nil {
 		deps.Resolver = net.DefaultResolver
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.System{}
 	}
 	var pol policy.Policy
 	switch cfg.Policy {
@@ -120,8 +94,8 @@ func New(cfg Config, deps Deps) (*Router, error) {
 		pol = p
 	}
 	r := &Router{
-		cfg: cfg, deps: deps, logger: deps.Logger.With("component", "router"), policy: pol,
-		budget:  newRetryBudget(cfg.RetryBudgetRatio, cfg.RetryMinPerSecond, time.Now),
+		cfg: cfg, deps: deps, logger: deps.Logger.With("component", "router"), clock: deps.Clock, policy: pol,
+		budget:  newRetryBudget(cfg.RetryBudgetRatio, cfg.RetryMinPerSecond, deps.Clock.Now),
 		members: map[string]*backend{},
 	}
 	r.metrics = newMetrics(r)
@@ -222,18 +196,20 @@ func (r *Router) Run(ctx context.Context) error {
 // Embed embeds items, one batch, with kind's model, on the backend the
 // policy picks. The time left before ctx's deadline also travels as
 // Triton's "timeout" request parameter, so that Triton's queue drops the
-// request once its caller has given up. A batch that fails UNAVAILABLE
+// request once its caller has given up, and a positive priority (1 is the
+// highest) as its "priority" parameter. A batch that fails UNAVAILABLE
 // (the backend is down) or overloaded (its queue is full) is retried once
 // on another ready backend while the deadline has time left and the retry
 // budget allows; see the package documentation.
-func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
 	batch := policy.Batch{Kind: kind, Items: len(items), Cost: r.cost(kind, len(items))}
+	opt := triton.EmbedOptions{Priority: priority}
 	r.budget.request()
 	b, ahead, err := r.pick(batch, nil)
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.attempt(ctx, b, ahead, batch, items)
+	out, err := r.attempt(ctx, b, ahead, batch, items, opt)
 	if err == nil || !retryable(err) || ctx.Err() != nil {
 		return out, err
 	}
@@ -256,7 +232,7 @@ func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]
 	}
 	r.metrics.retries.WithLabelValues(reason).Inc()
 	r.logger.Debug("retrying on another backend", "from", b.Addr(), "to", alt.Addr(), "reason", reason)
-	return r.attempt(ctx, alt, altAhead, batch, items)
+	return r.attempt(ctx, alt, altAhead, batch, items, opt)
 }
 
 // Reasons for a retry, as metric labels.
@@ -321,24 +297,25 @@ func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, 
 }
 
 // attempt sends the batch, counted in flight on b by pick with ahead in
-// flight before it, and accounts for the outcome.
-func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch policy.Batch, items [][]byte) ([]model.Embedding, error) {
-	var opt model.Request
+// flight before it, and accounts for the outcome. An answer that breaks
+// the model contract (model.ErrBadResponse) is the model's configuration,
+// not the backend's health: it neither counts as a failure nor resets them.
+func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch policy.Batch, items [][]byte, opt triton.EmbedOptions) ([]model.Embedding, error) {
 	if deadline, ok := ctx.Deadline(); ok {
-		opt.TimeoutMicros = max(time.Until(deadline).Microseconds(), 1)
+		// Real time: the deadline is the caller's. At least 1µs, because
+		// no timeout parameter at all would mean no limit.
+		opt.Timeout = max(time.Until(deadline), time.Microsecond)
 	}
-	req := r.cfg.Models.NewInferRequest(batch.Kind, items, opt)
 	start := time.Now()
-	resp, err := b.client.Infer(ctx, req)
+	out, err := b.client.Embed(ctx, batch.Kind, items, opt)
 	latency := time.Since(start)
 	b.end(batch.Cost)
+	if errors.Is(err, model.ErrBadResponse) {
+		return nil, err
+	}
 	if err != nil {
 		r.failed(ctx, b, err)
 		return nil, err
-	}
-	out, err := r.cfg.Models.DecodeInferResponse(len(items), resp)
-	if err != nil {
-		return nil, fmt.Errorf("backend %s, model %s: %w", b.Addr(), resp.GetModelName(), err)
 	}
 	b.consecutiveFailures.Store(0)
 	b.learn(latency, ahead, batch.Cost)

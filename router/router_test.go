@@ -25,21 +25,27 @@ import (
 
 const queryModel = "colpali_query"
 
-func TestEmbedSendsTimeoutAndDecodes(t *testing.T) {
+func TestEmbedSendsTimeoutPriorityAndDecodes(t *testing.T) {
 	sim := startSim(t, tritonsim.Config{})
 	r := startRouter(t, testConfig(roundrobin.Name, sim), Deps{}, 1)
 	ctx, cancel := context.WithTimeout(testutil.Context(t), 2*time.Second)
 	defer cancel()
-	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")})
+	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(embs) != 2 || embs[0].Dim != 128 || embs[0].Rows == 0 {
 		t.Fatalf("embeddings %+v", embs)
 	}
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("d")}, 0); err != nil {
+		t.Fatal(err)
+	}
 	obs := sim.Observed()
-	if len(obs) != 1 || obs[0].TimeoutParam <= 1_000_000 || obs[0].TimeoutParam > 2_000_000 {
-		t.Fatalf("observed %+v, want one call whose timeout parameter is the ~2s left", obs)
+	if len(obs) != 2 || obs[0].TimeoutParam <= 1_000_000 || obs[0].TimeoutParam > 2_000_000 {
+		t.Fatalf("observed %+v, want two calls whose timeout parameter is the ~2s left", obs)
+	}
+	if obs[0].Priority != 2 || obs[1].Priority != 0 {
+		t.Errorf("priority parameters %d and %d, want 2 and none", obs[0].Priority, obs[1].Priority)
 	}
 	if r.ModelName(model.Image) != "colpali_image" {
 		t.Errorf("ModelName(image) = %q", r.ModelName(model.Image))
@@ -107,11 +113,12 @@ func TestErroringBackendEjectedAndReadmitted(t *testing.T) {
 	cfg := testConfig(roundrobin.Name, good, bad)
 	cfg.EjectAfter = 3
 	r := startRouter(t, cfg, Deps{}, 2)
+	clk := fakeClock(t, r)
 	ctx := testutil.Context(t)
 
 	failures := 0
 	for range 10 {
-		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			if !errors.Is(err, triton.ErrFailed) {
 				t.Fatalf("error %v, want the simulated failure (ErrFailed)", err)
 			}
@@ -125,18 +132,31 @@ func TestErroringBackendEjectedAndReadmitted(t *testing.T) {
 	if st.State != StateEjected || st.Ejections != 1 {
 		t.Fatalf("bad backend %s after %d ejections, want ejected once", st.State, st.Ejections)
 	}
-	first := time.Until(st.EjectedUntil)
-	waitFor(t, "readmission", func() bool { st, _ := status(r, bad.GRPCAddr()); return st.State == StateReady })
+	if first := st.EjectedUntil.Sub(clk.Now()); first != cfg.EjectBackoff {
+		t.Errorf("first backoff %v, want EjectBackoff %v", first, cfg.EjectBackoff)
+	}
+	// Not readmitted before its backoff ends, however many checks pass.
+	for range 3 {
+		clk.Advance(cfg.HealthInterval)
+	}
+	clk.Advance(cfg.EjectBackoff - 3*cfg.HealthInterval - time.Millisecond)
+	if st, _ := status(r, bad.GRPCAddr()); st.State != StateEjected {
+		t.Fatalf("bad backend %s before its backoff ended, want still ejected", st.State)
+	}
+	waitTicking(t, r, cfg.HealthInterval, "readmission", func() bool {
+		st, _ := status(r, bad.GRPCAddr())
+		return st.State == StateReady
+	})
 
 	for range 8 {
-		_, _ = r.Embed(ctx, model.Query, [][]byte{[]byte("q")})
+		_, _ = r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0)
 	}
 	st, _ = status(r, bad.GRPCAddr())
 	if st.State != StateEjected || st.Ejections != 2 {
 		t.Fatalf("bad backend %s after %d ejections, want ejected a second time", st.State, st.Ejections)
 	}
-	if second := time.Until(st.EjectedUntil); second <= first {
-		t.Errorf("second backoff %v is not longer than the first %v", second, first)
+	if second := st.EjectedUntil.Sub(clk.Now()); second != 2*cfg.EjectBackoff {
+		t.Errorf("second backoff %v, want twice the first (%v)", second, 2*cfg.EjectBackoff)
 	}
 }
 
@@ -178,7 +198,7 @@ func TestLastBackendNotEjected(t *testing.T) {
 		cfg.EjectAfter = 2
 		r := startRouter(t, cfg, Deps{}, 1)
 		for range 4 {
-			if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); !errors.Is(err, triton.ErrFailed) {
+			if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); !errors.Is(err, triton.ErrFailed) {
 				t.Fatalf("err %v, want ErrFailed", err)
 			}
 		}
@@ -220,8 +240,8 @@ func TestLastBackendNotEjected(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(back.Stop)
-		waitFor(t, "the backend ready again", func() bool { st, _ := status(r, addr); return st.State == StateReady })
-		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		waitTicking(t, r, cfg.HealthInterval, "the backend ready again", func() bool { st, _ := status(r, addr); return st.State == StateReady })
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			t.Fatalf("after the server came back: %v", err)
 		}
 		if st, _ := status(r, addr); st.ConsecutiveFailures != 0 {
@@ -356,7 +376,7 @@ func TestPickRacingDrain(t *testing.T) {
 		res.set([]string{"10.0.0.1"}, nil)
 		r.resolve(ctx, "triton.default.svc", "8001")
 	}}
-	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Fatalf("the batch failed: %v", err)
 	}
 	if n := countModel(leaving, queryModel); n != 0 {
@@ -374,7 +394,8 @@ func TestPickRacingDrain(t *testing.T) {
 func TestModelNotReadyNeverRouted(t *testing.T) {
 	both := startSim(t, tritonsim.Config{})
 	queryOnly := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
-	r := startRouter(t, testConfig(roundrobin.Name, both, queryOnly), Deps{}, 2)
+	cfg := testConfig(roundrobin.Name, both, queryOnly)
+	r := startRouter(t, cfg, Deps{}, 2)
 	ctx := testutil.Context(t)
 	if errs := load(ctx, r, model.Image, 2, 10, 5*time.Second); len(errs) > 0 {
 		t.Fatalf("image batches failed: %v", errs[0])
@@ -390,18 +411,18 @@ func TestModelNotReadyNeverRouted(t *testing.T) {
 	}
 
 	both.SetFaults(tritonsim.Faults{NotReady: []string{"colpali_image"}})
-	waitFor(t, "no backend ready for images", func() bool {
-		_, err := r.Embed(ctx, model.Image, [][]byte{testPNG})
+	waitTicking(t, r, cfg.HealthInterval, "no backend ready for images", func() bool {
+		_, err := r.Embed(ctx, model.Image, [][]byte{testPNG}, 0)
 		return errors.Is(err, ErrNoBackend)
 	})
 	if err := r.Ready(ctx); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "colpali_image") || !strings.Contains(err.Error(), both.GRPCAddr()) {
 		t.Errorf("Ready = %v, want ErrNotReady naming the image model and the backends", err)
 	}
-	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Errorf("queries failed while their model is ready: %v", err)
 	}
 	both.SetFaults(tritonsim.Faults{})
-	waitFor(t, "router ready again", func() bool { return r.Ready(ctx) == nil })
+	waitTicking(t, r, cfg.HealthInterval, "router ready again", func() bool { return r.Ready(ctx) == nil })
 }
 
 // TestDNSJoinLeaveDrain: backends found through DNS join when they appear
@@ -433,14 +454,14 @@ func TestDNSJoinLeaveDrain(t *testing.T) {
 		return st.InFlight > 0
 	})
 	res.set([]string{"10.0.0.1", "10.0.0.3"}, nil)
-	waitFor(t, "the slow backend draining", func() bool {
+	waitTicking(t, r, cfg.DNSInterval, "the slow backend draining", func() bool {
 		st, _ := status(r, "10.0.0.2:8001")
 		return st.State == StateDraining
 	})
 	if errs := <-errc; len(errs) > 0 {
 		t.Fatalf("batches failed during the drain: %v", errs[0])
 	}
-	waitFor(t, "the slow backend gone and the new one ready", func() bool {
+	waitTicking(t, r, drainPoll, "the slow backend gone and the new one ready", func() bool {
 		_, gone := status(r, "10.0.0.2:8001")
 		st, _ := status(r, "10.0.0.3:8001")
 		return !gone && st.State == StateReady
@@ -459,9 +480,14 @@ func TestDNSJoinLeaveDrain(t *testing.T) {
 		t.Errorf("scrape targets after the change %v", got)
 	}
 
-	// A failed lookup keeps the pool.
+	// Failed lookups keep the pool.
 	res.set(nil, errors.New("server misbehaving"))
-	time.Sleep(5 * cfg.DNSInterval)
+	clk := fakeClock(t, r)
+	for range 5 {
+		n := res.count()
+		clk.Advance(cfg.DNSInterval)
+		waitTicking(t, r, cfg.DNSInterval, "another lookup", func() bool { return res.count() > n })
+	}
 	if n := countState(r, StateReady); n != 2 {
 		t.Errorf("%d ready backends after a failed lookup, want the 2 kept", n)
 	}
@@ -555,7 +581,7 @@ func TestRetryBudgetExhausted(t *testing.T) {
 	victim.Stop()
 	var failed error
 	for range 4 {
-		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			if failed != nil {
 				t.Fatalf("a second batch failed: %v", err)
 			}
@@ -655,7 +681,7 @@ func TestMetrics(t *testing.T) {
 	sim := startSim(t, tritonsim.Config{})
 	reg := prometheus.NewRegistry()
 	r := startRouter(t, testConfig(gpuaware.Name, sim), Deps{Registerer: reg}, 1)
-	if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Fatal(err)
 	}
 	fams, err := reg.Gather()

@@ -1,8 +1,11 @@
 // Package triton is a client for one NVIDIA Triton Inference Server (or
 // anything else that speaks its KServe v2 gRPC protocol, such as our
-// simulator). It owns the connection and its limits, and turns Triton's
-// answers into the error classes the rest of the gateway reasons with:
-// a dead backend, an overloaded one, a rejected request.
+// simulator). It owns the connection and its limits, turns Triton's
+// answers into the error classes the rest of the gateway reasons with
+// (a dead backend, an overloaded one, a rejected request), and speaks the
+// ColPali contract of package model on the wire: Client.Embed takes a
+// batch of items and returns their embeddings, the Codec in between
+// building the KServe v2 tensors and checking the answer's.
 package triton
 
 import (
@@ -21,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // Error classes of a call to Triton; use errors.Is. Each error also wraps the
@@ -64,6 +68,9 @@ const (
 type Config struct {
 	// Addr is the backend's gRPC address, host:port. Required.
 	Addr string
+	// Models names the models and tensors Embed uses (defaulted by
+	// model.Config.WithDefaults).
+	Models model.Config
 	// MaxRecvMsgSize bounds one response. Default 256 MiB: a batch of 16
 	// pages of FP32 embeddings is 8.4 MB, over grpc-go's 4 MiB default.
 	MaxRecvMsgSize int
@@ -90,9 +97,10 @@ func (c Config) withDefaults() Config {
 
 // Client calls one Triton backend. It is safe for concurrent use.
 type Client struct {
-	addr string
-	conn *grpc.ClientConn
-	api  inference.GRPCInferenceServiceClient
+	addr  string
+	conn  *grpc.ClientConn
+	api   inference.GRPCInferenceServiceClient
+	codec Codec
 }
 
 // New creates a client for cfg.Addr. It does not wait for the connection:
@@ -118,7 +126,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("triton: backend %s: %w", cfg.Addr, err)
 	}
-	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn)}, nil
+	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn), codec: NewCodec(cfg.Models)}, nil
 }
 
 // Addr is the backend's address, as configured.

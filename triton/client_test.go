@@ -40,7 +40,7 @@ func startSim(t *testing.T, cfg tritonsim.Config) (*tritonsim.Server, *Client) {
 	return sim, c
 }
 
-var models = model.Config{}.WithDefaults()
+var testCodec = NewCodec(model.Config{})
 
 func TestHealthAndMetadata(t *testing.T) {
 	_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
@@ -72,14 +72,14 @@ func TestHealthAndMetadata(t *testing.T) {
 func TestInferAndStatistics(t *testing.T) {
 	_, c := startSim(t, tritonsim.Config{})
 	ctx := testContext(t)
-	resp, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("a b"), []byte("c")}, model.Request{ID: "x1"}))
+	resp, err := c.Infer(ctx, testCodec.Request(model.Query, [][]byte{[]byte("a b"), []byte("c")}, EmbedOptions{ID: "x1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.GetId() != "x1" {
 		t.Errorf("response id %q, want the request's x1", resp.GetId())
 	}
-	embs, err := models.DecodeInferResponse(2, resp)
+	embs, err := testCodec.Decode(2, resp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +98,14 @@ func TestInferAndStatistics(t *testing.T) {
 func TestErrorClasses(t *testing.T) {
 	t.Run("rejected", func(t *testing.T) {
 		_, c := startSim(t, tritonsim.Config{})
-		_, err := c.Infer(testContext(t), models.NewInferRequest(model.Image, [][]byte{[]byte("not an image")}, model.Request{}))
+		_, err := c.Infer(testContext(t), testCodec.Request(model.Image, [][]byte{[]byte("not an image")}, EmbedOptions{}))
 		if !errors.Is(err, ErrRejected) || status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("err = %v, want ErrRejected with InvalidArgument", err)
 		}
 	})
 	t.Run("failed", func(t *testing.T) {
 		_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ErrorRate: 1}})
-		_, err := c.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		_, err := c.Infer(testContext(t), testCodec.Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{}))
 		var be *Error
 		if !errors.Is(err, ErrFailed) || !errors.As(err, &be) || be.Backend == "" || status.Code(err) != codes.Internal {
 			t.Fatalf("err = %v, want ErrFailed naming the backend with Internal", err)
@@ -117,7 +117,7 @@ func TestErrorClasses(t *testing.T) {
 		errs := make(chan error, 5)
 		for range 5 {
 			wg.Go(func() {
-				_, err := c.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+				_, err := c.Infer(testContext(t), testCodec.Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{}))
 				errs <- err
 			})
 		}
@@ -140,7 +140,7 @@ func TestErrorClasses(t *testing.T) {
 		ctx := testContext(t)
 		first := make(chan error, 1)
 		go func() {
-			_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("first")}, model.Request{}))
+			_, err := c.Infer(ctx, testCodec.Request(model.Query, [][]byte{[]byte("first")}, EmbedOptions{}))
 			first <- err
 		}()
 		// Once the first executes, the second waits behind it, past its
@@ -151,7 +151,7 @@ func TestErrorClasses(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("second")}, model.Request{TimeoutMicros: 50_000}))
+		_, err := c.Infer(ctx, testCodec.Request(model.Query, [][]byte{[]byte("second")}, EmbedOptions{Timeout: 50 * time.Millisecond}))
 		if !errors.Is(err, ErrTimedOut) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("err = %v, want ErrTimedOut (the backend is alive)", err)
 		}
@@ -166,7 +166,7 @@ func TestErrorClasses(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer small.Close()
-		_, err = small.Infer(testContext(t), models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		_, err = small.Infer(testContext(t), testCodec.Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{}))
 		if !errors.Is(err, ErrFailed) || errors.Is(err, ErrOverloaded) || status.Code(err) != codes.ResourceExhausted {
 			t.Errorf("err = %v, want ErrFailed (a limit, not overload)", err)
 		}
@@ -193,7 +193,7 @@ func TestErrorClasses(t *testing.T) {
 		_, c := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{ExtraLatency: 2 * time.Second}})
 		ctx, cancel := context.WithTimeout(testContext(t), 50*time.Millisecond)
 		defer cancel()
-		_, err := c.Infer(ctx, models.NewInferRequest(model.Query, [][]byte{[]byte("q")}, model.Request{}))
+		_, err := c.Infer(ctx, testCodec.Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{}))
 		if status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrFailed) || errors.Is(err, ErrUnavailable) {
 			t.Fatalf("err = %v, want the caller's DeadlineExceeded, not a backend failure", err)
 		}

@@ -353,7 +353,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		defer stopMigrating()
 	}
 
-	batcher, err := batching.New(o.batching, batching.Deps{Downstream: r, Logger: logger, Registry: registry, Backends: r.Routable})
+	batcher, err := batching.New(o.batching, batching.Deps{Downstream: routerDownstream{r}, Logger: logger, Registry: registry, Backends: r.Routable})
 	if err != nil {
 		return err
 	}
@@ -547,4 +547,14 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer, getenv fun
 	}
 	logger.Info("database migrated")
 	return nil
+}
+
+// routerDownstream is the router as the batcher's Downstream: the router
+// takes a batch's priority as a parameter, which batching.Downstream does
+// not pass yet, and no priority is sent, as before the router took one.
+// It goes once batching passes the priority explicitly (issue 9).
+type routerDownstream struct{ *router.Router }
+
+func (d routerDownstream) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+	return d.Router.Embed(ctx, kind, items, 0)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 func TestMain(m *testing.M) {
@@ -190,7 +191,7 @@ func TestRunStopAfterCrashes(t *testing.T) {
 	ctx := testContext(t)
 	grpcAddr, _, result := startRun(t, ctx, "-stop-after", "1")
 	c := dial(t, grpcAddr)
-	req := model.Config{}.WithDefaults().NewInferRequest(model.Query, [][]byte{[]byte("boom")}, model.Request{})
+	req := triton.NewCodec(model.Config{}).Request(model.Query, [][]byte{[]byte("boom")}, triton.EmbedOptions{})
 	if _, err := c.ModelInfer(ctx, req); status.Code(err) != codes.Unavailable {
 		t.Errorf("first call with -stop-after 1: %v, want Unavailable", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 func TestMain(m *testing.M) {
@@ -58,7 +59,7 @@ func startServer(t *testing.T, cfg Config) (*Server, inference.GRPCInferenceServ
 	return s, inference.NewGRPCInferenceServiceClient(conn)
 }
 
-var defaultModel = model.Config{}.WithDefaults()
+var defaultCodec = triton.NewCodec(model.Config{})
 
 // queryRequest is a valid request for the default query model.
 func queryRequest(texts ...string) *inference.ModelInferRequest {
@@ -66,7 +67,7 @@ func queryRequest(texts ...string) *inference.ModelInferRequest {
 	for i, s := range texts {
 		items[i] = []byte(s)
 	}
-	return defaultModel.NewInferRequest(model.Query, items, model.Request{})
+	return defaultCodec.Request(model.Query, items, triton.EmbedOptions{})
 }
 
 // imageRequest is a valid request for the default image model.
@@ -75,7 +76,7 @@ func imageRequest(t *testing.T, n int) *inference.ModelInferRequest {
 	for i := range items {
 		items[i] = testPNG(t, uint8(i))
 	}
-	return defaultModel.NewInferRequest(model.Image, items, model.Request{})
+	return defaultCodec.Request(model.Image, items, triton.EmbedOptions{})
 }
 
 // testPNG is a small PNG whose bytes differ with shade.

@@ -13,6 +13,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 // inferAsync runs ModelInfer on its own goroutine; the channel gets its
@@ -171,7 +172,7 @@ func TestTimeoutParameterBoundsQueueTime(t *testing.T) {
 	hold := inferAsync(holdCtx, c, queryRequest("holds the only instance"))
 	waitFor(t, "the first call to execute", func() bool { _, idle := schedState(s, q); return idle == 0 })
 
-	req := defaultModel.NewInferRequest(model.Query, [][]byte{[]byte("in a hurry")}, model.Request{ID: "r7", TimeoutMicros: 20000})
+	req := defaultCodec.Request(model.Query, [][]byte{[]byte("in a hurry")}, triton.EmbedOptions{ID: "r7", Timeout: 20 * time.Millisecond})
 	_, err := c.ModelInfer(ctx, req)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "[request id: r7] Request timeout expired") {
 		t.Errorf("got %v, want Triton's Unavailable \"Request timeout expired\"", err)

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -15,6 +16,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 func TestServerMetadataAndHealth(t *testing.T) {
@@ -100,7 +102,7 @@ func TestInferReturnsTheEmbeddings(t *testing.T) {
 			_, c := startServer(t, cfg)
 
 			texts := [][]byte{[]byte("what is colpali"), []byte("late interaction retrieval over page images")}
-			req := defaultModel.NewInferRequest(model.Query, texts, model.Request{ID: "req-1"})
+			req := defaultCodec.Request(model.Query, texts, triton.EmbedOptions{ID: "req-1"})
 			resp, err := c.ModelInfer(ctx, req)
 			if err != nil {
 				t.Fatal(err)
@@ -116,7 +118,7 @@ func TestInferReturnsTheEmbeddings(t *testing.T) {
 			if got, want := len(resp.GetRawOutputContents()[0]), 2*maxRows*128*tensor.ElementSize(dt); got != want {
 				t.Errorf("embeddings are %d bytes, want %d", got, want)
 			}
-			got, err := defaultModel.DecodeInferResponse(2, resp)
+			got, err := defaultCodec.Decode(2, resp)
 			if err != nil {
 				t.Fatalf("the gateway's decoder rejects the response: %v", err)
 			}
@@ -151,7 +153,7 @@ func TestInferImagesAndOutputSelection(t *testing.T) {
 	ctx := testContext(t)
 	_, c := startServer(t, fastConfig())
 
-	req := defaultModel.NewInferRequest(model.Image, [][]byte{testPNG(t, 1), testJPEG(t)}, model.Request{})
+	req := defaultCodec.Request(model.Image, [][]byte{testPNG(t, 1), testJPEG(t)}, triton.EmbedOptions{})
 	// Only num_tokens, and a rank-1 input shape, which Triton also accepts.
 	req.Outputs = []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "num_tokens"}}
 	req.Inputs[0].Shape = []int64{2}
@@ -332,7 +334,7 @@ func TestObservedRecordsWhatArrived(t *testing.T) {
 	ctx := testContext(t)
 	s, c := startServer(t, fastConfig())
 
-	req := defaultModel.NewInferRequest(model.Query, [][]byte{[]byte("a"), []byte("b")}, model.Request{TimeoutMicros: 250000, Priority: 2})
+	req := defaultCodec.Request(model.Query, [][]byte{[]byte("a"), []byte("b")}, triton.EmbedOptions{Timeout: 250 * time.Millisecond, Priority: 2})
 	if _, err := c.ModelInfer(ctx, req); err != nil { // ctx has a deadline
 		t.Fatal(err)
 	}

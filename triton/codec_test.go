@@ -1,20 +1,23 @@
-package model
+package triton
 
 import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
+	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
-func TestNewInferRequest(t *testing.T) {
-	cfg := Config{ModelVersion: "3"}.WithDefaults()
-	got := cfg.NewInferRequest(Image, [][]byte{[]byte("img0"), []byte("im1")}, Request{ID: "r1", TimeoutMicros: 1500, Priority: 2})
+func TestCodecRequest(t *testing.T) {
+	codec := NewCodec(model.Config{ModelVersion: "3"})
+	got := codec.Request(model.Image, [][]byte{[]byte("img0"), []byte("im1")}, EmbedOptions{ID: "r1", Timeout: 1500 * time.Microsecond, Priority: 2})
 	int64Param := func(v int64) *inference.InferParameter {
 		return &inference.InferParameter{ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: v}}
 	}
@@ -35,7 +38,7 @@ func TestNewInferRequest(t *testing.T) {
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
-	if q := cfg.NewInferRequest(Query, [][]byte{[]byte("q")}, Request{}); q.GetModelName() != "colpali_query" ||
+	if q := codec.Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{}); q.GetModelName() != "colpali_query" ||
 		q.GetInputs()[0].GetName() != "text" || q.GetParameters() != nil {
 		t.Errorf("query request: %v", q)
 	}
@@ -73,10 +76,10 @@ func response(dt string, dim, maxRows int, rows []int32) *inference.ModelInferRe
 	}
 }
 
-func TestDecodeInferResponse(t *testing.T) {
-	cfg := Config{Dimension: 4}.WithDefaults()
+func TestCodecDecode(t *testing.T) {
+	codec := NewCodec(model.Config{Dimension: 4})
 	for _, dt := range []string{tensor.TypeFP16, tensor.TypeFP32} {
-		embs, err := cfg.DecodeInferResponse(3, response(dt, 4, 5, []int32{5, 2, 1}))
+		embs, err := codec.Decode(3, response(dt, 4, 5, []int32{5, 2, 1}))
 		if err != nil {
 			t.Fatalf("%s: %v", dt, err)
 		}
@@ -94,8 +97,8 @@ func TestDecodeInferResponse(t *testing.T) {
 	}
 }
 
-func TestDecodeInferResponseRejectsContractBreaks(t *testing.T) {
-	cfg := Config{Dimension: 4}.WithDefaults()
+func TestCodecDecodeRejectsContractBreaks(t *testing.T) {
+	codec := NewCodec(model.Config{Dimension: 4})
 	for name, mutate := range map[string]func(*inference.ModelInferResponse){
 		"missing output": func(r *inference.ModelInferResponse) {
 			r.Outputs = r.Outputs[:1]
@@ -113,24 +116,42 @@ func TestDecodeInferResponseRejectsContractBreaks(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			resp := response(tensor.TypeFP32, 4, 5, []int32{5, 1})
 			mutate(resp)
-			if _, err := cfg.DecodeInferResponse(2, resp); !errors.Is(err, ErrBadResponse) {
+			if _, err := codec.Decode(2, resp); !errors.Is(err, model.ErrBadResponse) {
 				t.Fatalf("err = %v, want ErrBadResponse", err)
 			}
 		})
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	if err := (Config{}).WithDefaults().Validate(); err != nil {
-		t.Fatalf("defaults: %v", err)
+func TestCodecTimeoutRoundsUp(t *testing.T) {
+	req := NewCodec(model.Config{}).Request(model.Query, [][]byte{[]byte("q")}, EmbedOptions{Timeout: time.Nanosecond})
+	if got := req.GetParameters()["timeout"].GetInt64Param(); got != 1 {
+		t.Errorf("timeout parameter %d for 1ns left, want 1 (0 would mean none)", got)
 	}
-	err := Config{QueryModel: "bad name", Dimension: -1}.WithDefaults().Validate()
-	if err == nil {
-		t.Fatal("no error for a model name with a space and a negative dimension")
+}
+
+func TestClientEmbed(t *testing.T) {
+	sim, c := startSim(t, tritonsim.Config{})
+	ctx := testContext(t)
+	embs, err := c.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")}, EmbedOptions{Timeout: time.Second, Priority: 2})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{`query model "bad name"`, "dimension -1"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("%v does not name %s", err, want)
-		}
+	if len(embs) != 2 || embs[0].Rows != tritonsim.QueryTokens("a b") || embs[1].Rows != tritonsim.QueryTokens("c") || embs[0].Dim != 128 {
+		t.Fatalf("embeddings %+v", embs)
+	}
+	obs := sim.Observed()
+	if len(obs) != 1 || obs[0].Model != "colpali_query" || obs[0].Priority != 2 || obs[0].TimeoutParam != 1_000_000 {
+		t.Errorf("observed %+v, want one query call with priority 2 and timeout 1s", obs)
+	}
+
+	// A backend serving another dimension breaks the contract.
+	wide, err := New(Config{Addr: sim.GRPCAddr(), Models: model.Config{Dimension: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wide.Close()
+	if _, err := wide.Embed(ctx, model.Query, [][]byte{[]byte("q")}, EmbedOptions{}); !errors.Is(err, model.ErrBadResponse) || !strings.Contains(err.Error(), sim.GRPCAddr()) {
+		t.Errorf("err = %v, want ErrBadResponse naming the backend", err)
 	}
 }

@@ -1,0 +1,19 @@
+package model
+
+import "errors"
+
+// ErrBadResponse is the class of every error about a Triton response that
+// does not follow the contract; use errors.Is. It means a misconfigured or
+// mismatched model, not bad client input.
+var ErrBadResponse = errors.New("model response does not follow the ColPali contract")
+
+// Embedding is one item's multi-vector embedding: Rows vectors of Dim
+// float32 values, row-major in Values.
+type Embedding struct {
+	Rows   int
+	Dim    int
+	Values []float32
+}
+
+// Vector returns row i.
+func (e Embedding) Vector(i int) []float32 { return e.Values[i*e.Dim : (i+1)*e.Dim] }

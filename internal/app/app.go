@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Version is the gateway's version, set at build time with -ldflags
@@ -56,12 +57,17 @@ var subcommands = []subcommand{
 // and usage go to stderr. It serves until ctx ends and returns why it
 // stopped; with -help it prints usage and returns flag.ErrHelp.
 func Main(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
-	if len(args) > 0 {
+	if len(args) > 0 && args[0] != "" && !strings.HasPrefix(args[0], "-") {
 		for _, c := range subcommands {
 			if args[0] == c.name {
 				return c.run(ctx, args[1:], stderr, getenv)
 			}
 		}
+		var names []string
+		for _, c := range subcommands {
+			names = append(names, c.name)
+		}
+		return fmt.Errorf("unknown command %q: want one of %s, or flags only to serve", args[0], strings.Join(names, ", "))
 	}
 	return serve(ctx, args, stderr, getenv)
 }

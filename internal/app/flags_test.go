@@ -101,3 +101,10 @@ func TestEveryBadFlagReportedAtOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownCommand(t *testing.T) {
+	err := Main(t.Context(), []string{"migrat", "-timeout", "1s"}, io.Discard, noEnv)
+	if err == nil || !strings.Contains(err.Error(), `unknown command "migrat"`) || !strings.Contains(err.Error(), "migrate") {
+		t.Errorf("Main(migrat) = %v, want an error naming the known commands", err)
+	}
+}

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
 )
 
 // TestRESTRoutesFromTheMux: the REST metrics are labelled with the route
@@ -32,6 +35,25 @@ func TestRESTRoutesFromTheMux(t *testing.T) {
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestRESTLimitsNameRealRoutes: every route given a body limit of its own
+// is a route of the API (the OpenAPI document is generated from the same
+// HTTP rules as grpc-gateway's mux), so a renamed route cannot silently
+// fall back to the default limit.
+func TestRESTLimitsNameRealRoutes(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openapiv2.Document, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for key := range newRESTLimits(Config{}.WithDefaults()).byRoute {
+		method, route, _ := strings.Cut(key, " ")
+		if _, ok := doc.Paths[route][strings.ToLower(method)]; !ok {
+			t.Errorf("body limit for %q: no such route in the API", key)
 		}
 	}
 }

@@ -2,12 +2,12 @@ package batching
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/config"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -73,8 +73,10 @@ const (
 	maxPriorityLevels = 64
 )
 
-// ModelConfig configures the queue of one model. A zero field takes its
-// default (which depends on the model: see Config.WithDefaults).
+// ModelConfig configures the queue of one model. In a Config built in Go a
+// zero field takes its default (which depends on the model: see
+// Config.WithDefaults); Validate refuses it (see package internal/config:
+// one rule for zero).
 type ModelConfig struct {
 	// MaxBatchSize is the most items in one batch sent downstream (Triton's
 	// max_batch_size; it must not exceed the model's). Default 64 for
@@ -132,7 +134,8 @@ type ModelConfig struct {
 	MaxInFlightBatches int
 }
 
-// Config configures a Batcher: the mode and each model's queue.
+// Config configures a Batcher: the mode and each model's queue. A zero
+// field takes its default in New (WithDefaults); Validate refuses it.
 type Config struct {
 	// Mode is ModeAdaptive, ModeStatic or ModeNone. Default adaptive.
 	Mode Mode
@@ -182,63 +185,54 @@ func (c ModelConfig) withDefaults(d ModelConfig) ModelConfig {
 	return c
 }
 
-// Validate names every bad setting of a defaulted Config by its gateway
-// flag (-batching-mode, -query-max-batch-size, -image-queue-timeout, ...),
-// so that an operator knows what to fix.
+// Validate names every bad field of c by its Go name ("Query.MaxBatchSize").
+// It takes c as it is: a zero field is refused, not defaulted (New calls
+// WithDefaults first).
 func (c Config) Validate() error {
-	var errs []error
+	var errs config.Errors
 	switch c.Mode {
 	case ModeAdaptive, ModeStatic, ModeNone:
 	default:
-		errs = append(errs, fmt.Errorf("-batching-mode %q: want %s, %s or %s", c.Mode, ModeAdaptive, ModeStatic, ModeNone))
+		errs.Bad("Mode", string(c.Mode), "want %s, %s or %s", ModeAdaptive, ModeStatic, ModeNone)
 	}
-	errs = append(errs, c.Query.validate("-query-")...)
-	errs = append(errs, c.Image.validate("-image-")...)
-	return errors.Join(errs...)
+	errs.Nest("Query.", c.Query.Validate())
+	errs.Nest("Image.", c.Image.Validate())
+	return errs.Err()
 }
 
-// Validate names every bad setting of a defaulted ModelConfig.
-func (c ModelConfig) Validate() error { return errors.Join(c.validate("")...) }
-
-func (c ModelConfig) validate(prefix string) []error {
-	var errs []error
-	bad := func(setting, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s%s %s", prefix, setting, fmt.Sprintf(format, args...)))
-	}
-	positive := func(setting string, v int64, shown any) {
-		if v <= 0 {
-			bad(setting, "%v: must be positive", shown)
-		}
-	}
-	positive("max-batch-size", int64(c.MaxBatchSize), c.MaxBatchSize)
-	positive("item-cost", int64(c.ItemCost), c.ItemCost)
-	positive("max-batch-cost", int64(c.MaxBatchCost), c.MaxBatchCost)
-	positive("max-queue-delay", int64(c.MaxQueueDelay), c.MaxQueueDelay)
-	positive("max-queue-size", int64(c.MaxQueueSize), c.MaxQueueSize)
-	positive("queue-timeout", int64(c.QueueTimeout), c.QueueTimeout)
-	positive("latency-target", int64(c.LatencyTarget), c.LatencyTarget)
-	positive("max-in-flight-batches", int64(c.MaxInFlightBatches), c.MaxInFlightBatches)
+// Validate names every bad field of c by its Go name; a zero field is
+// refused, as by Config.Validate.
+func (c ModelConfig) Validate() error {
+	var errs config.Errors
+	errs.Add(config.Positive("MaxBatchSize", c.MaxBatchSize))
+	errs.Add(config.Positive("ItemCost", c.ItemCost))
+	errs.Add(config.Positive("MaxBatchCost", c.MaxBatchCost))
+	errs.Add(config.Positive("MaxQueueDelay", c.MaxQueueDelay))
+	errs.Add(config.Positive("MaxQueueSize", c.MaxQueueSize))
+	errs.Add(config.Positive("QueueTimeout", c.QueueTimeout))
+	errs.Add(config.Positive("LatencyTarget", c.LatencyTarget))
+	errs.Add(config.Positive("MaxInFlightBatches", c.MaxInFlightBatches))
 	if c.PriorityLevels <= 0 || c.PriorityLevels > maxPriorityLevels {
-		bad("priority-levels", "%d: want 1 to %d", c.PriorityLevels, maxPriorityLevels)
+		errs.Bad("PriorityLevels", c.PriorityLevels, "want 1 to %d", maxPriorityLevels)
 	}
 	if c.DefaultPriority <= 0 || c.DefaultPriority > max(c.PriorityLevels, 1) {
-		bad("default-priority", "%d: want 1 to priority-levels (%d)", c.DefaultPriority, c.PriorityLevels)
+		errs.Bad("DefaultPriority", c.DefaultPriority, "want 1 to {PriorityLevels} (%d)", c.PriorityLevels)
 	}
 	if c.ItemCost > 0 && c.MaxBatchCost > 0 && c.MaxBatchCost < c.ItemCost {
-		bad("max-batch-cost", "%d: below item-cost %d, so no batch could hold one item", c.MaxBatchCost, c.ItemCost)
+		errs.Bad("MaxBatchCost", c.MaxBatchCost, "below {ItemCost} %d, so no batch could hold one item", c.ItemCost)
 	}
 	for _, p := range c.PreferredBatchSizes {
 		if p <= 0 || p > c.MaxBatchSize {
-			bad("preferred-batch-sizes", "%v: each must be 1 to max-batch-size (%d)", c.PreferredBatchSizes, c.MaxBatchSize)
+			errs.Bad("PreferredBatchSizes", c.PreferredBatchSizes, "each must be 1 to {MaxBatchSize} (%d)", c.MaxBatchSize)
 			break
 		}
 	}
 	switch c.TimeoutAction {
 	case TimeoutReject, TimeoutDelay:
 	default:
-		bad("timeout-action", "%q: want %s or %s", c.TimeoutAction, TimeoutReject, TimeoutDelay)
+		errs.Bad("TimeoutAction", string(c.TimeoutAction), "want %s or %s", TimeoutReject, TimeoutDelay)
 	}
-	return errs
+	return errs.Err()
 }
 
 // ParseBatchSizes parses a comma-separated list of batch sizes ("4,8,16");

@@ -42,16 +42,16 @@ func TestValidateNamesEverySetting(t *testing.T) {
 		t.Fatal("bad settings accepted")
 	}
 	for _, want := range []string{
-		`-batching-mode "eager"`, "-query-max-batch-size -1", "-query-max-queue-delay -1ms", "-query-queue-timeout",
-		"-query-max-in-flight-batches -3", `-query-timeout-action "drop"`, "-query-default-priority 9",
-		"-image-max-queue-size -5", "-image-latency-target -1s", "-image-preferred-batch-sizes [4 32]",
-		"-image-max-batch-cost 16480: below item-cost 20000", "-image-priority-levels 100",
+		`Mode "eager"`, "Query.MaxBatchSize -1", "Query.MaxQueueDelay -1ms", "Query.QueueTimeout",
+		"Query.MaxInFlightBatches -3", `Query.TimeoutAction "drop"`, "Query.DefaultPriority 9",
+		"Image.MaxQueueSize -5", "Image.LatencyTarget -1s", "Image.PreferredBatchSizes [4 32]",
+		"Image.MaxBatchCost 16480: below Image.ItemCost 20000", "Image.PriorityLevels 100",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
 	}
-	if err := (ModelConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "max-batch-size 0: must be positive") {
+	if err := (ModelConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "MaxBatchSize 0: must be positive") {
 		t.Errorf("an undefaulted ModelConfig: %v", err)
 	}
 }

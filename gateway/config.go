@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"cmp"
-	"errors"
-	"fmt"
+	"net"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/config"
 	"github.com/morphik-org/colpali-gateway/store"
 )
 
@@ -34,7 +34,9 @@ const (
 	DefaultStreamTimeout      = 30 * time.Minute
 )
 
-// Config is the gateway's own configuration. A zero field takes its default.
+// Config is the gateway's own configuration. In a Config built in Go a
+// zero field takes its default: New calls WithDefaults. Validate refuses a
+// zero field (see package internal/config: one rule for zero).
 type Config struct {
 	// GRPCAddr is the gRPC listen address. Default ":9090".
 	GRPCAddr string
@@ -128,41 +130,44 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate names every bad field of a defaulted Config.
+// Validate names every bad field of c by its Go name. It takes c as it is:
+// a zero field is refused, not defaulted (New calls WithDefaults first).
 func (c Config) Validate() error {
-	var errs []error
-	positive := func(name string, v int64) {
-		if v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
+	var errs config.Errors
+	for _, a := range []struct {
+		field, addr string
+	}{{"GRPCAddr", c.GRPCAddr}, {"HTTPAddr", c.HTTPAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs.Bad(a.field, a.addr, "want host:port")
 		}
 	}
-	positive("default timeout", int64(c.DefaultTimeout))
-	positive("max timeout", int64(c.MaxTimeout))
-	positive("health interval", int64(c.HealthInterval))
-	positive("shutdown timeout", int64(c.ShutdownTimeout))
-	positive("max queries", int64(c.MaxQueries))
-	positive("max query bytes", int64(c.MaxQueryBytes))
-	positive("max images", int64(c.MaxImages))
-	positive("max image bytes", int64(c.MaxImageBytes))
-	positive("max image pixels", int64(c.MaxImagePixels))
-	positive("max send message size", int64(c.MaxSendMsgSize))
-	positive("max receive message size", int64(c.MaxRecvMsgSize))
-	positive("max concurrent streams", int64(c.MaxConcurrentStreams))
-	positive("max document pages", int64(c.MaxDocumentPages))
-	positive("max stream pages", int64(c.MaxStreamPages))
-	positive("max metadata entries", int64(c.MaxMetadataEntries))
-	positive("max metadata bytes", int64(c.MaxMetadataBytes))
-	positive("max top k", int64(c.MaxTopK))
-	positive("max filters", int64(c.MaxFilters))
-	positive("stream timeout", int64(c.StreamTimeout))
+	errs.Add(config.Positive("DefaultTimeout", c.DefaultTimeout))
+	errs.Add(config.Positive("MaxTimeout", c.MaxTimeout))
+	errs.Add(config.Positive("HealthInterval", c.HealthInterval))
+	errs.Add(config.Positive("ShutdownTimeout", c.ShutdownTimeout))
+	errs.Add(config.Positive("MaxQueries", c.MaxQueries))
+	errs.Add(config.Positive("MaxQueryBytes", c.MaxQueryBytes))
+	errs.Add(config.Positive("MaxImages", c.MaxImages))
+	errs.Add(config.Positive("MaxImageBytes", c.MaxImageBytes))
+	errs.Add(config.Positive("MaxImagePixels", c.MaxImagePixels))
+	errs.Add(config.Positive("MaxSendMsgSize", c.MaxSendMsgSize))
+	errs.Add(config.Positive("MaxRecvMsgSize", c.MaxRecvMsgSize))
+	errs.Add(config.Positive("MaxConcurrentStreams", c.MaxConcurrentStreams))
+	errs.Add(config.Positive("MaxDocumentPages", c.MaxDocumentPages))
+	errs.Add(config.Positive("MaxStreamPages", c.MaxStreamPages))
+	errs.Add(config.Positive("MaxMetadataEntries", c.MaxMetadataEntries))
+	errs.Add(config.Positive("MaxMetadataBytes", c.MaxMetadataBytes))
+	errs.Add(config.Positive("MaxTopK", c.MaxTopK))
+	errs.Add(config.Positive("MaxFilters", c.MaxFilters))
+	errs.Add(config.Positive("StreamTimeout", c.StreamTimeout))
 	if c.MaxTopK > store.MaxTopK {
-		errs = append(errs, fmt.Errorf("max top k %d exceeds %d, the most the store's first stage returns", c.MaxTopK, store.MaxTopK))
+		errs.Bad("MaxTopK", c.MaxTopK, "exceeds %d, the most the store's first stage returns", store.MaxTopK)
 	}
-	if c.DefaultTimeout > c.MaxTimeout {
-		errs = append(errs, fmt.Errorf("default timeout %v exceeds max timeout %v", c.DefaultTimeout, c.MaxTimeout))
+	if c.MaxTimeout > 0 && c.DefaultTimeout > c.MaxTimeout {
+		errs.Bad("DefaultTimeout", c.DefaultTimeout, "exceeds {MaxTimeout} (%v)", c.MaxTimeout)
 	}
 	if need := c.MaxImages * c.MaxImageBytes; c.MaxRecvMsgSize > 0 && need > 0 && c.MaxRecvMsgSize < need {
-		errs = append(errs, fmt.Errorf("max receive message size %d is below max images x max image bytes = %d: valid requests would be refused", c.MaxRecvMsgSize, need))
+		errs.Bad("MaxRecvMsgSize", c.MaxRecvMsgSize, "below {MaxImages} x {MaxImageBytes} = %d: valid requests would be refused", need)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }

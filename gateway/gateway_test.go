@@ -483,7 +483,7 @@ func TestRequestIDGeneratedWhenAbsent(t *testing.T) {
 
 func TestConfigValidateNamesFields(t *testing.T) {
 	err := Config{MaxQueries: -1, DefaultTimeout: time.Hour, MaxTimeout: time.Minute, MaxRecvMsgSize: 10, MaxTopK: 5000}.WithDefaults().Validate()
-	for _, want := range []string{"max queries", "default timeout 1h0m0s exceeds max timeout", "max receive message size 10", "max top k 5000 exceeds 1000"} {
+	for _, want := range []string{"MaxQueries -1: must be positive", "DefaultTimeout 1h0m0s: exceeds MaxTimeout", "MaxRecvMsgSize 10: below", "MaxTopK 5000: exceeds 1000"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %q", err, want)
 		}

@@ -204,6 +204,7 @@ func (s *Server) newHTTPServer() error {
 	s.loopback = conn
 
 	mux := runtime.NewServeMux(
+		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			// Unknown JSON fields are refused, so a misspelt field is a 400
 			// naming it rather than a silently ignored option.
@@ -239,47 +240,8 @@ func (s *Server) newHTTPServer() error {
 		}
 	}
 
-	// Body limits per route, from the request limits, so that a small API
-	// cannot be sent a huge body. JSON carries images as base64 (4 bytes for
-	// every 3), and a query's characters may each be escaped as \uXXXX (6
-	// bytes for one); 64 KiB covers the rest of the document. A document's
-	// pages are bounded like EmbedImages' images: by the gRPC receive limit
-	// that the loopback call must fit in anyway. Metadata and filter values
-	// may be escaped too.
-	const slack = 64 << 10
-	imagesBody := int64(s.cfg.MaxRecvMsgSize)/3*4 + slack
-	queriesBody := int64(s.cfg.MaxQueries)*int64(s.cfg.MaxQueryBytes)*6 + slack
-	documentBody := imagesBody + int64(s.cfg.MaxMetadataBytes)*6
-	searchBody := int64(s.cfg.MaxQueryBytes)*6 + int64(s.cfg.MaxFilters)*maxFilterValues*maxFilterValueBytes*6 + slack
-	// REST calls are counted here too, because a call that grpc-gateway
-	// refuses (malformed JSON, a body over its limit) never reaches the gRPC
-	// interceptors and their metrics.
-	httpRequests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "colpali_http_requests_total",
-		Help: "REST API requests by route, method and HTTP status code.",
-	}, []string{"route", "method", "code"})
-	httpDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "colpali_http_request_duration_seconds",
-		Help:    "REST API request latency by route, method and HTTP status code.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"route", "method", "code"})
-	s.deps.Registry.MustRegister(httpRequests, httpDuration)
-	api := func(route string, h http.Handler) http.Handler {
-		labels := prometheus.Labels{"route": route}
-		return promhttp.InstrumentHandlerDuration(httpDuration.MustCurryWith(labels),
-			promhttp.InstrumentHandlerCounter(httpRequests.MustCurryWith(labels), h))
-	}
 	root := http.NewServeMux()
-	root.Handle("POST /v1/images:embed", api("/v1/images:embed", limitBody(mux, imagesBody)))
-	root.Handle("POST /v1/queries:embed", api("/v1/queries:embed", limitBody(mux, queriesBody)))
-	// A read-only GET: no body is expected at all.
-	root.Handle("GET /v1/backends", api("/v1/backends", limitBody(mux, 1<<10)))
-	root.Handle("POST /v1/documents", api("/v1/documents", limitBody(mux, documentBody)))
-	root.Handle("GET /v1/documents", api("/v1/documents", limitBody(mux, slack)))
-	root.Handle("GET /v1/documents/{id}", api("/v1/documents/{id}", limitBody(mux, slack)))
-	root.Handle("DELETE /v1/documents/{id}", api("/v1/documents/{id}", limitBody(mux, slack)))
-	root.Handle("POST /v1/documents:search", api("/v1/documents:search", limitBody(mux, searchBody)))
-	root.Handle("/v1/", api("other", limitBody(mux, slack)))
+	root.Handle("/v1/", instrumentREST(mux, s.deps.Registry))
 	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -305,24 +267,6 @@ func (s *Server) newHTTPServer() error {
 		ErrorLog:    slog.NewLogLogger(s.deps.Logger.Handler(), slog.LevelWarn),
 	}
 	return nil
-}
-
-// limitBody refuses a request body over max bytes: at once with HTTP 413
-// and INVALID_ARGUMENT naming the limit when Content-Length says so, and with
-// grpc-gateway's 400 when a body without a length runs over.
-func limitBody(h http.Handler, max int64) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > max {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusRequestEntityTooLarge)
-			msg := fmt.Sprintf("request body is %d bytes; the limit for %s is %d bytes", r.ContentLength, r.URL.Path, max)
-			body, _ := protojson.Marshal(status.New(codes.InvalidArgument, msg).Proto())
-			_, _ = w.Write(body)
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, max)
-		h.ServeHTTP(w, r)
-	})
 }
 
 // Serve runs until ctx ends or a server fails, then drains: health turns

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/internal/config"
 )
 
 // Defaults of NVMLConfig.
@@ -24,7 +26,9 @@ const (
 // built without cgo, or nvmlInit failing. Use errors.Is.
 var ErrNVMLUnavailable = errors.New("gpu: NVML not available")
 
-// NVMLConfig configures an NVML source. A zero field takes its default.
+// NVMLConfig configures an NVML source. In a Config built in Go a zero
+// field takes its default (NewNVML calls WithDefaults); Validate refuses a
+// zero Interval (see package internal/config: one rule for zero).
 type NVMLConfig struct {
 	// Backends maps each backend (gRPC address) whose GPUs are on this
 	// node to the NVML indexes of its GPUs; an empty list means every GPU
@@ -48,26 +52,26 @@ func (c NVMLConfig) WithDefaults() NVMLConfig {
 	return c
 }
 
-// Validate reports the first bad field of c, after defaults.
+// Validate names every bad field of c by its Go name. It takes c as it is:
+// a zero Interval is refused, not defaulted (NewNVML calls WithDefaults); a
+// zero Stale means 3 x Interval, derived.
 func (c NVMLConfig) Validate() error {
-	c = c.WithDefaults()
-	switch {
-	case c.Interval < 0:
-		return fmt.Errorf("gpu: NVMLConfig.Interval %v is negative", c.Interval)
-	case c.Stale < c.Interval:
-		return fmt.Errorf("gpu: NVMLConfig.Stale %v is less than Interval %v", c.Stale, c.Interval)
+	var errs config.Errors
+	errs.Add(config.Positive("Interval", c.Interval))
+	if c.Stale < 0 || (c.Stale > 0 && c.Stale < c.Interval) {
+		errs.Bad("Stale", c.Stale, "want at least {Interval} %v (or 0: 3 x Interval)", c.Interval)
 	}
 	for _, backend := range slices.Sorted(maps.Keys(c.Backends)) {
 		if backend == "" {
-			return errors.New("gpu: NVMLConfig.Backends has an empty backend address")
+			errs.Bad("Backends", backend, "empty backend address")
 		}
 		for _, i := range c.Backends[backend] {
 			if i < 0 {
-				return fmt.Errorf("gpu: NVMLConfig.Backends[%q] has negative device index %d", backend, i)
+				errs.Bad("Backends", backend, "negative device index %d", i)
 			}
 		}
 	}
-	return nil
+	return errs.Err()
 }
 
 // ParseNVMLBackends parses NVMLConfig.Backends from a flag's text:
@@ -178,7 +182,7 @@ type nvmlDevices interface {
 // running.
 func (n *NVML) Run(ctx context.Context) error {
 	if err := n.cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("gpu: %w", config.Rename(err, func(f string) string { return "NVMLConfig." + f }))
 	}
 	if !n.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/internal/config"
 )
 
 // Defaults of ScraperConfig.
@@ -66,7 +68,9 @@ func MetricsURL(grpcAddr string, port int) (string, error) {
 // already running.
 var ErrAlreadyRunning = errors.New("gpu: already running")
 
-// ScraperConfig configures a Scraper. A zero field takes its default.
+// ScraperConfig configures a Scraper. In a Config built in Go a zero field
+// takes its default (NewScraper calls WithDefaults); Validate refuses it,
+// but for Stale (see package internal/config: one rule for zero).
 type ScraperConfig struct {
 	// Interval is the time between the starts of two scrapes of every
 	// target. Default 2s.
@@ -95,22 +99,21 @@ func (c ScraperConfig) WithDefaults() ScraperConfig {
 	return c
 }
 
-// Validate reports the first bad field of c, after defaults.
+// Validate names every bad field of c by its Go name. It takes c as it is:
+// a zero Interval, Timeout or MaxBytes is refused, not defaulted (NewScraper
+// calls WithDefaults); a zero Stale means 3 x Interval, derived.
 func (c ScraperConfig) Validate() error {
-	c = c.WithDefaults()
-	switch {
-	case c.Interval < 0:
-		return fmt.Errorf("gpu: ScraperConfig.Interval %v is negative", c.Interval)
-	case c.Timeout < 0:
-		return fmt.Errorf("gpu: ScraperConfig.Timeout %v is negative", c.Timeout)
-	case c.Timeout > c.Interval:
-		return fmt.Errorf("gpu: ScraperConfig.Timeout %v exceeds Interval %v", c.Timeout, c.Interval)
-	case c.Stale < c.Interval:
-		return fmt.Errorf("gpu: ScraperConfig.Stale %v is less than Interval %v", c.Stale, c.Interval)
-	case c.MaxBytes < 0:
-		return fmt.Errorf("gpu: ScraperConfig.MaxBytes %d is negative", c.MaxBytes)
+	var errs config.Errors
+	errs.Add(config.Positive("Interval", c.Interval))
+	errs.Add(config.Positive("Timeout", c.Timeout))
+	errs.Add(config.Positive("MaxBytes", c.MaxBytes))
+	if c.Interval > 0 && c.Timeout > c.Interval {
+		errs.Bad("Timeout", c.Timeout, "exceeds {Interval} %v", c.Interval)
 	}
-	return nil
+	if c.Stale < 0 || (c.Stale > 0 && c.Stale < c.Interval) {
+		errs.Bad("Stale", c.Stale, "want at least {Interval} %v (or 0: 3 x Interval)", c.Interval)
+	}
+	return errs.Err()
 }
 
 // TargetStatus is what a Scraper knows of one target, for an operator's
@@ -247,7 +250,7 @@ func (s *Scraper) fresh(st Stats) bool {
 // running.
 func (s *Scraper) Run(ctx context.Context) error {
 	if err := s.cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("gpu: %w", config.Rename(err, func(f string) string { return "ScraperConfig." + f }))
 	}
 	if !s.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning

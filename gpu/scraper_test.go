@@ -285,7 +285,7 @@ func TestScraperRunTwiceAndStop(t *testing.T) {
 }
 
 func TestScraperConfigValidate(t *testing.T) {
-	if err := (ScraperConfig{}).Validate(); err != nil {
+	if err := (ScraperConfig{}).WithDefaults().Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
 	}
 	d := ScraperConfig{}.WithDefaults()
@@ -302,8 +302,8 @@ func TestScraperConfigValidate(t *testing.T) {
 		{ScraperConfig{Interval: time.Second, Stale: time.Millisecond}, "Stale"},
 		{ScraperConfig{MaxBytes: -1}, "MaxBytes"},
 	} {
-		err := tc.cfg.Validate()
-		if err == nil || !strings.Contains(err.Error(), "ScraperConfig."+tc.field) {
+		err := tc.cfg.WithDefaults().Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.field+" ") {
 			t.Errorf("Validate(%+v) = %v, want an error naming %s", tc.cfg, err, tc.field)
 		}
 		if err := NewScraper(tc.cfg, nil).Run(t.Context()); err == nil {

@@ -23,9 +23,9 @@ package model
 
 import (
 	"cmp"
-	"errors"
-	"fmt"
 	"strings"
+
+	"github.com/morphik-org/colpali-gateway/internal/config"
 )
 
 // Kind says which of the two models a batch is for.
@@ -59,8 +59,9 @@ const (
 	maxNameLength           = 256
 )
 
-// Config names the Triton models and tensors. The zero value of a field
-// means its default.
+// Config names the Triton models and tensors. In a Config built in Go a
+// zero field means its default (WithDefaults); Validate refuses it (see
+// package internal/config: one rule for zero).
 type Config struct {
 	// QueryModel is the Triton model for text queries. Default "colpali_query".
 	QueryModel string
@@ -94,22 +95,24 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate names every bad field of a defaulted Config.
+// Validate names every bad field of c by its Go name. It takes c as it is:
+// an empty name or a zero Dimension is refused, not defaulted (call
+// WithDefaults first); ModelVersion may be empty.
 func (c Config) Validate() error {
-	var errs []error
-	for _, f := range []struct{ name, value string }{
-		{"query model", c.QueryModel}, {"image model", c.ImageModel},
-		{"query input", c.QueryInput}, {"image input", c.ImageInput},
-		{"embeddings output", c.EmbeddingsOutput}, {"num tokens output", c.NumTokensOutput},
+	var errs config.Errors
+	for _, f := range []struct{ field, value string }{
+		{"QueryModel", c.QueryModel}, {"ImageModel", c.ImageModel},
+		{"QueryInput", c.QueryInput}, {"ImageInput", c.ImageInput},
+		{"EmbeddingsOutput", c.EmbeddingsOutput}, {"NumTokensOutput", c.NumTokensOutput},
 	} {
 		if f.value == "" || len(f.value) > maxNameLength || strings.ContainsAny(f.value, " \t\n/") {
-			errs = append(errs, fmt.Errorf("%s %q: want 1 to %d characters without spaces or slashes", f.name, f.value, maxNameLength))
+			errs.Bad(f.field, f.value, "want 1 to %d characters without spaces or slashes", maxNameLength)
 		}
 	}
 	if c.Dimension < 1 || c.Dimension > maxDimension {
-		errs = append(errs, fmt.Errorf("dimension %d: want 1 to %d", c.Dimension, maxDimension))
+		errs.Bad("Dimension", c.Dimension, "want 1 to %d", maxDimension)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // ModelName is the Triton model serving kind.

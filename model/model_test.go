@@ -13,7 +13,7 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a model name with a space and a negative dimension")
 	}
-	for _, want := range []string{`query model "bad name"`, "dimension -1"} {
+	for _, want := range []string{`QueryModel "bad name"`, "Dimension -1"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not name %s", err, want)
 		}

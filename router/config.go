@@ -17,6 +17,7 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/internal/clock"
+	"github.com/morphik-org/colpali-gateway/internal/config"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
 	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
@@ -65,13 +66,15 @@ type Endpoint struct {
 	MetricsURL string
 }
 
-// Config configures a Router. A zero field takes its default.
+// Config configures a Router. In a Config built in Go a zero field takes
+// its default (New calls WithDefaults); Validate refuses it (see package
+// internal/config: one rule for zero).
 type Config struct {
 	// Models names the Triton models and tensors (defaulted by
 	// model.Config.WithDefaults).
 	Models model.Config
 	// Triton is the template of every backend connection; its Addr is
-	// ignored. Zero fields take triton's defaults.
+	// ignored. Zero fields take triton's defaults (triton.Config.WithDefaults).
 	Triton triton.Config
 	// Static are backends from configuration.
 	Static []Endpoint
@@ -119,6 +122,7 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.Models = c.Models.WithDefaults()
+	c.Triton = c.Triton.WithDefaults()
 	c.DNSInterval = cmp.Or(c.DNSInterval, DefaultDNSInterval)
 	c.MetricsPort = cmp.Or(c.MetricsPort, DefaultMetricsPort)
 	c.Policy = cmp.Or(c.Policy, DefaultPolicy)
@@ -137,62 +141,57 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate names every bad field of a defaulted Config.
+// Validate names every bad field of c by its Go name ("Models.Dimension",
+// "EjectAfter"). It takes c as it is: a zero field is refused, not
+// defaulted (New calls WithDefaults first).
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("router: "+format, args...)) }
-	if err := c.Models.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	var errs config.Errors
+	errs.Nest("Models.", c.Models.Validate())
+	errs.Nest("Triton.", c.Triton.Validate())
 	if len(c.Static) == 0 && c.DNS == "" {
-		bad("no backends: give static endpoints or a DNS name")
+		errs.Bad("Static", "", "no backends: give static endpoints or a {DNS} name")
 	}
 	for _, e := range c.Static {
 		if _, _, err := net.SplitHostPort(e.Addr); err != nil {
-			bad("backend %q: %v", e.Addr, err)
+			errs.Bad("Static", e.Addr, "%v", err)
 		}
 	}
 	if c.DNS != "" {
 		if host, port, err := net.SplitHostPort(c.DNS); err != nil || host == "" || port == "" {
-			bad("DNS name %q: want name:port", c.DNS)
+			errs.Bad("DNS", c.DNS, "want name:port")
 		}
 	}
 	if !slices.Contains(Policies, c.Policy) {
-		bad("policy %q: want one of %s", c.Policy, strings.Join(Policies, ", "))
+		errs.Bad("Policy", c.Policy, "want one of %s", strings.Join(Policies, ", "))
 	}
 	if err := c.GPUAware.Validate(); err != nil {
-		errs = append(errs, err)
+		errs.Add(err)
 	}
 	for _, k := range []struct {
-		name string
-		c    Cost
-	}{{"query cost", c.QueryCost}, {"image cost", c.ImageCost}} {
+		field string
+		c     Cost
+	}{{"QueryCost", c.QueryCost}, {"ImageCost", c.ImageCost}} {
 		if k.c.Base < 0 || k.c.PerItem < 0 || k.c.of(1) <= 0 {
-			bad("%s %v + %v per item: want no negative part and a positive total", k.name, k.c.Base, k.c.PerItem)
+			errs.Bad(k.field, fmt.Sprintf("%v + %v per item", k.c.Base, k.c.PerItem), "want no negative part and a positive total")
 		}
 	}
-	positive := func(name string, v float64) {
-		if !(v > 0) {
-			bad("%s must be positive, got %v", name, v)
-		}
-	}
-	positive("DNS interval", c.DNSInterval.Seconds())
-	positive("health interval", c.HealthInterval.Seconds())
-	positive("health timeout", c.HealthTimeout.Seconds())
-	positive("eject after", float64(c.EjectAfter))
-	positive("eject backoff", c.EjectBackoff.Seconds())
-	positive("eject backoff max", c.EjectBackoffMax.Seconds())
-	positive("retry budget ratio", c.RetryBudgetRatio)
-	positive("retry min per second", c.RetryMinPerSecond)
-	positive("drain timeout", c.DrainTimeout.Seconds())
-	positive("telemetry max age", c.TelemetryMaxAge.Seconds())
+	errs.Add(config.Positive("DNSInterval", c.DNSInterval))
+	errs.Add(config.Positive("HealthInterval", c.HealthInterval))
+	errs.Add(config.Positive("HealthTimeout", c.HealthTimeout))
+	errs.Add(config.Positive("EjectAfter", c.EjectAfter))
+	errs.Add(config.Positive("EjectBackoff", c.EjectBackoff))
+	errs.Add(config.Positive("EjectBackoffMax", c.EjectBackoffMax))
+	errs.Add(config.Positive("RetryBudgetRatio", c.RetryBudgetRatio))
+	errs.Add(config.Positive("RetryMinPerSecond", c.RetryMinPerSecond))
+	errs.Add(config.Positive("DrainTimeout", c.DrainTimeout))
+	errs.Add(config.Positive("TelemetryMaxAge", c.TelemetryMaxAge))
 	if c.MetricsPort <= 0 || c.MetricsPort > 65535 {
-		bad("metrics port %d: want 1 to 65535", c.MetricsPort)
+		errs.Bad("MetricsPort", c.MetricsPort, "want 1 to 65535")
 	}
-	if c.EjectBackoffMax < c.EjectBackoff {
-		bad("eject backoff max %v is below eject backoff %v", c.EjectBackoffMax, c.EjectBackoff)
+	if c.EjectBackoff > 0 && c.EjectBackoffMax < c.EjectBackoff {
+		errs.Bad("EjectBackoffMax", c.EjectBackoffMax, "below {EjectBackoff} %v", c.EjectBackoff)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // ParseEndpoints parses a comma-separated list of backends. Each is

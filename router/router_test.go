@@ -667,7 +667,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 	cfg := Config{Policy: "random", DNS: "nohostport", EjectBackoff: time.Minute, EjectBackoffMax: time.Second,
 		RetryBudgetRatio: -1, Static: []Endpoint{{Addr: "x"}}}
 	err := cfg.WithDefaults().Validate()
-	for _, s := range []string{`policy "random"`, `DNS name "nohostport"`, "eject backoff max", "retry budget ratio", `backend "x"`} {
+	for _, s := range []string{`Policy "random"`, `DNS "nohostport"`, "EjectBackoffMax 1s: below EjectBackoff", "RetryBudgetRatio -1", `Static "x"`} {
 		if err == nil || !strings.Contains(err.Error(), s) {
 			t.Errorf("error %v does not name %s", err, s)
 		}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/config"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -64,7 +65,9 @@ const (
 	DefaultKeepaliveTimeout = 10 * time.Second
 )
 
-// Config describes one backend connection.
+// Config describes one backend connection. In a Config built in Go a zero
+// field takes its default (New calls WithDefaults); Validate refuses it
+// (see package internal/config: one rule for zero).
 type Config struct {
 	// Addr is the backend's gRPC address, host:port. Required.
 	Addr string
@@ -87,12 +90,25 @@ type Config struct {
 	KeepaliveTimeout time.Duration
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field but Addr set to its default.
+func (c Config) WithDefaults() Config {
 	c.MaxRecvMsgSize = cmp.Or(c.MaxRecvMsgSize, DefaultMaxRecvMsgSize)
 	c.MaxSendMsgSize = cmp.Or(c.MaxSendMsgSize, DefaultMaxSendMsgSize)
 	c.KeepaliveTime = cmp.Or(c.KeepaliveTime, DefaultKeepaliveTime)
 	c.KeepaliveTimeout = cmp.Or(c.KeepaliveTimeout, DefaultKeepaliveTimeout)
 	return c
+}
+
+// Validate names every bad field of c but Addr by its Go name (Addr is
+// checked by New: a Config may be a template for many backends). It takes
+// c as it is: a zero field is refused, not defaulted.
+func (c Config) Validate() error {
+	var errs config.Errors
+	errs.Add(config.Positive("MaxRecvMsgSize", c.MaxRecvMsgSize))
+	errs.Add(config.Positive("MaxSendMsgSize", c.MaxSendMsgSize))
+	errs.Add(config.Positive("KeepaliveTime", c.KeepaliveTime))
+	errs.Add(config.Positive("KeepaliveTimeout", c.KeepaliveTimeout))
+	return errs.Err()
 }
 
 // Client calls one Triton backend. It is safe for concurrent use.
@@ -106,7 +122,7 @@ type Client struct {
 // New creates a client for cfg.Addr. It does not wait for the connection:
 // calls fail with ErrUnavailable while the backend cannot be reached.
 func New(cfg Config) (*Client, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if cfg.Addr == "" {
 		return nil, errors.New("triton: backend address is empty")
 	}

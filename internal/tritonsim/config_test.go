@@ -60,7 +60,7 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	}
 	for _, field := range []string{
 		"grpc addr", "output datatype", "instances", "max queue size", "query max batch size",
-		"image max batch size", "speed", "query cost", "dimension", "extra latency", "error rate",
+		"image max batch size", "speed", "query cost", "model: Dimension -5", "extra latency", "error rate",
 		`not ready "ghost"`, "stop after",
 	} {
 		if !strings.Contains(err.Error(), field) {

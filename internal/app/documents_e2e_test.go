@@ -1,6 +1,6 @@
-package main
+package app
 
-// End to end through the command: a Triton simulator, the gateway as `run`
+// End to end through the command: a Triton simulator, the gateway as `Main`
 // starts it, and the embedded Postgres in a temporary data directory, all on
 // loopback; then the gateway (and its embedded Postgres) restarted on the
 // same directory.

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bufio"
@@ -32,11 +32,11 @@ func TestMain(m *testing.M) {
 
 func noEnv(string) string { return "" }
 
-func TestRunReportsEveryBadSetting(t *testing.T) {
+func TestMainReportsEveryBadSetting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	env := map[string]string{"COLPALI_MAX_IMAGES": "-2", "COLPALI_ROUTER_RETRY_BUDGET": "0"}
-	err := run(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml",
+	err := Main(ctx, []string{"-max-queries", "0x", "-default-timeout", "5m", "-query-model", "a b", "-log-format", "xml",
 		"-triton-addrs", "nohost,a:1=bad", "-router-policy", "random", "-router-eject-after", "0", "-router-health-interval", "-1s",
 		"-triton-dns", "svc", "-gpu-scrape-timeout", "0s", "-gpu-nvml-backends", "a:1=x",
 		"-max-top-k", "-1", "-stream-timeout", "-1s"},
@@ -44,10 +44,10 @@ func TestRunReportsEveryBadSetting(t *testing.T) {
 	if err == nil {
 		t.Fatal("run accepted bad settings")
 	}
-	for _, want := range []string{"-max-queries", "max images must be positive", "default timeout 5m0s exceeds max timeout", `query model "a b"`, "-log-format",
+	for _, want := range []string{"-max-queries", "-max-images -2: must be positive", "-default-timeout 5m0s: exceeds -max-timeout (2m0s)", `-query-model "a b"`, "-log-format",
 		`-triton-addrs: backend "nohost"`, `backend "a:1": metrics "bad"`, `-router-policy "random"`, "-router-eject-after 0", "-router-health-interval -1s",
 		"-router-retry-budget 0", `-triton-dns "svc"`, "-gpu-scrape-timeout 0s", "-gpu-nvml-backends",
-		"max top k must be positive", "stream timeout must be positive"} {
+		"-max-top-k -1: must be positive", "-stream-timeout -1s: must be positive"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
@@ -61,7 +61,7 @@ func TestRunRefusesBadBatchingSettings(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	env := map[string]string{"COLPALI_QUERY_MAX_QUEUE_SIZE": "0", "COLPALI_IMAGE_LATENCY_TARGET": "-2s"}
-	err := run(ctx, []string{
+	err := Main(ctx, []string{
 		"-query-max-batch-size", "0", "-image-max-queue-delay", "-1ms", "-query-max-in-flight-batches", "-1",
 		"-batching-mode", "eager", "-image-timeout-action", "drop", "-query-preferred-batch-sizes", "8,128",
 		"-image-preferred-batch-sizes", "4,x", "-query-queue-timeout", "0s", "-image-default-priority", "7",
@@ -82,8 +82,8 @@ func TestRunRefusesBadBatchingSettings(t *testing.T) {
 }
 
 func TestBatchingFlagsSetTheConfig(t *testing.T) {
-	var o options
-	fs := newFlagSet(&o, io.Discard)
+	o := newOptions()
+	fs := newFlagSet(o, io.Discard)
 	if err := fs.Parse([]string{"-batching-mode", "static", "-image-preferred-batch-sizes", "4, 8", "-query-allow-timeout-override", "-query-timeout-action", "delay"}); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestBatchingFlagsSetTheConfig(t *testing.T) {
 
 func TestRunHelp(t *testing.T) {
 	var out strings.Builder
-	err := run(context.Background(), []string{"-help"}, &out, noEnv)
+	err := Main(context.Background(), []string{"-help"}, &out, noEnv)
 	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "COLPALI_") || !strings.Contains(out.String(), "-triton-addr") {
 		t.Fatalf("err %v, usage %q", err, out.String())
 	}
@@ -126,7 +126,7 @@ func startRun(t *testing.T, ctx context.Context, simAddr string, args []string, 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"}, args...),
+		done <- Main(runCtx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json"}, args...),
 			logW, func(k string) string {
 				if k == "COLPALI_TRITON_ADDRS" {
 					return simAddr
@@ -278,11 +278,11 @@ func TestMigrateCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var out strings.Builder
-	if err := run(ctx, []string{"migrate", "-help"}, &out, noEnv); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-database-url") {
+	if err := Main(ctx, []string{"migrate", "-help"}, &out, noEnv); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-database-url") {
 		t.Errorf("migrate -help: %v, usage %q", err, out.String())
 	}
 	// The database is down: migrate fails, naming why, within its timeout.
-	err := run(ctx, []string{"migrate", "-timeout", "3s"}, io.Discard, func(k string) string {
+	err := Main(ctx, []string{"migrate", "-timeout", "3s"}, io.Discard, func(k string) string {
 		if k == "DATABASE_URL" {
 			return unreachableDatabase(t)
 		}

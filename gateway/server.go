@@ -31,6 +31,7 @@ import (
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
+	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
 )
 
 // ReadinessFunc reports nil when the gateway can serve, or why not.
@@ -193,6 +194,9 @@ func (s *Server) newHTTPServer() error {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
+		// the field, not grpc-go's INTERNAL marshalling error.
+		grpc.WithUnaryInterceptor(protoutf8.UnaryClientInterceptor()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(s.cfg.MaxRecvMsgSize),
 			grpc.MaxCallRecvMsgSize(s.cfg.MaxSendMsgSize),

@@ -151,6 +151,9 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		return status.Error(codes.Internal, "internal error")
 	})
 	srv := grpc.NewServer(
+		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
+		// field (from validation), not grpc-go's INTERNAL parse error.
+		grpc.ForceServerCodecV2(protoutf8.NewServerCodec()),
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),

@@ -1,23 +1,26 @@
 package gateway
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 )
 
-// The public API is proto3, so its strings must be valid UTF-8 on the wire.
-// A gRPC client's own protobuf library refuses to send anything else; one
-// that sends the raw bytes anyway is refused by grpc-go while parsing, before
-// the gateway's validation (INTERNAL: the code is grpc-go's). Over REST,
-// protojson refuses a JSON body, and invalid bytes in a path or query
-// parameter are INVALID_ARGUMENT naming the field (internal/protoutf8).
-// docs/decisions/0009-proto3-for-the-public-api.md has the history.
+// The public API is proto3, so its strings must be valid UTF-8 on the wire,
+// and grpc-go would refuse anything else while parsing, as INTERNAL, before
+// validation. Generated clients do not send it (Go's refuses to marshal it);
+// a client that sends the bytes anyway still gets INVALID_ARGUMENT naming
+// the field, through internal/protoutf8's server codec. Over REST, protojson
+// refuses a JSON body, and invalid bytes in a path or query parameter are
+// refused naming the field by internal/protoutf8's interceptor on the
+// loopback connection. docs/decisions/0009-proto3-for-the-public-api.md.
 
 // rawCodec sends and receives already-encoded protobuf bytes.
 type rawCodec struct{}
@@ -30,19 +33,40 @@ func (rawCodec) Unmarshal(b []byte, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 func TestInvalidUTF8OverGRPC(t *testing.T) {
-	fake := &fakeEmbedder{}
-	g := startGateway(t, Config{}, Deps{Embedder: fake})
-	// EmbedQueriesRequest{queries: ["caf\xe9"]}, encoded by hand.
-	req := protowire.AppendTag(nil, 1, protowire.BytesType)
-	req = protowire.AppendString(req, "caf\xe9")
-	var resp []byte
-	err := g.conn.Invoke(testContext(t), "/colpali.v1.EmbeddingService/EmbedQueries", req, &resp, grpc.ForceCodec(rawCodec{}))
-	if status.Code(err) != codes.Internal || !strings.Contains(status.Convert(err).Message(), "invalid UTF-8") {
-		t.Errorf("err = %v; want grpc-go's INTERNAL about invalid UTF-8", err)
+	g := startDocGateway(t, Config{}, nil)
+	for _, tc := range []struct {
+		name, method string
+		req          proto.Message
+		field, text  string
+	}{
+		{"query", "/colpali.v1.EmbeddingService/EmbedQueries",
+			&colpaliv1.EmbedQueriesRequest{Queries: []string{"ok", "café"}}, "queries[1]", "not valid UTF-8"},
+		{"metadata value", "/colpali.v1.DocumentService/IngestDocument",
+			&colpaliv1.IngestDocumentRequest{Pages: pages(t, 1, 1), Metadata: map[string]string{"k": "café"}}, "metadata", `value of key "k" is not valid UTF-8`},
+		{"idempotency key", "/colpali.v1.DocumentService/IngestDocument",
+			&colpaliv1.IngestDocumentRequest{Pages: pages(t, 1, 1), IdempotencyKey: "café"}, "idempotency_key", "not valid UTF-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var resp []byte
+			err := g.conn.Invoke(testContext(t), tc.method, spoilUTF8(t, tc.req), &resp, grpc.ForceCodec(rawCodec{}))
+			checkInvalidArgument(t, err, []string{tc.field}, tc.text)
+		})
 	}
-	if n := fake.Calls(); n != 0 {
-		t.Errorf("the embedder was called %d times", n)
+	if n, calls := g.emb.Calls(), g.store.Calls(); n != 0 || len(calls) != 0 {
+		t.Errorf("invalid requests reached the embedder (%d calls) or the store (%v)", n, calls)
 	}
+}
+
+// spoilUTF8 encodes m, which spells "é" as "caf\u00e9", with every
+// "caf\xc3\xa9" turned into "caf\xe9\xe9": the same length, so the message
+// stays well formed, but not UTF-8.
+func spoilUTF8(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.ReplaceAll(b, []byte("caf\u00e9"), []byte("caf\xe9\xe9"))
 }
 
 func TestInvalidUTF8OverREST(t *testing.T) {

@@ -1,15 +1,23 @@
-// Package protoutf8 finds the string fields of a protobuf message that hold
-// invalid UTF-8, and refuses such a request before it is marshalled.
+// Package protoutf8 keeps invalid UTF-8 in request strings a client error
+// (INVALID_ARGUMENT naming the field) although the public API is proto3,
+// whose strings must be valid UTF-8
+// (docs/decisions/0009-proto3-for-the-public-api.md).
 //
-// The public API is proto3, whose strings must be valid UTF-8: protobuf-go
-// will not marshal a message that breaks the rule, and grpc-go answers its
-// own "error while marshaling" as INTERNAL. grpc-gateway fills path and query
-// parameters (GET /v1/documents/{document_id}, ?page_token=) from the URL
-// without that check, so a percent-encoded invalid byte would reach the
-// gateway's loopback gRPC connection and come back as a 500. The interceptor
-// here sits on that connection and answers INVALID_ARGUMENT naming the field
-// instead, as the gateway's own validation does for every other bad field.
-// JSON bodies never get this far: protojson refuses invalid UTF-8 itself.
+// Two places would otherwise answer INTERNAL before the gateway's
+// validation could name the field:
+//
+//   - grpc-go's server parses a request with protobuf-go, which refuses a
+//     proto3 string holding invalid UTF-8, and answers any parse failure
+//     INTERNAL. ServerCodec parses such a request again without the check,
+//     so that it reaches the handler's validation as it did when the API was
+//     edition 2023 with utf8_validation = NONE.
+//   - grpc-gateway fills path and query parameters (GET
+//     /v1/documents/{document_id}, ?page_token=) from the URL without the
+//     check, and protobuf-go then refuses to marshal the message on the
+//     gateway's loopback connection (INTERNAL, a 500).
+//     UnaryClientInterceptor, on that connection, answers INVALID_ARGUMENT
+//     naming the field instead. JSON bodies never get that far: protojson
+//     refuses invalid UTF-8 itself.
 package protoutf8
 
 import (

@@ -29,8 +29,17 @@ run: build tools install ## Start the local stack (two Triton simulators, the ga
 	deployments/local/run.sh
 
 .PHONY: test
-test: check-generate lint breaking install ## Run every check and every test (go test -race).
+test: check-generate lint breaking install protoc ## Run every check and every test (go test -race).
 	$(GO) test $(GO_TEST_FLAGS) $(PKGS)
+
+# proto/'s test compiles the public API with the oldest protoc it supports,
+# Debian 12's 3.21; without a protoc it skips, so CI (root, Debian) installs it.
+.PHONY: protoc
+protoc: ## Install Debian's protoc (3.21) for proto/'s test, when missing and root.
+	@if command -v protoc >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null; \
+	else echo "protoc not found and cannot install it: proto/'s protoc 3.21 test will skip"; fi
 
 .PHONY: install
 install: $(PGLITE_STAMP) ## Install the embedded Postgres's npm packages (npm ci; a no-op when up to date).
@@ -50,9 +59,10 @@ tools: ## Build the pinned client tools (grpcurl, ghz) into bin/.
 	$(GO) build -modfile=tools/go.mod -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl github.com/bojand/ghz/cmd/ghz
 
 .PHONY: generate
-generate: ## Regenerate gen/ from proto/ (buf with local plugins).
-	find gen -type f \( -name '*.pb.go' -o -name '*.pb.gw.go' -o -name '*.swagger.json' \) -delete
+generate: ## Regenerate gen/ from proto/ (buf with local plugins), and the public API's descriptor set.
+	find gen -type f \( -name '*.pb.go' -o -name '*.pb.gw.go' -o -name '*.swagger.json' -o -name '*.protoset' \) -delete
 	$(BUF) generate --path proto/colpali
+	$(BUF) build --path proto/colpali -o 'gen/colpali.protoset#format=binpb'
 	$(BUF) generate --template buf.gen.inference.yaml --path proto/inference
 
 .PHONY: check-generate

@@ -55,7 +55,6 @@ func TestEmbedQueriesInvalidArgument(t *testing.T) {
 		{"blank string", &colpaliv1.EmbedQueriesRequest{Queries: []string{" \t"}}, []string{"queries[0]"}, "empty"},
 		{"too long", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok", strings.Repeat("x", 11)}}, []string{"queries[1]"}, "limit is 10 bytes"},
 		{"unknown encoding", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok"}, Encoding: 42}, []string{"encoding"}, "unknown value 42"},
-		{"invalid UTF-8", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok", "caf\xe9"}}, []string{"queries[1]"}, "not valid UTF-8"},
 		{"priority without levels", &colpaliv1.EmbedQueriesRequest{Queries: []string{"ok"}, Priority: 2}, []string{"priority"}, "levels 1 (first) to 1"},
 		{"several at once", &colpaliv1.EmbedQueriesRequest{Queries: []string{"", strings.Repeat("x", 11)}, Encoding: -1}, []string{"queries[0]", "queries[1]", "encoding"}, "encoding: unknown value -1"},
 	} {

@@ -31,6 +31,7 @@ import (
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
+	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
 )
 
 // ReadinessFunc reports nil when the gateway can serve, or why not.
@@ -150,6 +151,9 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		return status.Error(codes.Internal, "internal error")
 	})
 	srv := grpc.NewServer(
+		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
+		// field (from validation), not grpc-go's INTERNAL parse error.
+		grpc.ForceServerCodecV2(protoutf8.NewServerCodec()),
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
@@ -193,6 +197,9 @@ func (s *Server) newHTTPServer() error {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
+		// the field, not grpc-go's INTERNAL marshalling error.
+		grpc.WithUnaryInterceptor(protoutf8.UnaryClientInterceptor()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(s.cfg.MaxRecvMsgSize),
 			grpc.MaxCallRecvMsgSize(s.cfg.MaxSendMsgSize),

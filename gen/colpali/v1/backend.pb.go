@@ -124,10 +124,10 @@ func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
 type ListBackendsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The backends, by address.
-	Backends []*Backend `protobuf:"bytes,1,rep,name=backends" json:"backends,omitempty"`
+	Backends []*Backend `protobuf:"bytes,1,rep,name=backends,proto3" json:"backends,omitempty"`
 	// The balancing policy in use: gpu_aware, least_outstanding or
 	// round_robin.
-	Policy        string `protobuf:"bytes,2,opt,name=policy" json:"policy,omitempty"`
+	Policy        string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,36 +180,36 @@ func (x *ListBackendsResponse) GetPolicy() string {
 type Backend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// gRPC address, host:port.
-	Address string `protobuf:"bytes,1,opt,name=address" json:"address,omitempty"`
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// URL of its Prometheus metrics, scraped for GPU telemetry.
-	MetricsUrl string       `protobuf:"bytes,2,opt,name=metrics_url,json=metricsUrl" json:"metrics_url,omitempty"`
-	State      BackendState `protobuf:"varint,3,opt,name=state,enum=colpali.v1.BackendState" json:"state,omitempty"`
+	MetricsUrl string       `protobuf:"bytes,2,opt,name=metrics_url,json=metricsUrl,proto3" json:"metrics_url,omitempty"`
+	State      BackendState `protobuf:"varint,3,opt,name=state,proto3,enum=colpali.v1.BackendState" json:"state,omitempty"`
 	// Each model's readiness at the last health check.
-	Models []*ModelReadiness `protobuf:"bytes,4,rep,name=models" json:"models,omitempty"`
+	Models []*ModelReadiness `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
 	// When health was last checked.
-	LastCheckTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_check_time,json=lastCheckTime" json:"last_check_time,omitempty"`
+	LastCheckTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_check_time,json=lastCheckTime,proto3" json:"last_check_time,omitempty"`
 	// Why the backend is not ready or was ejected; empty when healthy.
-	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError" json:"last_error,omitempty"`
+	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// Batches this gateway has in flight there.
-	InFlight int64 `protobuf:"varint,7,opt,name=in_flight,json=inFlight" json:"in_flight,omitempty"`
+	InFlight int64 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// Cost units this gateway has in flight there.
-	InFlightCost float64 `protobuf:"fixed64,8,opt,name=in_flight_cost,json=inFlightCost" json:"in_flight_cost,omitempty"`
+	InFlightCost float64 `protobuf:"fixed64,8,opt,name=in_flight_cost,json=inFlightCost,proto3" json:"in_flight_cost,omitempty"`
 	// Failed batches in a row.
-	ConsecutiveFailures int64 `protobuf:"varint,9,opt,name=consecutive_failures,json=consecutiveFailures" json:"consecutive_failures,omitempty"`
+	ConsecutiveFailures int64 `protobuf:"varint,9,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
 	// End of the current ejection's backoff; unset when not ejected.
-	EjectedUntil *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=ejected_until,json=ejectedUntil" json:"ejected_until,omitempty"`
+	EjectedUntil *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=ejected_until,json=ejectedUntil,proto3" json:"ejected_until,omitempty"`
 	// Batches sent, failed through the backend's fault, and ejections, since
 	// the backend joined.
-	Picks     uint64 `protobuf:"varint,11,opt,name=picks" json:"picks,omitempty"`
-	Failures  uint64 `protobuf:"varint,12,opt,name=failures" json:"failures,omitempty"`
-	Ejections uint64 `protobuf:"varint,13,opt,name=ejections" json:"ejections,omitempty"`
+	Picks     uint64 `protobuf:"varint,11,opt,name=picks,proto3" json:"picks,omitempty"`
+	Failures  uint64 `protobuf:"varint,12,opt,name=failures,proto3" json:"failures,omitempty"`
+	Ejections uint64 `protobuf:"varint,13,opt,name=ejections,proto3" json:"ejections,omitempty"`
 	// Learned latency per cost unit; unset until a batch has been measured.
-	LatencyPerCost *durationpb.Duration `protobuf:"bytes,14,opt,name=latency_per_cost,json=latencyPerCost" json:"latency_per_cost,omitempty"`
+	LatencyPerCost *durationpb.Duration `protobuf:"bytes,14,opt,name=latency_per_cost,json=latencyPerCost,proto3" json:"latency_per_cost,omitempty"`
 	// The gpu_aware policy's estimated completion time of the last batch it
 	// sent there.
-	LastEstimatedCompletion *durationpb.Duration `protobuf:"bytes,15,opt,name=last_estimated_completion,json=lastEstimatedCompletion" json:"last_estimated_completion,omitempty"`
+	LastEstimatedCompletion *durationpb.Duration `protobuf:"bytes,15,opt,name=last_estimated_completion,json=lastEstimatedCompletion,proto3" json:"last_estimated_completion,omitempty"`
 	// GPU and queue figures from telemetry; unset when none is fresh.
-	Gpu           *GpuTelemetry `protobuf:"bytes,16,opt,name=gpu" json:"gpu,omitempty"`
+	Gpu           *GpuTelemetry `protobuf:"bytes,16,opt,name=gpu,proto3" json:"gpu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,8 +359,8 @@ func (x *Backend) GetGpu() *GpuTelemetry {
 // ModelReadiness is one model's readiness on a backend.
 type ModelReadiness struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Model         string                 `protobuf:"bytes,1,opt,name=model" json:"model,omitempty"`
-	Ready         bool                   `protobuf:"varint,2,opt,name=ready" json:"ready,omitempty"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Ready         bool                   `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,23 +413,23 @@ func (x *ModelReadiness) GetReady() bool {
 type GpuTelemetry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the figures were observed.
-	ObserveTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=observe_time,json=observeTime" json:"observe_time,omitempty"`
+	ObserveTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=observe_time,json=observeTime,proto3" json:"observe_time,omitempty"`
 	// Mean GPU utilisation, 0 to 1.
-	Utilization float64 `protobuf:"fixed64,2,opt,name=utilization" json:"utilization,omitempty"`
+	Utilization float64 `protobuf:"fixed64,2,opt,name=utilization,proto3" json:"utilization,omitempty"`
 	// GPU memory used and total, summed over the backend's GPUs, in bytes.
-	MemoryUsedBytes  uint64 `protobuf:"varint,3,opt,name=memory_used_bytes,json=memoryUsedBytes" json:"memory_used_bytes,omitempty"`
-	MemoryTotalBytes uint64 `protobuf:"varint,4,opt,name=memory_total_bytes,json=memoryTotalBytes" json:"memory_total_bytes,omitempty"`
+	MemoryUsedBytes  uint64 `protobuf:"varint,3,opt,name=memory_used_bytes,json=memoryUsedBytes,proto3" json:"memory_used_bytes,omitempty"`
+	MemoryTotalBytes uint64 `protobuf:"varint,4,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
 	// Requests queued in Triton, not yet executing.
-	Pending float64 `protobuf:"fixed64,5,opt,name=pending" json:"pending,omitempty"`
+	Pending float64 `protobuf:"fixed64,5,opt,name=pending,proto3" json:"pending,omitempty"`
 	// Mean time a request waited in Triton's queue over the last interval.
-	QueueTime *durationpb.Duration `protobuf:"bytes,6,opt,name=queue_time,json=queueTime" json:"queue_time,omitempty"`
+	QueueTime *durationpb.Duration `protobuf:"bytes,6,opt,name=queue_time,json=queueTime,proto3" json:"queue_time,omitempty"`
 	// Mean compute time of one executed batch over the last interval.
-	ComputePerExecution *durationpb.Duration `protobuf:"bytes,7,opt,name=compute_per_execution,json=computePerExecution" json:"compute_per_execution,omitempty"`
+	ComputePerExecution *durationpb.Duration `protobuf:"bytes,7,opt,name=compute_per_execution,json=computePerExecution,proto3" json:"compute_per_execution,omitempty"`
 	// Items and batches per second over the last interval.
-	InferencesPerSecond float64 `protobuf:"fixed64,8,opt,name=inferences_per_second,json=inferencesPerSecond" json:"inferences_per_second,omitempty"`
-	ExecutionsPerSecond float64 `protobuf:"fixed64,9,opt,name=executions_per_second,json=executionsPerSecond" json:"executions_per_second,omitempty"`
+	InferencesPerSecond float64 `protobuf:"fixed64,8,opt,name=inferences_per_second,json=inferencesPerSecond,proto3" json:"inferences_per_second,omitempty"`
+	ExecutionsPerSecond float64 `protobuf:"fixed64,9,opt,name=executions_per_second,json=executionsPerSecond,proto3" json:"executions_per_second,omitempty"`
 	// Number of GPUs reported.
-	Gpus          int32 `protobuf:"varint,10,opt,name=gpus" json:"gpus,omitempty"`
+	Gpus          int32 `protobuf:"varint,10,opt,name=gpus,proto3" json:"gpus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -587,10 +587,10 @@ const file_colpali_v1_backend_proto_rawDesc = "" +
 	"\x15BACKEND_STATE_EJECTED\x10\x03\x12\x1a\n" +
 	"\x16BACKEND_STATE_DRAINING\x10\x042c\n" +
 	"\x0eBackendService\x12Q\n" +
-	"\fListBackends\x12\x1f.colpali.v1.ListBackendsRequest\x1a .colpali.v1.ListBackendsResponseB\xaf\x01\n" +
+	"\fListBackends\x12\x1f.colpali.v1.ListBackendsRequest\x1a .colpali.v1.ListBackendsResponseB\xa8\x01\n" +
 	"\x0ecom.colpali.v1B\fBackendProtoP\x01Z?github.com/morphik-org/colpali-gateway/gen/colpali/v1;colpaliv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Colpali.V1\xca\x02\n" +
-	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1b\x06proto3"
 
 var (
 	file_colpali_v1_backend_proto_rawDescOnce sync.Once

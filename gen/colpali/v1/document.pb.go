@@ -26,15 +26,15 @@ const (
 type Document struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document's id, a UUID chosen by the gateway.
-	DocumentId string `protobuf:"bytes,1,opt,name=document_id,json=documentId" json:"document_id,omitempty"`
+	DocumentId string `protobuf:"bytes,1,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
 	// The metadata given at ingestion.
-	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Number of pages; pages are numbered from 1.
-	PageCount int32 `protobuf:"varint,3,opt,name=page_count,json=pageCount" json:"page_count,omitempty"`
+	PageCount int32 `protobuf:"varint,3,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
 	// The idempotency key given at ingestion, if any.
-	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// When the document was committed (became visible).
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,7 +109,7 @@ type Page struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The page as an encoded image: a PNG or JPEG file of at most 8 MiB and
 	// 40 million pixels (the gateway's defaults). In JSON, a base64 string.
-	Image         []byte `protobuf:"bytes,1,opt,name=image" json:"image,omitempty"`
+	Image         []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,16 +155,16 @@ type IngestDocumentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document's pages, in order: 1 to 64 (the gateway's default limit),
 	// within the request size limit described on IngestDocument.
-	Pages []*Page `protobuf:"bytes,1,rep,name=pages" json:"pages,omitempty"`
+	Pages []*Page `protobuf:"bytes,1,rep,name=pages,proto3" json:"pages,omitempty"`
 	// Free-form metadata, returned with the document and its search results
 	// and usable in Search filters as "metadata.<key>". Keys must not be
 	// empty; keys and values are UTF-8 without NUL characters; at most 64
 	// entries and 16 KiB of keys and values together (defaults).
-	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Optional, at most 256 bytes of UTF-8. A retried ingestion with the key
 	// of a document already committed stores nothing and returns that
 	// document with created false. Use a fresh key (a UUID) per document.
-	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -223,10 +223,10 @@ func (x *IngestDocumentRequest) GetIdempotencyKey() string {
 type IngestDocumentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stored document.
-	Document *Document `protobuf:"bytes,1,opt,name=document" json:"document,omitempty"`
+	Document *Document `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
 	// False when idempotency_key named a document already stored by an
 	// earlier call: nothing was written by this one.
-	Created       bool `protobuf:"varint,2,opt,name=created" json:"created,omitempty"`
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,12 +349,12 @@ type isIngestDocumentStreamRequest_Message interface {
 
 type IngestDocumentStreamRequest_Header struct {
 	// The document's metadata and size, first message only.
-	Header *IngestDocumentHeader `protobuf:"bytes,1,opt,name=header,oneof"`
+	Header *IngestDocumentHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
 }
 
 type IngestDocumentStreamRequest_Page struct {
 	// The next page, in page order.
-	Page *Page `protobuf:"bytes,2,opt,name=page,oneof"`
+	Page *Page `protobuf:"bytes,2,opt,name=page,proto3,oneof"`
 }
 
 func (*IngestDocumentStreamRequest_Header) isIngestDocumentStreamRequest_Message() {}
@@ -365,17 +365,17 @@ func (*IngestDocumentStreamRequest_Page) isIngestDocumentStreamRequest_Message()
 type IngestDocumentHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// As IngestDocumentRequest.metadata.
-	Metadata map[string]string `protobuf:"bytes,1,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,1,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// As IngestDocumentRequest.idempotency_key, with one difference: the
 	// pages follow the header, so a reuse of the key is recognised by its
 	// metadata and page_count only, not by its images (unary ingestion
 	// compares a digest of the images too). Use a fresh key per document.
-	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// The number of pages that follow: 1 to 1000 (the gateway's default
 	// limit). The document is committed when that many pages are stored, and
 	// messages after them are not read; closing the stream with fewer is
 	// INVALID_ARGUMENT and keeps nothing.
-	PageCount     int32 `protobuf:"varint,3,opt,name=page_count,json=pageCount" json:"page_count,omitempty"`
+	PageCount     int32 `protobuf:"varint,3,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -434,11 +434,11 @@ func (x *IngestDocumentHeader) GetPageCount() int32 {
 type IngestDocumentStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How far the ingestion is. Set on every message.
-	Progress *IngestProgress `protobuf:"bytes,1,opt,name=progress" json:"progress,omitempty"`
+	Progress *IngestProgress `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
 	// The committed document. Set on the last message only.
-	Document *Document `protobuf:"bytes,2,opt,name=document" json:"document,omitempty"`
+	Document *Document `protobuf:"bytes,2,opt,name=document,proto3" json:"document,omitempty"`
 	// As IngestDocumentResponse.created. Meaningful on the last message.
-	Created       bool `protobuf:"varint,3,opt,name=created" json:"created,omitempty"`
+	Created       bool `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -498,13 +498,13 @@ func (x *IngestDocumentStreamResponse) GetCreated() bool {
 type IngestProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id of the document being ingested (not visible until committed).
-	DocumentId string `protobuf:"bytes,1,opt,name=document_id,json=documentId" json:"document_id,omitempty"`
+	DocumentId string `protobuf:"bytes,1,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
 	// Pages received so far.
-	PagesReceived int32 `protobuf:"varint,2,opt,name=pages_received,json=pagesReceived" json:"pages_received,omitempty"`
+	PagesReceived int32 `protobuf:"varint,2,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
 	// Pages embedded and stored so far (not yet visible).
-	PagesStored int32 `protobuf:"varint,3,opt,name=pages_stored,json=pagesStored" json:"pages_stored,omitempty"`
+	PagesStored int32 `protobuf:"varint,3,opt,name=pages_stored,json=pagesStored,proto3" json:"pages_stored,omitempty"`
 	// The page count announced in the header.
-	PageCount     int32 `protobuf:"varint,4,opt,name=page_count,json=pageCount" json:"page_count,omitempty"`
+	PageCount     int32 `protobuf:"varint,4,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,7 +570,7 @@ func (x *IngestProgress) GetPageCount() int32 {
 type GetDocumentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document's id (a UUID).
-	DocumentId    string `protobuf:"bytes,1,opt,name=document_id,json=documentId" json:"document_id,omitempty"`
+	DocumentId    string `protobuf:"bytes,1,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,7 +615,7 @@ func (x *GetDocumentRequest) GetDocumentId() string {
 type GetDocumentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document.
-	Document      *Document `protobuf:"bytes,1,opt,name=document" json:"document,omitempty"`
+	Document      *Document `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,10 +661,10 @@ type ListDocumentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The most documents to return: 1 to 500; 0 means 50. A larger value is
 	// treated as 500.
-	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous response, to continue from there;
 	// empty for the first page.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -716,9 +716,9 @@ func (x *ListDocumentsRequest) GetPageToken() string {
 type ListDocumentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Committed documents, oldest first.
-	Documents []*Document `protobuf:"bytes,1,rep,name=documents" json:"documents,omitempty"`
+	Documents []*Document `protobuf:"bytes,1,rep,name=documents,proto3" json:"documents,omitempty"`
 	// Pass as page_token for the next page; empty on the last page.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,7 +770,7 @@ func (x *ListDocumentsResponse) GetNextPageToken() string {
 type DeleteDocumentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document's id (a UUID).
-	DocumentId    string `protobuf:"bytes,1,opt,name=document_id,json=documentId" json:"document_id,omitempty"`
+	DocumentId    string `protobuf:"bytes,1,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,13 +851,13 @@ func (*DeleteDocumentResponse) Descriptor() ([]byte, []int) {
 type SearchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The text query: non-blank UTF-8 of at most 2048 bytes (default).
-	Query string `protobuf:"bytes,1,opt,name=query" json:"query,omitempty"`
+	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// How many pages to return: 1 to 100 (default limit); 0 means 10.
-	TopK int32 `protobuf:"varint,2,opt,name=top_k,json=topK" json:"top_k,omitempty"`
+	TopK int32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
 	// Restrict the search to documents matching every filter (AND); a filter
 	// matches when its field equals any of its values (OR). At most 16
 	// filters of 1 to 100 values each (defaults).
-	Filters       []*Filter `protobuf:"bytes,3,rep,name=filters" json:"filters,omitempty"`
+	Filters       []*Filter `protobuf:"bytes,3,rep,name=filters,proto3" json:"filters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,10 +917,10 @@ func (x *SearchRequest) GetFilters() []*Filter {
 type Filter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "document_id", or "metadata.<key>" for the metadata entry <key>.
-	Field string `protobuf:"bytes,1,opt,name=field" json:"field,omitempty"`
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
 	// The values to match exactly; a document matches if its field equals
 	// any of them. For document_id, document ids (UUIDs).
-	Values        []string `protobuf:"bytes,2,rep,name=values" json:"values,omitempty"`
+	Values        []string `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -972,9 +972,9 @@ func (x *Filter) GetValues() []string {
 type SearchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The best pages, best first.
-	Results []*SearchResult `protobuf:"bytes,1,rep,name=results" json:"results,omitempty"`
+	Results []*SearchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	// The Triton model that embedded the query.
-	Model         string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1027,12 +1027,12 @@ func (x *SearchResponse) GetModel() string {
 type SearchResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The page's document, with its metadata.
-	Document *Document `protobuf:"bytes,1,opt,name=document" json:"document,omitempty"`
+	Document *Document `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
 	// The page's number in its document, from 1.
-	PageNumber int32 `protobuf:"varint,2,opt,name=page_number,json=pageNumber" json:"page_number,omitempty"`
+	PageNumber int32 `protobuf:"varint,2,opt,name=page_number,json=pageNumber,proto3" json:"page_number,omitempty"`
 	// Late-interaction (MaxSim) score: the sum over query vectors of their
 	// best dot product with the page's vectors. Higher is better.
-	Score         float32 `protobuf:"fixed32,3,opt,name=score" json:"score,omitempty"`
+	Score         float32 `protobuf:"fixed32,3,opt,name=score,proto3" json:"score,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1178,10 +1178,10 @@ const file_colpali_v1_document_proto_rawDesc = "" +
 	"\vGetDocument\x12\x1e.colpali.v1.GetDocumentRequest\x1a\x1f.colpali.v1.GetDocumentResponse\x12T\n" +
 	"\rListDocuments\x12 .colpali.v1.ListDocumentsRequest\x1a!.colpali.v1.ListDocumentsResponse\x12W\n" +
 	"\x0eDeleteDocument\x12!.colpali.v1.DeleteDocumentRequest\x1a\".colpali.v1.DeleteDocumentResponse\x12?\n" +
-	"\x06Search\x12\x19.colpali.v1.SearchRequest\x1a\x1a.colpali.v1.SearchResponseB\xb0\x01\n" +
+	"\x06Search\x12\x19.colpali.v1.SearchRequest\x1a\x1a.colpali.v1.SearchResponseB\xa9\x01\n" +
 	"\x0ecom.colpali.v1B\rDocumentProtoP\x01Z?github.com/morphik-org/colpali-gateway/gen/colpali/v1;colpaliv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Colpali.V1\xca\x02\n" +
-	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1b\x06proto3"
 
 var (
 	file_colpali_v1_document_proto_rawDescOnce sync.Once

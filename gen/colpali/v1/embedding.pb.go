@@ -137,15 +137,15 @@ type EmbedQueriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The queries to embed: 1 to 64 non-empty UTF-8 strings of at most 2048
 	// bytes each (the gateway's defaults; its operator may change them).
-	Queries []string `protobuf:"bytes,1,rep,name=queries" json:"queries,omitempty"`
+	Queries []string `protobuf:"bytes,1,rep,name=queries,proto3" json:"queries,omitempty"`
 	// How the embeddings are encoded in the response.
-	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,proto3,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
 	// Scheduling priority of this request in the gateway's queue for the
 	// query model: 1 is served first, higher numbers later. 0 (unset) means
 	// the model's default level. The gateway's defaults are 3 levels with 2
 	// the default; a value above the configured number of levels is refused
 	// with INVALID_ARGUMENT naming the limit.
-	Priority      uint32 `protobuf:"varint,3,opt,name=priority" json:"priority,omitempty"`
+	Priority      uint32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,9 +204,9 @@ func (x *EmbedQueriesRequest) GetPriority() uint32 {
 type EmbedQueriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One embedding per query, in request order.
-	Embeddings []*MultiVector `protobuf:"bytes,1,rep,name=embeddings" json:"embeddings,omitempty"`
+	Embeddings []*MultiVector `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"`
 	// The Triton model that computed the embeddings.
-	Model         string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,15 +259,15 @@ type EmbedImagesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The page images to embed: 1 to 16 PNG or JPEG files of at most 8 MiB
 	// each (the gateway's defaults). In JSON, each is a base64 string.
-	Images [][]byte `protobuf:"bytes,1,rep,name=images" json:"images,omitempty"`
+	Images [][]byte `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
 	// How the embeddings are encoded in the response.
-	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
+	Encoding EmbeddingEncoding `protobuf:"varint,2,opt,name=encoding,proto3,enum=colpali.v1.EmbeddingEncoding" json:"encoding,omitempty"`
 	// Scheduling priority of this request in the gateway's queue for the
 	// image model: 1 is served first, higher numbers later. 0 (unset) means
 	// the model's default level. The gateway's defaults are 3 levels with 2
 	// the default; a value above the configured number of levels is refused
 	// with INVALID_ARGUMENT naming the limit.
-	Priority      uint32 `protobuf:"varint,3,opt,name=priority" json:"priority,omitempty"`
+	Priority      uint32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,9 +326,9 @@ func (x *EmbedImagesRequest) GetPriority() uint32 {
 type EmbedImagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One embedding per image, in request order.
-	Embeddings []*MultiVector `protobuf:"bytes,1,rep,name=embeddings" json:"embeddings,omitempty"`
+	Embeddings []*MultiVector `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"`
 	// The Triton model that computed the embeddings.
-	Model         string `protobuf:"bytes,2,opt,name=model" json:"model,omitempty"`
+	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,16 +382,16 @@ func (x *EmbedImagesResponse) GetModel() string {
 type MultiVector struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Number of vectors (query tokens or image patches): the matrix's rows.
-	VectorCount int32 `protobuf:"varint,1,opt,name=vector_count,json=vectorCount" json:"vector_count,omitempty"`
+	VectorCount int32 `protobuf:"varint,1,opt,name=vector_count,json=vectorCount,proto3" json:"vector_count,omitempty"`
 	// Length of every vector (128 for ColPali).
-	Dimension int32 `protobuf:"varint,2,opt,name=dimension" json:"dimension,omitempty"`
+	Dimension int32 `protobuf:"varint,2,opt,name=dimension,proto3" json:"dimension,omitempty"`
 	// Element type of data; DATA_TYPE_UNSPECIFIED when vectors is used.
-	DataType DataType `protobuf:"varint,3,opt,name=data_type,json=dataType,enum=colpali.v1.DataType" json:"data_type,omitempty"`
+	DataType DataType `protobuf:"varint,3,opt,name=data_type,json=dataType,proto3,enum=colpali.v1.DataType" json:"data_type,omitempty"`
 	// The matrix, row-major, little-endian, vector_count x dimension elements
 	// of data_type. Set for the *_BYTES encodings.
-	Data []byte `protobuf:"bytes,4,opt,name=data" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
 	// The matrix as lists, one per vector. Set for EMBEDDING_ENCODING_FLOAT_LIST.
-	Vectors       []*Vector `protobuf:"bytes,5,rep,name=vectors" json:"vectors,omitempty"`
+	Vectors       []*Vector `protobuf:"bytes,5,rep,name=vectors,proto3" json:"vectors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,7 +464,7 @@ func (x *MultiVector) GetVectors() []*Vector {
 // Vector is one embedding vector.
 type Vector struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Values        []float32              `protobuf:"fixed32,1,rep,packed,name=values" json:"values,omitempty"`
+	Values        []float32              `protobuf:"fixed32,1,rep,packed,name=values,proto3" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,10 +549,10 @@ const file_colpali_v1_embedding_proto_rawDesc = "" +
 	"\x11DATA_TYPE_FLOAT16\x10\x022\xb5\x01\n" +
 	"\x10EmbeddingService\x12Q\n" +
 	"\fEmbedQueries\x12\x1f.colpali.v1.EmbedQueriesRequest\x1a .colpali.v1.EmbedQueriesResponse\x12N\n" +
-	"\vEmbedImages\x12\x1e.colpali.v1.EmbedImagesRequest\x1a\x1f.colpali.v1.EmbedImagesResponseB\xb1\x01\n" +
+	"\vEmbedImages\x12\x1e.colpali.v1.EmbedImagesRequest\x1a\x1f.colpali.v1.EmbedImagesResponseB\xaa\x01\n" +
 	"\x0ecom.colpali.v1B\x0eEmbeddingProtoP\x01Z?github.com/morphik-org/colpali-gateway/gen/colpali/v1;colpaliv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Colpali.V1\xca\x02\n" +
-	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"Colpali\\V1\xe2\x02\x16Colpali\\V1\\GPBMetadata\xea\x02\vColpali::V1b\x06proto3"
 
 var (
 	file_colpali_v1_embedding_proto_rawDescOnce sync.Once

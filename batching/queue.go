@@ -130,4 +130,3 @@ func (q *queue) close(ctx context.Context) error {
 	q.cancelBase()
 	return err
 }
-

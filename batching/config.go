@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -73,8 +75,9 @@ const (
 	maxPriorityLevels = 64
 )
 
-// ModelConfig configures the queue of one model. A zero field takes its
-// default (which depends on the model: see Config.WithDefaults).
+// ModelConfig configures the queue of one model. A zero field is unset and
+// takes its default (which depends on the model: see Config.WithDefaults);
+// see Config.Validate for the rule on zero.
 type ModelConfig struct {
 	// MaxBatchSize is the most items in one batch sent downstream (Triton's
 	// max_batch_size; it must not exceed the model's). Default 64 for
@@ -182,63 +185,88 @@ func (c ModelConfig) withDefaults(d ModelConfig) ModelConfig {
 	return c
 }
 
-// Validate names every bad setting of a defaulted Config by its gateway
-// flag (-batching-mode, -query-max-batch-size, -image-queue-timeout, ...),
-// so that an operator knows what to fix.
+// Validate reports every bad setting of c at once, each named by its
+// field ("Query.MaxBatchSize 0: must be positive"), so that an application
+// can name the setting (a flag, say) the field came from.
+//
+// The rule for zero is the same for every number: WithDefaults (which New
+// applies) takes a zero field as unset and gives it its default, and
+// Validate refuses zero or a negative value. So a Config written in code
+// leaves a field zero to get its default, and an application that reads
+// settings starts from Config{}.WithDefaults() and validates what it read
+// without applying the defaults again, so that an explicit zero is an
+// error rather than silently the default.
 func (c Config) Validate() error {
 	var errs []error
 	switch c.Mode {
 	case ModeAdaptive, ModeStatic, ModeNone:
 	default:
-		errs = append(errs, fmt.Errorf("-batching-mode %q: want %s, %s or %s", c.Mode, ModeAdaptive, ModeStatic, ModeNone))
+		errs = append(errs, invalidSetting("Mode", c.Mode, "want %s, %s or %s", ModeAdaptive, ModeStatic, ModeNone))
 	}
-	errs = append(errs, c.Query.validate("-query-")...)
-	errs = append(errs, c.Image.validate("-image-")...)
+	errs = append(errs, c.Query.validate("Query.")...)
+	errs = append(errs, c.Image.validate("Image.")...)
 	return errors.Join(errs...)
 }
 
-// Validate names every bad setting of a defaulted ModelConfig.
+// Validate reports every bad setting of a ModelConfig, as Config.Validate
+// does, with field names unqualified ("MaxBatchSize 0: must be
+// positive").
 func (c ModelConfig) Validate() error { return errors.Join(c.validate("")...) }
 
+// validate names each bad setting by prefix (the field path of c in its
+// Config, "Query.") and its field name.
 func (c ModelConfig) validate(prefix string) []error {
 	var errs []error
-	bad := func(setting, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s%s %s", prefix, setting, fmt.Sprintf(format, args...)))
+	bad := func(field string, value any, format string, args ...any) {
+		errs = append(errs, invalidSetting(prefix+field, value, format, args...))
 	}
-	positive := func(setting string, v int64, shown any) {
+	positive := func(field string, v int64, shown any) {
 		if v <= 0 {
-			bad(setting, "%v: must be positive", shown)
+			bad(field, shown, "must be positive")
 		}
 	}
-	positive("max-batch-size", int64(c.MaxBatchSize), c.MaxBatchSize)
-	positive("item-cost", int64(c.ItemCost), c.ItemCost)
-	positive("max-batch-cost", int64(c.MaxBatchCost), c.MaxBatchCost)
-	positive("max-queue-delay", int64(c.MaxQueueDelay), c.MaxQueueDelay)
-	positive("max-queue-size", int64(c.MaxQueueSize), c.MaxQueueSize)
-	positive("queue-timeout", int64(c.QueueTimeout), c.QueueTimeout)
-	positive("latency-target", int64(c.LatencyTarget), c.LatencyTarget)
-	positive("max-in-flight-batches", int64(c.MaxInFlightBatches), c.MaxInFlightBatches)
+	positive("MaxBatchSize", int64(c.MaxBatchSize), c.MaxBatchSize)
+	positive("ItemCost", int64(c.ItemCost), c.ItemCost)
+	positive("MaxBatchCost", int64(c.MaxBatchCost), c.MaxBatchCost)
+	positive("MaxQueueDelay", int64(c.MaxQueueDelay), c.MaxQueueDelay)
+	positive("MaxQueueSize", int64(c.MaxQueueSize), c.MaxQueueSize)
+	positive("QueueTimeout", int64(c.QueueTimeout), c.QueueTimeout)
+	positive("LatencyTarget", int64(c.LatencyTarget), c.LatencyTarget)
+	positive("MaxInFlightBatches", int64(c.MaxInFlightBatches), c.MaxInFlightBatches)
 	if c.PriorityLevels <= 0 || c.PriorityLevels > maxPriorityLevels {
-		bad("priority-levels", "%d: want 1 to %d", c.PriorityLevels, maxPriorityLevels)
+		bad("PriorityLevels", c.PriorityLevels, "want 1 to %d", maxPriorityLevels)
 	}
 	if c.DefaultPriority <= 0 || c.DefaultPriority > max(c.PriorityLevels, 1) {
-		bad("default-priority", "%d: want 1 to priority-levels (%d)", c.DefaultPriority, c.PriorityLevels)
+		bad("DefaultPriority", c.DefaultPriority, "want 1 to %sPriorityLevels (%d)", prefix, c.PriorityLevels)
 	}
 	if c.ItemCost > 0 && c.MaxBatchCost > 0 && c.MaxBatchCost < c.ItemCost {
-		bad("max-batch-cost", "%d: below item-cost %d, so no batch could hold one item", c.MaxBatchCost, c.ItemCost)
+		bad("MaxBatchCost", c.MaxBatchCost, "below %sItemCost %d, so no batch could hold one item", prefix, c.ItemCost)
 	}
 	for _, p := range c.PreferredBatchSizes {
 		if p <= 0 || p > c.MaxBatchSize {
-			bad("preferred-batch-sizes", "%v: each must be 1 to max-batch-size (%d)", c.PreferredBatchSizes, c.MaxBatchSize)
+			bad("PreferredBatchSizes", c.PreferredBatchSizes, "each must be 1 to %sMaxBatchSize (%d)", prefix, c.MaxBatchSize)
 			break
 		}
 	}
 	switch c.TimeoutAction {
 	case TimeoutReject, TimeoutDelay:
 	default:
-		bad("timeout-action", "%q: want %s or %s", c.TimeoutAction, TimeoutReject, TimeoutDelay)
+		bad("TimeoutAction", c.TimeoutAction, "want %s or %s", TimeoutReject, TimeoutDelay)
 	}
 	return errs
+}
+
+// invalidSetting is the error of one bad setting: the field, the value
+// (quoted if a string), and what is wrong.
+func invalidSetting(field string, value any, format string, args ...any) error {
+	shown := fmt.Sprint(value)
+	switch v := value.(type) {
+	case Mode:
+		shown = strconv.Quote(string(v))
+	case TimeoutAction:
+		shown = strconv.Quote(string(v))
+	}
+	return errclass.Errorf(errclass.Invalid, "%s %s: %s", field, shown, fmt.Sprintf(format, args...))
 }
 
 // ParseBatchSizes parses a comma-separated list of batch sizes ("4,8,16");

@@ -1,9 +1,12 @@
 package batching
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
 func TestDefaultsAreValidAndDifferPerModel(t *testing.T) {
@@ -42,17 +45,44 @@ func TestValidateNamesEverySetting(t *testing.T) {
 		t.Fatal("bad settings accepted")
 	}
 	for _, want := range []string{
-		`-batching-mode "eager"`, "-query-max-batch-size -1", "-query-max-queue-delay -1ms", "-query-queue-timeout",
-		"-query-max-in-flight-batches -3", `-query-timeout-action "drop"`, "-query-default-priority 9",
-		"-image-max-queue-size -5", "-image-latency-target -1s", "-image-preferred-batch-sizes [4 32]",
-		"-image-max-batch-cost 16480: below item-cost 20000", "-image-priority-levels 100",
+		`Mode "eager": want adaptive, static or none`, "Query.MaxBatchSize -1: must be positive", "Query.MaxQueueDelay -1ms: must be positive",
+		"Query.QueueTimeout -1ns: must be positive", "Query.MaxInFlightBatches -3: must be positive", `Query.TimeoutAction "drop": want reject or delay`,
+		"Query.DefaultPriority 9: want 1 to Query.PriorityLevels (3)", "Image.MaxQueueSize -5: must be positive", "Image.LatencyTarget -1s: must be positive",
+		"Image.PreferredBatchSizes [4 32]: each must be 1 to Image.MaxBatchSize (16)",
+		"Image.MaxBatchCost 16480: below Image.ItemCost 20000", "Image.PriorityLevels 100: want 1 to 64",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %q:\n%v", want, err)
 		}
 	}
-	if err := (ModelConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "max-batch-size 0: must be positive") {
+	if !errors.Is(err, errclass.Invalid) {
+		t.Errorf("not errclass.Invalid: %v", err)
+	}
+	if err := (ModelConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "MaxBatchSize 0: must be positive") {
 		t.Errorf("an undefaulted ModelConfig: %v", err)
+	}
+}
+
+// One rule for zero: unset (zero before WithDefaults) takes the default,
+// and a zero that survives to Validate, as an explicit zero read from a
+// flag does, is an error naming the field; so is a negative value either
+// way.
+func TestZeroIsUnsetOnlyBeforeDefaults(t *testing.T) {
+	unset := Config{Query: ModelConfig{MaxBatchSize: 0}}.WithDefaults()
+	if unset.Query.MaxBatchSize != DefaultQueryMaxBatchSize {
+		t.Fatalf("unset MaxBatchSize became %d", unset.Query.MaxBatchSize)
+	}
+	explicit := Config{}.WithDefaults()
+	explicit.Query.MaxBatchSize = 0
+	explicit.Image.QueueTimeout = 0
+	err := explicit.Validate()
+	for _, want := range []string{"Query.MaxBatchSize 0: must be positive", "Image.QueueTimeout 0s: must be positive"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("explicit zero: %v; want %q", err, want)
+		}
+	}
+	if _, err := New(Config{Image: ModelConfig{MaxQueueSize: -1}}, Deps{Downstream: &fakeDownstream{}}); err == nil || !strings.Contains(err.Error(), "Image.MaxQueueSize -1: must be positive") {
+		t.Errorf("New with a negative setting: %v", err)
 	}
 }
 

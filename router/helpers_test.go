@@ -114,7 +114,7 @@ func load(ctx context.Context, r *Router, kind model.Kind, workers, n int, timeo
 				if kind == model.Image {
 					item = testPNG
 				}
-				_, err := r.Embed(cctx, kind, [][]byte{item})
+				_, err := r.Embed(cctx, kind, [][]byte{item}, 0)
 				cancel()
 				if err != nil {
 					mu.Lock()

@@ -225,8 +225,10 @@ func (r *Router) Run(ctx context.Context) error {
 // request once its caller has given up. A batch that fails UNAVAILABLE
 // (the backend is down) or overloaded (its queue is full) is retried once
 // on another ready backend while the deadline has time left and the retry
-// budget allows; see the package documentation.
-func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+// budget allows; see the package documentation. priority is the batch's
+// priority level (1 is the most urgent; 0 none), as the batcher's
+// Downstream passes it; the router does not act on it.
+func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
 	batch := policy.Batch{Kind: kind, Items: len(items), Cost: r.cost(kind, len(items))}
 	r.budget.request()
 	b, ahead, err := r.pick(batch, nil)

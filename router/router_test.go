@@ -30,7 +30,7 @@ func TestEmbedSendsTimeoutAndDecodes(t *testing.T) {
 	r := startRouter(t, testConfig(roundrobin.Name, sim), Deps{}, 1)
 	ctx, cancel := context.WithTimeout(testutil.Context(t), 2*time.Second)
 	defer cancel()
-	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")})
+	embs, err := r.Embed(ctx, model.Query, [][]byte{[]byte("a b"), []byte("c")}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestErroringBackendEjectedAndReadmitted(t *testing.T) {
 
 	failures := 0
 	for range 10 {
-		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			if !errors.Is(err, triton.ErrFailed) {
 				t.Fatalf("error %v, want the simulated failure (ErrFailed)", err)
 			}
@@ -129,7 +129,7 @@ func TestErroringBackendEjectedAndReadmitted(t *testing.T) {
 	waitFor(t, "readmission", func() bool { st, _ := status(r, bad.GRPCAddr()); return st.State == StateReady })
 
 	for range 8 {
-		_, _ = r.Embed(ctx, model.Query, [][]byte{[]byte("q")})
+		_, _ = r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0)
 	}
 	st, _ = status(r, bad.GRPCAddr())
 	if st.State != StateEjected || st.Ejections != 2 {
@@ -178,7 +178,7 @@ func TestLastBackendNotEjected(t *testing.T) {
 		cfg.EjectAfter = 2
 		r := startRouter(t, cfg, Deps{}, 1)
 		for range 4 {
-			if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); !errors.Is(err, triton.ErrFailed) {
+			if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); !errors.Is(err, triton.ErrFailed) {
 				t.Fatalf("err %v, want ErrFailed", err)
 			}
 		}
@@ -221,7 +221,7 @@ func TestLastBackendNotEjected(t *testing.T) {
 		}
 		t.Cleanup(back.Stop)
 		waitFor(t, "the backend ready again", func() bool { st, _ := status(r, addr); return st.State == StateReady })
-		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+		if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			t.Fatalf("after the server came back: %v", err)
 		}
 		if st, _ := status(r, addr); st.ConsecutiveFailures != 0 {
@@ -356,7 +356,7 @@ func TestPickRacingDrain(t *testing.T) {
 		res.set([]string{"10.0.0.1"}, nil)
 		r.resolve(ctx, "triton.default.svc", "8001")
 	}}
-	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Fatalf("the batch failed: %v", err)
 	}
 	if n := countModel(leaving, queryModel); n != 0 {
@@ -391,13 +391,13 @@ func TestModelNotReadyNeverRouted(t *testing.T) {
 
 	both.SetFaults(tritonsim.Faults{NotReady: []string{"colpali_image"}})
 	waitFor(t, "no backend ready for images", func() bool {
-		_, err := r.Embed(ctx, model.Image, [][]byte{testPNG})
+		_, err := r.Embed(ctx, model.Image, [][]byte{testPNG}, 0)
 		return errors.Is(err, ErrNoBackend)
 	})
 	if err := r.Ready(ctx); !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "colpali_image") || !strings.Contains(err.Error(), both.GRPCAddr()) {
 		t.Errorf("Ready = %v, want ErrNotReady naming the image model and the backends", err)
 	}
-	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Errorf("queries failed while their model is ready: %v", err)
 	}
 	both.SetFaults(tritonsim.Faults{})
@@ -555,7 +555,7 @@ func TestRetryBudgetExhausted(t *testing.T) {
 	victim.Stop()
 	var failed error
 	for range 4 {
-		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+		if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 			if failed != nil {
 				t.Fatalf("a second batch failed: %v", err)
 			}
@@ -655,7 +655,7 @@ func TestMetrics(t *testing.T) {
 	sim := startSim(t, tritonsim.Config{})
 	reg := prometheus.NewRegistry()
 	r := startRouter(t, testConfig(gpuaware.Name, sim), Deps{Registerer: reg}, 1)
-	if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}); err != nil {
+	if _, err := r.Embed(testutil.Context(t), model.Query, [][]byte{[]byte("q")}, 0); err != nil {
 		t.Fatal(err)
 	}
 	fams, err := reg.Gather()

@@ -106,7 +106,7 @@ func New(cfg Config, deps Deps) (*Batcher, error) {
 	b := &Batcher{cfg: cfg, down: deps.Downstream}
 	for _, kind := range []model.Kind{model.Query, model.Image} {
 		name := deps.Downstream.ModelName(kind)
-		p := queueParams{
+		p := laneParams{
 			kind:     kind,
 			name:     name,
 			mode:     cfg.Mode,

@@ -16,15 +16,15 @@ import (
 // budget (the pieces go concurrently). It keeps the batcher's metrics so
 // that the modes compare.
 type direct struct {
-	queueParams
+	laneParams
 	closing atomic.Bool
 }
 
 var _ lane = (*direct)(nil)
 
-func newDirect(p queueParams) *direct {
+func newDirect(p laneParams) *direct {
 	p.metrics.batchLimit.Set(float64(p.cfg.MaxBatchSize))
-	return &direct{queueParams: p}
+	return &direct{laneParams: p}
 }
 
 func (d *direct) embed(ctx context.Context, items [][]byte, level int) ([]model.Embedding, error) {

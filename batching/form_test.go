@@ -28,10 +28,10 @@ func TestViewIsTheBatchTakeSends(t *testing.T) {
 		}
 		clock := newFakeClock()
 		q := &queue{
-			queueParams: queueParams{kind: model.Query, name: "m", cfg: cfg, clock: clock, metrics: m.forModel("m")},
-			policy:      newStaticPolicy(cfg),
-			wake:        make(chan struct{}, 1),
-			delayed:     list.New(),
+			laneParams: laneParams{kind: model.Query, name: "m", cfg: cfg, clock: clock, metrics: m.forModel("m")},
+			policy:     newStaticPolicy(cfg),
+			wake:       make(chan struct{}, 1),
+			delayed:    list.New(),
 		}
 		for range cfg.PriorityLevels {
 			q.levels = append(q.levels, list.New())

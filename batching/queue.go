@@ -13,8 +13,9 @@ import (
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// queueParams are what newQueue (and newDirect) need.
-type queueParams struct {
+// laneParams are what a lane needs: newQueue all of them, newDirect the
+// model, its settings, the downstream, the clock and the metrics.
+type laneParams struct {
 	kind model.Kind
 	name string
 	mode Mode
@@ -32,7 +33,7 @@ type queueParams struct {
 // queued requests (request.go), its dispatcher goroutine (dispatch.go) and
 // the batches it forms (form.go).
 type queue struct {
-	queueParams
+	laneParams
 	policy policy
 
 	// base is the parent of every batch's context; canceled by a Close
@@ -61,8 +62,8 @@ var _ lane = (*queue)(nil)
 
 // newQueue starts the queue of p.mode (static or adaptive) and its
 // dispatcher.
-func newQueue(p queueParams) *queue {
-	q := &queue{queueParams: p, wake: make(chan struct{}, 1), loopDone: make(chan struct{}), delayed: list.New()}
+func newQueue(p laneParams) *queue {
+	q := &queue{laneParams: p, wake: make(chan struct{}, 1), loopDone: make(chan struct{}), delayed: list.New()}
 	q.base, q.cancelBase = context.WithCancel(context.Background())
 	for range p.cfg.PriorityLevels {
 		q.levels = append(q.levels, list.New())

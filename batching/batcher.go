@@ -1,12 +1,12 @@
 package batching
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
@@ -15,9 +15,12 @@ import (
 )
 
 // Downstream embeds one batch; *router.Router implements it. A batch holds
-// at most ModelConfig.MaxBatchSize items.
+// at most ModelConfig.MaxBatchSize items. Its priority is the level of its
+// most urgent member (1 is served first; always 1 to the model's
+// PriorityLevels): a batch mixes levels only when a less urgent request
+// fills what the more urgent ones left.
 type Downstream interface {
-	Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
+	Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error)
 	// ModelName is the model that embeds kind; it labels the metrics.
 	ModelName(kind model.Kind) string
 }
@@ -62,8 +65,20 @@ type Deps struct {
 type Batcher struct {
 	cfg    Config
 	down   Downstream
-	queues [2]*queue // by model.Kind
+	names  [2]string // model names, by model.Kind
+	queues [2]lane   // by model.Kind
 	closed sync.Once
+}
+
+// lane is one model's way downstream: a batching queue (queue.go), or in
+// ModeNone a direct call per request (direct.go). Batcher.Embed has
+// checked the call before a lane sees it: items is not empty and level is
+// a valid 1-based priority level, the default applied.
+type lane interface {
+	embed(ctx context.Context, items [][]byte, level int) ([]model.Embedding, error)
+	// close stops accepting calls, finishes what was accepted (or gives up
+	// once ctx ends) and returns when the lane's goroutines have ended.
+	close(ctx context.Context) error
 }
 
 // New validates cfg (after defaults) and starts one queue per model.
@@ -91,7 +106,7 @@ func New(cfg Config, deps Deps) (*Batcher, error) {
 	b := &Batcher{cfg: cfg, down: deps.Downstream}
 	for _, kind := range []model.Kind{model.Query, model.Image} {
 		name := deps.Downstream.ModelName(kind)
-		b.queues[kind] = newQueue(queueParams{
+		p := laneParams{
 			kind:     kind,
 			name:     name,
 			mode:     cfg.Mode,
@@ -102,7 +117,13 @@ func New(cfg Config, deps Deps) (*Batcher, error) {
 			logger:   deps.Logger.With("model", name),
 			metrics:  m.forModel(name),
 			tracer:   otel.Tracer("github.com/morphik-org/colpali-gateway/batching"),
-		})
+		}
+		b.names[kind] = name
+		if cfg.Mode == ModeNone {
+			b.queues[kind] = newDirect(p)
+		} else {
+			b.queues[kind] = newQueue(p)
+		}
 	}
 	return b, nil
 }
@@ -122,12 +143,25 @@ func (b *Batcher) PriorityLevels(kind model.Kind) int { return b.cfg.model(kind)
 // early with ctx's error when ctx ends, with ErrQueueFull at once when the
 // queue is full, and with ErrQueueTimeout when the request waited too long;
 // a batch's downstream error is returned as it is to every request in it.
-// The priority comes from WithPriority.
-func (b *Batcher) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+// priority is the request's level: 1 is served first; 0 means the model's
+// DefaultPriority; one above the model's PriorityLevels fails with
+// ErrPriority.
+func (b *Batcher) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
 	if kind != model.Query && kind != model.Image {
 		return nil, fmt.Errorf("batching: unknown model kind %d", kind)
 	}
-	return b.queues[kind].embed(ctx, items)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg := b.cfg.model(kind)
+	level := cmp.Or(priority, cfg.DefaultPriority)
+	if level < 0 || level > cfg.PriorityLevels {
+		return nil, fmt.Errorf("%w: %d; model %s has levels 1 to %d", ErrPriority, level, b.names[kind], cfg.PriorityLevels)
+	}
+	if len(items) == 0 {
+		return []model.Embedding{}, nil
+	}
+	return b.queues[kind].embed(ctx, items, level)
 }
 
 // Close stops accepting calls (they fail with ErrClosed) and flushes: every
@@ -148,33 +182,4 @@ func (b *Batcher) Close(ctx context.Context) error {
 		err = errors.Join(errs...)
 	})
 	return err
-}
-
-type priorityKey struct{}
-
-// WithPriority returns ctx carrying a request's priority level for Embed: 1
-// is served first; 0 (or no level) means the model's DefaultPriority; a
-// level above the model's PriorityLevels fails with ErrPriority.
-func WithPriority(ctx context.Context, level int) context.Context {
-	return context.WithValue(ctx, priorityKey{}, level)
-}
-
-// PriorityFrom returns the priority level WithPriority put in ctx, 0 if
-// none.
-func PriorityFrom(ctx context.Context) int {
-	level, _ := ctx.Value(priorityKey{}).(int)
-	return level
-}
-
-// queueTimeout is when the queue timeout passes for a request that
-// arrives at now with ctx under cfg: its own deadline if cfg allows the
-// override and it has one, else QueueTimeout (always positive) after now.
-// Every request has one.
-func queueTimeout(cfg ModelConfig, ctx context.Context, now time.Time) time.Time {
-	if cfg.AllowTimeoutOverride {
-		if d, ok := ctx.Deadline(); ok {
-			return d
-		}
-	}
-	return now.Add(cfg.QueueTimeout)
 }

@@ -184,7 +184,7 @@ func TestQueueFullAnswersAtOnce(t *testing.T) {
 	g.waitEntered(t)
 	w1, w2 := embedAsync(ctx, b, model.Query, "1"), embedAsync(ctx, b, model.Query, "2")
 	waitQueued(t, b, model.Query, 2)
-	_, err = b.Embed(ctx, model.Query, [][]byte{[]byte("3")})
+	_, err = b.Embed(ctx, model.Query, [][]byte{[]byte("3")}, 0)
 	if !errors.Is(err, ErrQueueFull) || !strings.Contains(err.Error(), "max-queue-size") {
 		t.Fatalf("Embed on a full queue: %v, want ErrQueueFull naming max-queue-size", err)
 	}
@@ -234,16 +234,16 @@ func TestQueueTimeoutDelayMovesBehind(t *testing.T) {
 	blocker := embedAsync(ctx, b, model.Query, "busy")
 	g.waitEntered(t)
 	start := clock.Now()
-	early := embedAsync(WithPriority(ctx, 1), b, model.Query, "early")
+	early := embedAsyncAt(ctx, b, model.Query, 1, "early")
 	clock.waitArmed(t, start.Add(time.Second))
 	clock.Advance(time.Second) // early times out: delayed behind everyone
 	waitFor(t, "the delayed list", func() bool {
-		q := b.queues[model.Query]
+		q := queueOf(b, model.Query)
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		return q.delayed.Len() == 1
 	})
-	later := embedAsync(WithPriority(ctx, 3), b, model.Query, "later")
+	later := embedAsyncAt(ctx, b, model.Query, 3, "later")
 	waitQueued(t, b, model.Query, 2)
 	for range 3 {
 		g.release <- struct{}{}
@@ -267,7 +267,7 @@ func TestPriorityOrder(t *testing.T) {
 	g.waitEntered(t)
 	var calls []<-chan result
 	for i, p := range []int{3, 0, 1, 2, 1} { // 0 is the default, 2
-		calls = append(calls, embedAsync(WithPriority(ctx, p), b, model.Query, []string{"p3", "d", "p1a", "p2", "p1b"}[i]))
+		calls = append(calls, embedAsyncAt(ctx, b, model.Query, p, []string{"p3", "d", "p1a", "p2", "p1b"}[i]))
 		waitQueued(t, b, model.Query, i+1)
 	}
 	for range 6 {
@@ -281,11 +281,59 @@ func TestPriorityOrder(t *testing.T) {
 	if got := down.Batches(); !cmp.Equal(got, want) {
 		t.Fatalf("batches %v, want %v", got, want)
 	}
+	if got := down.Priorities(); !cmp.Equal(got, []int{2, 1, 1, 2, 2, 3}) {
+		t.Fatalf("downstream priorities %v, want each batch's level", got)
+	}
+}
+
+// A batch that mixes levels goes downstream at its most urgent member's.
+func TestBatchPriorityIsItsMostUrgentMembers(t *testing.T) {
+	ctx := itestutil.Context(t)
+	g := newGate()
+	down := &fakeDownstream{embed: g.embed}
+	cfg := Config{Mode: ModeStatic, Query: ModelConfig{MaxInFlightBatches: 1, MaxQueueDelay: time.Hour, PreferredBatchSizes: []int{2}}}
+	b := newTestBatcher(t, cfg, down, newFakeClock())
+	blocker := embedAsyncAt(ctx, b, model.Query, 3, "busy", "busy")
+	g.waitEntered(t)
+	low := embedAsyncAt(ctx, b, model.Query, 3, "low")
+	waitQueued(t, b, model.Query, 1)
+	normal := embedAsync(ctx, b, model.Query, "normal")
+	waitQueued(t, b, model.Query, 2)
+	g.release <- struct{}{}
+	g.release <- struct{}{}
+	for _, ch := range []<-chan result{blocker, low, normal} {
+		if r := await(t, ch); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	if got := down.Batches(); !cmp.Equal(got, [][]string{{"busy", "busy"}, {"normal", "low"}}) {
+		t.Fatalf("batches %v", got)
+	}
+	if got := down.Priorities(); !cmp.Equal(got, []int{3, 2}) {
+		t.Fatalf("downstream priorities %v, want 3 then 2 (the default level of normal)", got)
+	}
+}
+
+// ModeNone sends each call at its own level, the default applied.
+func TestNoBatchingPassesThePriority(t *testing.T) {
+	down := &fakeDownstream{}
+	b := newTestBatcher(t, Config{Mode: ModeNone}, down, newFakeClock())
+	for _, p := range []int{3, 0, 1} {
+		if _, err := b.Embed(itestutil.Context(t), model.Image, [][]byte{[]byte("p")}, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := down.Priorities(); !cmp.Equal(got, []int{3, 2, 1}) {
+		t.Fatalf("downstream priorities %v, want 3, 2, 1", got)
+	}
+	if queueOf(b, model.Image) != nil {
+		t.Fatal("ModeNone built a queue")
+	}
 }
 
 func TestPriorityOutOfRange(t *testing.T) {
 	b := newTestBatcher(t, Config{}, &fakeDownstream{}, newFakeClock())
-	_, err := b.Embed(WithPriority(itestutil.Context(t), 4), model.Query, [][]byte{[]byte("q")})
+	_, err := b.Embed(itestutil.Context(t), model.Query, [][]byte{[]byte("q")}, 4)
 	if !errors.Is(err, ErrPriority) || !strings.Contains(err.Error(), "1 to 3") {
 		t.Fatalf("got %v, want ErrPriority naming the levels", err)
 	}
@@ -382,7 +430,7 @@ func TestCallerGoneBeforeItLeavesIsNeverSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	q := b.queues[model.Query]
+	q := queueOf(b, model.Query)
 	blocker := embedAsync(ctx, b, model.Query, "busy", "busy")
 	g.waitEntered(t)
 
@@ -483,7 +531,7 @@ func TestBatchIsCanceledOnceEveryMemberLeaves(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close(ctx)
-			q := b.queues[model.Query]
+			q := queueOf(b, model.Query)
 			samples := func() float64 {
 				q.mu.Lock()
 				defer q.mu.Unlock()
@@ -586,7 +634,7 @@ func TestFailedPieceCancelsTheRestOfItsRequest(t *testing.T) {
 	if !errors.Is(context.Cause(rest), errAbandoned) {
 		t.Fatalf("cause %v, want errAbandoned", context.Cause(rest))
 	}
-	q := b.queues[model.Query]
+	q := queueOf(b, model.Query)
 	waitFor(t, "both batches back", func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
@@ -675,7 +723,7 @@ func TestWrongNumberOfEmbeddingsIsAnError(t *testing.T) {
 	}}
 	for _, mode := range []Mode{ModeAdaptive, ModeNone} {
 		b := newTestBatcher(t, Config{Mode: mode}, down, newFakeClock())
-		if _, err := b.Embed(itestutil.Context(t), model.Image, [][]byte{[]byte("p")}); !errors.Is(err, ErrBadDownstream) {
+		if _, err := b.Embed(itestutil.Context(t), model.Image, [][]byte{[]byte("p")}, 0); !errors.Is(err, ErrBadDownstream) {
 			t.Fatalf("%s: got %v, want ErrBadDownstream", mode, err)
 		}
 	}
@@ -696,7 +744,7 @@ func TestCloseFlushesWithoutWaiting(t *testing.T) {
 	if got := await(t, r); got.err != nil || got.items[0] != "page" {
 		t.Fatalf("queued request on Close: %v, %v", got.items, got.err)
 	}
-	if _, err := b.Embed(ctx, model.Image, [][]byte{[]byte("p")}); !errors.Is(err, ErrClosed) {
+	if _, err := b.Embed(ctx, model.Image, [][]byte{[]byte("p")}, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Embed after Close: %v, want ErrClosed", err)
 	}
 	if err := b.Close(ctx); err != nil {
@@ -747,10 +795,10 @@ func TestEmbedWithEndedContextIsNotQueued(t *testing.T) {
 	b := newTestBatcher(t, Config{}, down, newFakeClock())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := b.Embed(ctx, model.Query, [][]byte{[]byte("q")}); !errors.Is(err, context.Canceled) {
+	if _, err := b.Embed(ctx, model.Query, [][]byte{[]byte("q")}, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := b.Embed(itestutil.Context(t), model.Kind(7), nil); err == nil {
+	if _, err := b.Embed(itestutil.Context(t), model.Kind(7), nil, 0); err == nil {
 		t.Fatal("an unknown kind was accepted")
 	}
 	if len(down.Batches()) != 0 {
@@ -766,7 +814,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	if _, err := b.Embed(ctx, model.Query, [][]byte{[]byte("a"), []byte("b"), []byte("c")}); err != nil {
+	if _, err := b.Embed(ctx, model.Query, [][]byte{[]byte("a"), []byte("b"), []byte("c")}, 0); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
@@ -854,7 +902,7 @@ func TestCancellationStormLeavesNothing(t *testing.T) {
 			t.Fatalf("caller %d: %v, want Canceled", i, r.err)
 		}
 	}
-	q := b.queues[model.Query]
+	q := queueOf(b, model.Query)
 	q.mu.Lock()
 	left := q.queued + len(q.timeouts)
 	for _, l := range q.lists() {

@@ -56,6 +56,29 @@ func TestValidateNamesEverySetting(t *testing.T) {
 	}
 }
 
+// One rule for zero: unset (zero before WithDefaults) takes the default,
+// and a zero that survives to Validate, as an explicit zero read from a
+// flag does, is an error naming the field; so is a negative value either
+// way.
+func TestZeroIsUnsetOnlyBeforeDefaults(t *testing.T) {
+	unset := Config{Query: ModelConfig{MaxBatchSize: 0}}.WithDefaults()
+	if unset.Query.MaxBatchSize != DefaultQueryMaxBatchSize {
+		t.Fatalf("unset MaxBatchSize became %d", unset.Query.MaxBatchSize)
+	}
+	explicit := Config{}.WithDefaults()
+	explicit.Query.MaxBatchSize = 0
+	explicit.Image.QueueTimeout = 0
+	err := explicit.Validate()
+	for _, want := range []string{"Query.MaxBatchSize 0: must be positive", "Image.QueueTimeout 0s: must be positive"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("explicit zero: %v; want %q", err, want)
+		}
+	}
+	if _, err := New(Config{Image: ModelConfig{MaxQueueSize: -1}}, Deps{Downstream: &fakeDownstream{}}); err == nil || !strings.Contains(err.Error(), "Image.MaxQueueSize -1: must be positive") {
+		t.Errorf("New with a negative setting: %v", err)
+	}
+}
+
 func TestParseBatchSizes(t *testing.T) {
 	got, err := ParseBatchSizes(" 4, 8,16 ")
 	if err != nil || len(got) != 3 || got[2] != 16 {

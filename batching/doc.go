@@ -18,37 +18,73 @@
 // of pages stays within what the GPU holds. A call larger than a batch is
 // split across consecutive batches and its rows are reassembled in order.
 //
+// A call carries its priority level as a parameter of Embed (1 is served
+// first, 0 means the model's DefaultPriority); a batch goes downstream at
+// the level of its most urgent member, the priority argument of
+// Downstream.Embed.
+//
+// Configuration follows one rule for zero: a zero field of Config is unset
+// and takes its default (WithDefaults, which New applies), and Validate
+// refuses zero and negative values, naming the field ("Query.MaxBatchSize
+// 0: must be positive"), so that an application starting from the
+// defaults refuses an explicit zero.
+//
 // Three modes: ModeAdaptive (the default, below), ModeStatic (Triton's
 // policy, kept for comparison) and ModeNone (every call goes downstream at
 // once on its own, as before batching existed).
 //
+// # Layout
+//
+// Batcher.Embed checks a call (kind, context, priority level, empty items)
+// and hands it to its model's lane, the one seam between the public API
+// and the modes: a lane embeds a checked call and closes. The lanes:
+//
+//   - queue.go: queue, the lane of ModeStatic and ModeAdaptive, its state
+//     and its close (flush, or give up once Close's context ends);
+//   - request.go: a call as a request in the queue: enqueue, a caller
+//     leaving, queue timeouts, and finish, which ends a request exactly
+//     once;
+//   - dispatch.go: the dispatcher loop, which asks the policy (policy.go)
+//     whether to send, and a batch's trip downstream and back;
+//   - form.go: batch forming. One walker of the queue, plan, works out the
+//     batch that would leave now without moving anything; view is the plan
+//     at the policy's limit, which the policy decides on, and take carries
+//     out the plan for the size the policy chose. The batch the policy saw
+//     and the batch sent are the same walk, so they cannot disagree;
+//   - direct.go: direct, the lane of ModeNone: no queue, no goroutine of
+//     its own; it splits a call only where it exceeds a batch.
+//
 // # Concurrency Model
 //
-// Each queue has one dispatcher goroutine and one mutex. Callers enqueue
-// under the mutex and wait on their request's done channel or their own
-// context, whichever comes first. The dispatcher wakes on an arrival, a
-// departure, a finished batch, or its timer (the policy's delay or the
-// earliest queue timeout, on the injected Clock); under the mutex it
-// expires timed-out requests and, while fewer than MaxInFlightBatches
-// batches per ready backend (Deps.Backends) are in flight, asks the policy whether to send a batch now. Each
-// batch runs downstream in its own goroutine, without the mutex, then
-// takes the mutex to hand out rows. Batches form while every slot is busy,
-// as Triton's form while every model instance is busy: under load the
-// queue itself makes the batches large, and the delay matters only when a
-// slot is free.
+// In ModeNone a call runs downstream in its caller's goroutine (its pieces
+// in goroutines it waits for); there is no other state than a closing
+// flag. In the batching modes each queue has one dispatcher goroutine and
+// one mutex. Callers enqueue under the mutex and wait on their request's
+// done channel or their own context, whichever comes first. The dispatcher
+// wakes on an arrival, a departure, a finished batch, or its timer (the
+// policy's delay or the earliest queue timeout, on the injected Clock);
+// under the mutex it expires timed-out requests and, while fewer than
+// MaxInFlightBatches batches per ready backend (Deps.Backends) are in
+// flight, asks the policy whether to send a batch now. Each batch runs
+// downstream in its own goroutine, without the mutex, then takes the mutex
+// to hand out rows. Batches form while every slot is busy, as Triton's
+// form while every model instance is busy: under load the queue itself
+// makes the batches large, and the delay matters only when a slot is free.
 //
 // # Request Lifecycle and Ownership
 //
-// A request is finished exactly once, under the mutex, by whichever comes
+// In ModeNone a call owns everything it makes, and what follows is about
+// the batching modes. A request is finished exactly once, under the mutex, by whichever comes
 // first: its last rows arrive (success), a batch carrying part of it fails
 // (that batch's error, the same for every member, so the gateway maps it
 // as any backend error), its queue timeout passes under TimeoutReject
 // (ErrQueueTimeout), its caller's context ends (the caller gets ctx.Err()
 // at once), or Close gives up on it (ErrClosed). A caller's context may end
-// before the caller takes the mutex to leave; the dispatcher checks every
-// request's context as it sizes and takes a batch, and finishes one that
-// has ended just as leave would (ctx.Err(), counted as canceled or
-// deadline_exceeded), so a caller that has left is never sent. A full queue
+// before the caller takes the mutex to leave; the dispatcher's walker
+// (plan) checks the context of every request it passes, whether sizing or
+// taking a batch, and finishes one that has ended just as leave would
+// (ctx.Err(), counted as canceled or deadline_exceeded), so a caller that
+// has left is never sent. A full queue
 // refuses a request before it is queued (ErrQueueFull). Finishing removes
 // the request from its queue, so its remaining items are never sent; rows
 // that arrive later for a finished request are dropped. Until it is
@@ -76,7 +112,8 @@
 // Close stops accepting calls (ErrClosed) and flushes: everything queued is
 // sent at once, without waiting for fuller batches, and answered as usual;
 // if Close's context ends first, what is still queued fails with ErrClosed
-// and the batches in flight are canceled.
+// and the batches in flight are canceled. In ModeNone nothing is queued:
+// calls already made finish in their callers' goroutines.
 //
 // # Adaptive Policy
 //

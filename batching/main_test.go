@@ -117,24 +117,26 @@ func (t *fakeTimer) drain() {
 // waitFor waits for cond; see testutil.Eventually.
 var waitFor = testutil.Eventually
 
-// fakeDownstream records every batch and answers with embed, or by
-// default with echoEmbeddings.
+// fakeDownstream records every batch and its priority and answers with
+// embed, or by default with echoEmbeddings.
 type fakeDownstream struct {
 	embed func(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
 
-	mu      sync.Mutex
-	batches [][]string
+	mu         sync.Mutex
+	batches    [][]string
+	priorities []int
 }
 
 var _ Downstream = (*fakeDownstream)(nil)
 
-func (f *fakeDownstream) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+func (f *fakeDownstream) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
 	f.mu.Lock()
 	b := make([]string, len(items))
 	for i, it := range items {
 		b[i] = string(it)
 	}
 	f.batches = append(f.batches, b)
+	f.priorities = append(f.priorities, priority)
 	f.mu.Unlock()
 	if f.embed != nil {
 		return f.embed(ctx, kind, items)
@@ -153,6 +155,13 @@ func (f *fakeDownstream) Batches() [][]string {
 		out[i] = slices.Clone(b)
 	}
 	return out
+}
+
+// Priorities returns the priority of every batch seen so far.
+func (f *fakeDownstream) Priorities() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.priorities)
 }
 
 // echoEmbeddings returns, for each item, one row whose values are the
@@ -235,15 +244,21 @@ type result struct {
 	err   error
 }
 
-// embedAsync calls Embed in a goroutine and delivers the outcome.
+// embedAsync calls Embed at the default priority in a goroutine and
+// delivers the outcome.
 func embedAsync(ctx context.Context, b *Batcher, kind model.Kind, items ...string) <-chan result {
+	return embedAsyncAt(ctx, b, kind, 0, items...)
+}
+
+// embedAsyncAt is embedAsync at priority.
+func embedAsyncAt(ctx context.Context, b *Batcher, kind model.Kind, priority int, items ...string) <-chan result {
 	ch := make(chan result, 1)
 	raw := make([][]byte, len(items))
 	for i, s := range items {
 		raw[i] = []byte(s)
 	}
 	go func() {
-		embs, err := b.Embed(ctx, kind, raw)
+		embs, err := b.Embed(ctx, kind, raw, priority)
 		ch <- result{items: decodeEcho(embs), err: err}
 	}()
 	return ch
@@ -260,9 +275,15 @@ func await(t *testing.T, ch <-chan result) result {
 	}
 }
 
+// queueOf is kind's batching queue; nil in ModeNone, which has none.
+func queueOf(b *Batcher, kind model.Kind) *queue {
+	q, _ := b.queues[kind].(*queue)
+	return q
+}
+
 // queued returns how many requests wait in kind's queue.
 func queued(b *Batcher, kind model.Kind) int {
-	q := b.queues[kind]
+	q := queueOf(b, kind)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.queued

@@ -95,7 +95,8 @@ func (s scenario) run(t *testing.T) {
 				for i := range items {
 					items[i] = fmt.Appendf(nil, "c%dr%di%d%s", c, r, i, make([]byte, random(12)))
 				}
-				callCtx := WithPriority(ctx, random(s.cfg.PriorityLevels+1))
+				priority := random(s.cfg.PriorityLevels + 1)
+				callCtx := ctx
 				var cancel context.CancelFunc = func() {}
 				switch random(10) {
 				case 0, 1, 2: // canceled after a random while
@@ -106,7 +107,7 @@ func (s scenario) run(t *testing.T) {
 				case 3, 4: // a short deadline
 					callCtx, cancel = context.WithTimeout(callCtx, time.Duration(random(5000))*time.Microsecond)
 				}
-				embs, err := b.Embed(callCtx, model.Query, items)
+				embs, err := b.Embed(callCtx, model.Query, items, priority)
 				if msg := s.check(callCtx, items, embs, err); msg != "" {
 					t.Errorf("seed %d, config %+v: client %d request %d: %s", s.seed, s.cfg, c, r, msg)
 				}
@@ -118,7 +119,10 @@ func (s scenario) run(t *testing.T) {
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	q := b.queues[model.Query]
+	q := queueOf(b, model.Query)
+	if q == nil {
+		return // ModeNone has no queue to be left in
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.queued != 0 || q.inFlight != 0 || len(q.timeouts) != 0 || q.delayed.Len() != 0 {

@@ -194,7 +194,7 @@ func chunk[T any](items []T, size int) [][]T {
 // embedPages embeds page images and checks that the Embedder kept its
 // contract of one embedding per item.
 func (s *documentService) embedPages(ctx context.Context, images [][]byte) ([]model.Embedding, error) {
-	embs, err := s.embedder.Embed(ctx, model.Image, images)
+	embs, err := s.embedder.Embed(ctx, model.Image, images, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -519,7 +519,7 @@ func (s *documentService) Search(ctx context.Context, req *colpaliv1.SearchReque
 	if err := s.validateSearch(req); err != nil {
 		return nil, err
 	}
-	embs, err := s.embedder.Embed(ctx, model.Query, [][]byte{[]byte(req.GetQuery())})
+	embs, err := s.embedder.Embed(ctx, model.Query, [][]byte{[]byte(req.GetQuery())}, 0)
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}

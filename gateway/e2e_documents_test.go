@@ -56,7 +56,7 @@ func TestE2EDatabaseGoesDown(t *testing.T) {
 	r := startRouter(t, sim)
 	// Health checks (which ping the database's one connection) at a
 	// moderate pace, not the 20ms of the other tests.
-	g := startGateway(t, Config{HealthInterval: 500 * time.Millisecond}, Deps{Embedder: routerEmbedder{r}, Ready: r.Ready, Documents: st})
+	g := startGateway(t, Config{HealthInterval: 500 * time.Millisecond}, Deps{Embedder: r, Ready: r.Ready, Documents: st})
 	docs := colpaliv1.NewDocumentServiceClient(g.conn)
 
 	req := &colpaliv1.IngestDocumentRequest{Pages: []*colpaliv1.Page{{Image: pngImage(t, 32, 32)}, {Image: pngImage(t, 33, 32)}}}

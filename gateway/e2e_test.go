@@ -24,7 +24,6 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
-	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
 )
 
@@ -51,7 +50,7 @@ func startStack(t *testing.T, cfg Config, simCfg tritonsim.Config) *stack {
 	}
 	t.Cleanup(sim.Stop)
 	r := startRouter(t, sim)
-	g := startGateway(t, cfg, Deps{Embedder: routerEmbedder{r}, Ready: r.Ready, Backends: r})
+	g := startGateway(t, cfg, Deps{Embedder: r, Ready: r.Ready, Backends: r})
 	return &stack{testGateway: g, sim: sim}
 }
 
@@ -60,16 +59,6 @@ func startStack(t *testing.T, cfg Config, simCfg tritonsim.Config) *stack {
 func startRouter(t *testing.T, sims ...*tritonsim.Server) *router.Router {
 	t.Helper()
 	return startRouterWith(t, router.Deps{Logger: testLogger(t)}, sims...)
-}
-
-// routerEmbedder is the router as an Embedder (and a batcher's
-// Downstream): the router takes a batch's priority as a parameter, which
-// these interfaces do not carry yet, and no priority is sent, as before
-// the router took one. It goes once they pass the priority explicitly.
-type routerEmbedder struct{ *router.Router }
-
-func (e routerEmbedder) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
-	return e.Router.Embed(ctx, kind, items, 0)
 }
 
 // startSim starts a simulator with fast costs on loopback, stopped in
@@ -387,7 +376,7 @@ func TestE2EListBackends(t *testing.T) {
 	imageDown := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{"colpali_image"}}})
 	reg := prometheus.NewRegistry()
 	r := startRouterWith(t, router.Deps{Logger: testLogger(t), Registerer: reg}, healthy, imageDown)
-	g := startGateway(t, Config{}, Deps{Embedder: routerEmbedder{r}, Ready: r.Ready, Backends: r, Registry: reg})
+	g := startGateway(t, Config{}, Deps{Embedder: r, Ready: r.Ready, Backends: r, Registry: reg})
 	if _, err := g.client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +441,7 @@ func TestE2EFailoverAcrossBackends(t *testing.T) {
 	a := startSim(t, tritonsim.Config{})
 	victim := startSim(t, tritonsim.Config{})
 	r := startRouterWith(t, router.Deps{Logger: testLogger(t)}, a, victim)
-	g := startGateway(t, Config{}, Deps{Embedder: routerEmbedder{r}, Ready: r.Ready, Backends: r})
+	g := startGateway(t, Config{}, Deps{Embedder: r, Ready: r.Ready, Backends: r})
 	for i := range 20 {
 		if i == 5 {
 			victim.Stop()
@@ -476,7 +465,7 @@ func startBatchedStack(t *testing.T, cfg Config, batchCfg batching.Config, simCf
 	t.Cleanup(sim.Stop)
 	r := startRouter(t, sim)
 	reg := prometheus.NewRegistry()
-	b, err := batching.New(batchCfg, batching.Deps{Downstream: routerEmbedder{r}, Logger: testLogger(t), Registry: reg})
+	b, err := batching.New(batchCfg, batching.Deps{Downstream: r, Logger: testLogger(t), Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

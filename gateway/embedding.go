@@ -3,17 +3,16 @@ package gateway
 import (
 	"context"
 
-	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Embedder computes embeddings for the items of one call. The batcher
-// (batching.Batcher) implements it in front of the router; a request's
-// priority travels in its context (batching.WithPriority).
+// Embedder computes embeddings for the items of one call, at a priority
+// level (1 is served first; 0 is the default level). The batcher
+// (batching.Batcher) implements it in front of the router.
 type Embedder interface {
-	Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
+	Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error)
 	// ModelName is the Triton model that embeds kind, reported to clients.
 	ModelName(kind model.Kind) string
 }
@@ -50,8 +49,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 	for i, q := range req.GetQueries() {
 		items[i] = []byte(q)
 	}
-	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
-	embs, err := s.embedder.Embed(ctx, model.Query, items)
+	embs, err := s.embedder.Embed(ctx, model.Query, items, int(req.GetPriority()))
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
@@ -65,8 +63,7 @@ func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.Embed
 	if err := s.validateImages(req); err != nil {
 		return nil, err
 	}
-	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
-	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages())
+	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages(), int(req.GetPriority()))
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}

@@ -605,9 +605,7 @@ type leveledEmbedder struct {
 func (l leveledEmbedder) PriorityLevels(model.Kind) int { return l.levels }
 
 func TestPriorityReachesTheEmbedder(t *testing.T) {
-	seen := make(chan int, 2)
 	fake := &fakeEmbedder{embed: func(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
-		seen <- batching.PriorityFrom(ctx)
 		return constantEmbeddings(len(items), 1, 2), nil
 	}}
 	g := startGateway(t, Config{}, Deps{Embedder: leveledEmbedder{fake, 5}})
@@ -617,8 +615,8 @@ func TestPriorityReachesTheEmbedder(t *testing.T) {
 	if code, body, _ := g.post(t, "/v1/images:embed", fmt.Sprintf(`{"images":[%q],"priority":1}`, base64.StdEncoding.EncodeToString(pngImage(t, 4, 4)))); code != http.StatusOK {
 		t.Fatalf("REST: HTTP %d %s", code, body)
 	}
-	if a, b := <-seen, <-seen; a != 5 || b != 1 {
-		t.Fatalf("priorities seen %d, %d; want 5, 1", a, b)
+	if got := fake.Priorities(); !slices.Equal(got, []int{5, 1}) {
+		t.Fatalf("priorities seen %v; want 5, 1", got)
 	}
 	_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{pngImage(t, 4, 4)}, Priority: 6})
 	checkInvalidArgument(t, err, []string{"priority"}, "image model has priority levels 1 (first) to 5")

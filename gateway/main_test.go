@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,16 +37,18 @@ func testLogger(t testing.TB) *slog.Logger { return testutil.Logger(t) }
 
 // fakeEmbedder is an Embedder whose behaviour each test sets.
 type fakeEmbedder struct {
-	embed func(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
-	mu    sync.Mutex
-	calls int
+	embed      func(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error)
+	mu         sync.Mutex
+	calls      int
+	priorities []int
 }
 
 var _ Embedder = (*fakeEmbedder)(nil)
 
-func (f *fakeEmbedder) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
+func (f *fakeEmbedder) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
 	f.mu.Lock()
 	f.calls++
+	f.priorities = append(f.priorities, priority)
 	f.mu.Unlock()
 	if f.embed != nil {
 		return f.embed(ctx, kind, items)
@@ -59,6 +62,13 @@ func (f *fakeEmbedder) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls
+}
+
+// Priorities returns the priority of every call so far.
+func (f *fakeEmbedder) Priorities() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.priorities)
 }
 
 // constantEmbeddings returns n embeddings of rows x dim where item i's

@@ -17,7 +17,6 @@ import (
 	"github.com/morphik-org/colpali-gateway/gpu"
 	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/telemetry"
-	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router"
 )
 
@@ -111,7 +110,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		defer stopMigrating()
 	}
 
-	batcher, err := batching.New(o.batching, batching.Deps{Downstream: routerDownstream{r}, Logger: logger, Registry: registry, Backends: r.Routable})
+	batcher, err := batching.New(o.batching, batching.Deps{Downstream: r, Logger: logger, Registry: registry, Backends: r.Routable})
 	if err != nil {
 		return err
 	}
@@ -144,12 +143,3 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	return srv.Serve(ctx)
 }
 
-// routerDownstream is the router as the batcher's Downstream: the router
-// takes a batch's priority as a parameter, which batching.Downstream does
-// not pass yet, and no priority is sent, as before the router took one.
-// It goes once batching passes the priority explicitly (issue 9).
-type routerDownstream struct{ *router.Router }
-
-func (d routerDownstream) Embed(ctx context.Context, kind model.Kind, items [][]byte) ([]model.Embedding, error) {
-	return d.Router.Embed(ctx, kind, items, 0)
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"log/slog"
 	"net"
 	"slices"
@@ -23,12 +24,13 @@ import (
 	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-// Errors of the router; use errors.Is.
+// Errors of the router; use errors.Is. Both are Unavailable: another
+// replica, or a later try, may find a ready backend.
 var (
 	// ErrNoBackend: no backend is ready for the batch's model.
-	ErrNoBackend = errors.New("no ready backend")
+	ErrNoBackend = errclass.WithReason(errclass.Wrap(errclass.Unavailable, errors.New("no ready backend")), "NO_READY_BACKEND", nil)
 	// ErrNotReady: some model has no ready backend (Ready).
-	ErrNotReady = errors.New("not ready")
+	ErrNotReady = errclass.Wrap(errclass.Unavailable, errors.New("not ready"))
 )
 
 // Resolver resolves a host name to addresses; *net.Resolver implements it.

@@ -2,19 +2,24 @@ package store
 
 import (
 	"errors"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Errors of the store; test with errors.Is.
+// Errors of the store; test with errors.Is. Each is a member of an errclass
+// class, which the gateway's edge maps to a code.
 var (
 	// ErrNotFound: no such document in this tenant.
-	ErrNotFound = errors.New("document not found")
-	// ErrUnavailable: the database cannot be reached; nothing was written.
-	ErrUnavailable = errors.New("database unavailable")
-	// ErrConflict: an idempotency key was reused with a different request.
-	ErrConflict = errors.New("idempotency key reused with a different document")
+	ErrNotFound = errclass.Wrap(errclass.NotFound, errors.New("document not found"))
+	// ErrUnavailable: the database cannot be reached; nothing was written,
+	// so a retry (with the same idempotency key for an ingestion) is safe
+	// once it is back.
+	ErrUnavailable = errclass.Wrap(errclass.Unavailable, errors.New("database unavailable"))
+	// ErrConflict: an idempotency key was reused with a different request,
+	// which no retry of the same request will fix.
+	ErrConflict = errclass.Wrap(errclass.Conflict, errors.New("idempotency key reused with a different document"))
 )
 
 // DefaultTenant scopes every call until authentication arrives.

@@ -3,6 +3,7 @@ package triton
 import (
 	"context"
 	"errors"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"net"
 	"strings"
 	"sync"
@@ -64,8 +65,10 @@ func TestHealthAndMetadata(t *testing.T) {
 	if len(md.GetInputs()) != 1 || md.GetInputs()[0].GetName() != "text" || md.GetInputs()[0].GetDatatype() != "BYTES" {
 		t.Errorf("query model inputs %v", md.GetInputs())
 	}
-	if _, err := c.ModelMetadata(ctx, "no_such_model", ""); status.Code(err) != codes.NotFound || !errors.Is(err, ErrFailed) {
-		t.Errorf("unknown model: %v, want NotFound classed ErrFailed", err)
+	_, err = c.ModelMetadata(ctx, "no_such_model", "")
+	var backendErr *Error
+	if !errors.As(err, &backendErr) || backendErr.Status.Code() != codes.NotFound || !errors.Is(err, ErrFailed) || errclass.Of(err) != errclass.Internal {
+		t.Errorf("unknown model: %v, want NotFound classed ErrFailed (Internal)", err)
 	}
 }
 

@@ -208,13 +208,15 @@ func (c *Client) classify(ctx context.Context, call string, err error) error {
 	case codes.DeadlineExceeded:
 		// The caller's deadline travels to Triton, whose side may expire a
 		// moment before ours: with a deadline set, this is the caller's.
+		// It is wrapped as context.DeadlineExceeded, not as the backend's
+		// status, so that no backend code reaches the client.
 		if _, ok := ctx.Deadline(); ok {
-			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+			return errclass.Wrap(errclass.TimedOut, fmt.Errorf("triton %s: %s: %w", c.addr, call, context.DeadlineExceeded))
 		}
 		class = ErrFailed
 	case codes.Canceled:
 		if ctx.Err() != nil {
-			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+			return fmt.Errorf("triton %s: %s: %w", c.addr, call, ctx.Err())
 		}
 		class = ErrFailed
 	case codes.Unavailable:

@@ -53,7 +53,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
 	embs, err := s.embedder.Embed(ctx, model.Query, items)
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, err
 	}
 	return &colpaliv1.EmbedQueriesResponse{
 		Embeddings: encodeAll(embs, req.GetEncoding()),
@@ -68,7 +68,7 @@ func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.Embed
 	ctx = batching.WithPriority(ctx, int(req.GetPriority()))
 	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages())
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, err
 	}
 	return &colpaliv1.EmbedImagesResponse{
 		Embeddings: encodeAll(embs, req.GetEncoding()),

@@ -108,27 +108,6 @@ func checkTenant(tenant string) error {
 	return nil
 }
 
-// validUUID reports whether s is a UUID in its canonical text form; other
-// ids cannot name a document, so they are not found rather than sent.
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 const documentColumns = `id::text, tenant, coalesce(idempotency_key, ''), metadata, page_count, created_at`
 
 func scanDocument(row pgx.Row) (Document, error) {
@@ -318,7 +297,7 @@ func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, page
 	if err := checkTenant(tenant); err != nil {
 		return err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return ErrNotFound
 	}
 	if first < 1 {
@@ -351,7 +330,7 @@ func (s *Store) CommitDocument(ctx context.Context, tenant, id string) (Document
 	if err := checkTenant(tenant); err != nil {
 		return Document{}, err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return Document{}, ErrNotFound
 	}
 	var doc Document
@@ -396,7 +375,7 @@ func (s *Store) AbortDocument(ctx context.Context, tenant, id string) error {
 	if err := checkTenant(tenant); err != nil {
 		return err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return ErrNotFound
 	}
 	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
@@ -414,7 +393,7 @@ func (s *Store) AbortDocument(ctx context.Context, tenant, id string) error {
 
 // GetDocument returns a committed document of tenant, or ErrNotFound.
 func (s *Store) GetDocument(ctx context.Context, tenant, id string) (Document, error) {
-	if !validUUID(id) || tenant == "" {
+	if !ValidDocumentID(id) || tenant == "" {
 		return Document{}, ErrNotFound
 	}
 	var doc Document
@@ -432,7 +411,7 @@ func (s *Store) GetDocument(ctx context.Context, tenant, id string) (Document, e
 // DeleteDocument deletes a committed document of tenant and, by cascade in
 // the same statement, its pages and vectors; ErrNotFound if there is none.
 func (s *Store) DeleteDocument(ctx context.Context, tenant, id string) error {
-	if !validUUID(id) || tenant == "" {
+	if !ValidDocumentID(id) || tenant == "" {
 		return ErrNotFound
 	}
 	var deleted int64
@@ -496,7 +475,7 @@ func decodePageToken(tok string) (time.Time, string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err == nil {
 		parts := strings.Split(string(b), "/")
-		if len(parts) == 3 && parts[0] == "v1" && validUUID(parts[2]) {
+		if len(parts) == 3 && parts[0] == "v1" && ValidDocumentID(parts[2]) {
 			if us, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
 				return time.UnixMicro(us), parts[2], nil
 			}

@@ -87,13 +87,15 @@ func encodePages(first int, pages []model.Embedding) ([]encodedPage, error) {
 }
 
 // fingerprint identifies a request, so that a retry (same fingerprint) can
-// be told from a reuse of its idempotency key (another one): its metadata,
-// its page count (-1 for a staged document, whose pages come later) and
-// the caller's RequestDigest. Not the vectors: a retry re-embeds its pages,
-// and a GPU need not give the same floats twice.
-func fingerprint(d NewDocument, pageCount int) []byte {
+// be told from a reuse of its idempotency key (another one): its metadata
+// and the caller's RequestDigest (which covers the pages). Not the
+// vectors: a retry re-embeds its pages, and a GPU need not give the same
+// floats twice. The "pages:-1" prefix is what documents begun before
+// pages came later were fingerprinted with; it stays so that stored
+// fingerprints keep matching.
+func fingerprint(d NewDocument) []byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "pages:%d\x00", pageCount)
+	fmt.Fprint(h, "pages:-1\x00")
 	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
 		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(d.Metadata[k]), d.Metadata[k])
 	}
@@ -166,51 +168,6 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
 
-// CreateDocument writes a document and all its pages in one transaction:
-// Search sees all of it or none of it. With an IdempotencyKey that a
-// committed document of the tenant already holds, it returns that document
-// and created=false without writing (ErrConflict if the request differs).
-func (s *Store) CreateDocument(ctx context.Context, d NewDocument) (doc Document, created bool, err error) {
-	if err := checkTenant(d.Tenant); err != nil {
-		return Document{}, false, err
-	}
-	if len(d.Pages) == 0 {
-		return Document{}, false, fmt.Errorf("%w: no pages", ErrInvalidDocument)
-	}
-	pages, err := encodePages(1, d.Pages)
-	if err != nil {
-		return Document{}, false, err
-	}
-	fp := fingerprint(d, len(pages))
-	for attempt := 0; ; attempt++ {
-		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-			existing, found, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
-			if err != nil || found {
-				doc, created = existing, false
-				return err
-			}
-			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
-				(tenant, idempotency_key, fingerprint, metadata, state, page_count)
-				VALUES ($1, $2, $3, $4, 'committed', $5) RETURNING `+documentColumns),
-				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata), len(pages)))
-			if err != nil {
-				return err
-			}
-			created = true
-			return s.insertPages(ctx, tx, d.Tenant, doc.ID, true, pages)
-		})
-		// Two requests with one key raced past claimKey: the loser finds
-		// the winner's document on its second attempt.
-		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
-			continue
-		}
-		if err != nil {
-			return Document{}, false, fmt.Errorf("store: create document: %w", err)
-		}
-		return doc, created, nil
-	}
-}
-
 func nonNil(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}
@@ -218,9 +175,10 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-// insertPages writes pages in batches; an existing page (a retried
-// AddPages) is replaced.
-func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, committed bool, pages []encodedPage) error {
+// insertPages writes pages of a pending document (not committed: invisible
+// to Search) in batches; an existing page (a retried AddPages) is replaced.
+func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, pages []encodedPage) error {
+	const committed = false
 	insert := s.q(`INSERT INTO {pages} (tenant, document_id, page, patches, committed, fde, vectors)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (tenant, document_id, page) DO UPDATE
@@ -244,14 +202,14 @@ func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, c
 }
 
 // BeginDocument starts a staged document: invisible to Search, Get and
-// List until CommitDocument. d.Pages is ignored. With an IdempotencyKey a
+// List until CommitDocument. With an IdempotencyKey a
 // committed document of the tenant holds, that document is returned with
 // existing=true; a pending one is discarded and begun afresh.
 func (s *Store) BeginDocument(ctx context.Context, d NewDocument) (doc Document, existing bool, err error) {
 	if err := checkTenant(d.Tenant); err != nil {
 		return Document{}, false, err
 	}
-	fp := fingerprint(d, -1)
+	fp := fingerprint(d)
 	for attempt := 0; ; attempt++ {
 		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 			found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
@@ -311,7 +269,7 @@ func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, page
 		if err := s.lockPending(ctx, tx, tenant, id); err != nil {
 			return err
 		}
-		if err := s.insertPages(ctx, tx, tenant, id, false, enc); err != nil {
+		if err := s.insertPages(ctx, tx, tenant, id, enc); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.q(`UPDATE {documents} SET updated_at = clock_timestamp() WHERE tenant = $1 AND id = $2`), tenant, id)

@@ -5,7 +5,6 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"time"
 
-	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // Errors of the store; test with errors.Is. Each is a member of an errclass
@@ -35,13 +34,12 @@ type Document struct {
 	CreatedAt      time.Time
 }
 
-// NewDocument is a document to write: its pages' embeddings, in page order
-// (page numbers start at 1).
+// NewDocument is the header of a document to write (BeginDocument); its
+// pages follow with AddPages.
 type NewDocument struct {
 	Tenant         string
 	IdempotencyKey string // empty: no idempotency
 	Metadata       map[string]string
-	Pages          []model.Embedding
 	// RequestDigest optionally identifies the request as the client sent
 	// it (e.g. a SHA-256 of the page images), so that reusing an
 	// idempotency key for another request is ErrConflict. The store

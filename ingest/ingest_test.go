@@ -25,12 +25,11 @@ func TestMain(m *testing.M) {
 // fakeStore records what an ingestion does to it; its func fields, when
 // set, replace a method's answer.
 type fakeStore struct {
-	mu        sync.Mutex
-	calls     []string
-	pages     map[int]model.Embedding
-	begin     func() (store.Document, bool, error)
-	addPages  func(first int) error
-	committed int
+	mu       sync.Mutex
+	calls    []string
+	pages    map[int]model.Embedding
+	begin    func() (store.Document, bool, error)
+	addPages func(first int) error
 }
 
 var _ Store = (*fakeStore)(nil)

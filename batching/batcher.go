@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 

@@ -3,9 +3,9 @@ package model
 import (
 	"errors"
 	"fmt"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"log/slog"
 	"net"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"

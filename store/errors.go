@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"io"
 	"net"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
 // More errors of the store (see types.go for the first ones); test with errors.Is.

@@ -2,9 +2,9 @@ package store
 
 import (
 	"errors"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
 // Errors of the store; test with errors.Is. Each is a member of an errclass

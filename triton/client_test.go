@@ -3,7 +3,6 @@ package triton
 import (
 	"context"
 	"errors"
-	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"

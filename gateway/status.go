@@ -47,7 +47,8 @@ func streamStatusInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
 
 // toStatus maps err to a status, in this order:
 //   - the call's own end (its context cancelled or past its deadline):
-//     CANCELLED or DEADLINE_EXCEEDED, whatever the error says;
+//     CANCELLED or DEADLINE_EXCEEDED, whatever the error says (an internal
+//     one's text going to the log, as below);
 //   - an error in an errclass class: the class's code, with a BadRequest
 //     (*errclass.FieldError), RetryInfo (*errclass.Retry) and ErrorInfo
 //     (*errclass.Reason) detail when the error carries one;
@@ -57,13 +58,17 @@ func streamStatusInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
 //     naming the request id. The error itself, which may hold backend
 //     addresses or SQL, goes to the log under that id and not to the client.
 func toStatus(ctx context.Context, base *slog.Logger, err error) error {
-	if ctx.Err() != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return status.Errorf(codes.DeadlineExceeded, "deadline exceeded before the call completed: %v", err)
-		}
-		return status.Errorf(codes.Canceled, "call canceled: %v", err)
-	}
 	class := errclass.Of(err)
+	if ctx.Err() != nil {
+		detail := err.Error()
+		if (class == nil || class == errclass.Internal) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			detail = internalError(ctx, base, err)
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return status.Errorf(codes.DeadlineExceeded, "deadline exceeded before the call completed: %s", detail)
+		}
+		return status.Errorf(codes.Canceled, "call canceled: %s", detail)
+	}
 	if class == nil {
 		if st, ok := status.FromError(err); ok {
 			return st.Err()
@@ -72,9 +77,7 @@ func toStatus(ctx context.Context, base *slog.Logger, err error) error {
 	}
 	code := classCodes[class]
 	if code == codes.Internal {
-		id := RequestID(ctx)
-		Logger(ctx, base).Error("internal error", "error", err.Error())
-		return status.Errorf(codes.Internal, "internal error; request id %s", id)
+		return status.Error(codes.Internal, internalError(ctx, base, err))
 	}
 	msg := err.Error()
 	var fe *errclass.FieldError
@@ -85,6 +88,14 @@ func toStatus(ctx context.Context, base *slog.Logger, err error) error {
 		msg += "; retry later with backoff"
 	}
 	return withDetails(status.New(code, msg), details(err, fe)).Err()
+}
+
+// internalError logs err under the call's request id and returns the
+// message the client gets instead of err's own text, which may name
+// backend addresses or hold SQL.
+func internalError(ctx context.Context, base *slog.Logger, err error) string {
+	Logger(ctx, base).Error("internal error", "error", err.Error())
+	return "internal error; request id " + RequestID(ctx)
 }
 
 // classCodes is the code of each class.

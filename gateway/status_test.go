@@ -186,7 +186,11 @@ func TestCallEndMapsToItsCode(t *testing.T) {
 	}}
 	g := startGateway(t, Config{DefaultTimeout: 50 * time.Millisecond}, Deps{Embedder: fake})
 	_, err := g.client.EmbedQueries(context.WithoutCancel(testContext(t)), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}})
-	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(status.Convert(err).Message(), "deadline exceeded before the call completed") {
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(msg, "deadline exceeded before the call completed") {
 		t.Errorf("err = %v, want the server's DeadlineExceeded", err)
+	}
+	if strings.Contains(msg, "gave up") || !strings.Contains(msg, "request id") {
+		t.Errorf("message %q: want the internal error's text replaced by the request id", msg)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -26,21 +28,31 @@ type Downstream interface {
 }
 
 // Error classes of the batcher; the errors returned wrap them with
-// specifics, so use errors.Is.
+// specifics, so use errors.Is. Each is a member of an errclass class, which
+// the gateway's edge maps to a code.
 var (
 	// ErrQueueFull: the model's queue held MaxQueueSize requests.
-	ErrQueueFull = errors.New("batching: queue full")
+	ErrQueueFull = errclass.WithReason(errclass.RetryAfter(
+		errclass.Wrap(errclass.Overloaded, errors.New("batching: queue full")), queueFullRetryDelay),
+		"QUEUE_FULL", nil)
 	// ErrQueueTimeout: the request waited past its queue timeout.
-	ErrQueueTimeout = errors.New("batching: timed out in the queue")
-	// ErrClosed: the batcher is closing or closed.
-	ErrClosed = errors.New("batching: batcher closed")
+	ErrQueueTimeout = errclass.Wrap(errclass.TimedOut, errors.New("batching: timed out in the queue"))
+	// ErrClosed: the batcher is closing or closed; Unavailable, as another
+	// replica can serve the call.
+	ErrClosed = errclass.Wrap(errclass.Unavailable, errors.New("batching: batcher closed"))
 	// ErrPriority: the request asked for a priority level the model does
 	// not have.
-	ErrPriority = errors.New("batching: priority level out of range")
+	ErrPriority = errclass.Wrap(errclass.Invalid, errors.New("batching: priority level out of range"))
 	// ErrBadDownstream: the downstream answered a batch with the wrong
 	// number of embeddings.
-	ErrBadDownstream = errors.New("batching: downstream answered the wrong number of embeddings")
+	ErrBadDownstream = errclass.Wrap(errclass.Internal, errors.New("batching: downstream answered the wrong number of embeddings"))
 )
+
+// queueFullRetryDelay is the retry delay suggested to clients when a queue
+// is full: about one batch's time on a GPU.
+const queueFullRetryDelay = 100 * time.Millisecond
+
+var ()
 
 // Deps are a Batcher's collaborators.
 type Deps struct {

@@ -14,22 +14,38 @@
 //
 // Every call gets a deadline: the caller's, capped at Config.MaxTimeout, or
 // Config.DefaultTimeout when the caller set none. Input is validated before
-// any backend is called; a bad request answers INVALID_ARGUMENT with an
-// errdetails.BadRequest naming each bad field and its limit. Backend errors
-// are mapped to gRPC codes once, in errors.go.
+// any backend is called; a bad request is an *errclass.FieldError naming
+// each bad field and its limit.
+//
+// # Errors
+//
+// Handlers return plain errors. Every layer (triton, router, batching,
+// model, store, ingest) wraps its own under an internal/errclass class, and
+// one interceptor pair, the innermost (status.go), maps the class to a
+// gRPC code and its details: BadRequest from a FieldError, RetryInfo from
+// errclass.RetryAfter, ErrorInfo from errclass.WithReason. grpc-gateway then
+// maps the code to an HTTP status. The call's own cancellation or deadline
+// is CANCELLED or DEADLINE_EXCEEDED; a gRPC status from grpc-go itself
+// passes unchanged; class Internal and unclassified errors reach the client
+// as "internal error; request id <id>", the error itself going to the log
+// under that request id, so that no backend address or SQL leaks.
 //
 // # Documents
 //
 // The DocumentService (documents.go) stores documents through a
-// DocumentStore (the store package) and embeds their pages and queries
-// through the same Embedder as the EmbeddingService, pages in calls of at
-// most Config.MaxImages. An ingestion is staged: BeginDocument (which also
-// answers an idempotent retry before any page is embedded), AddPages per
-// group of pages, CommitDocument; a failure or a cancelled call aborts the
-// pending document on a context of its own, so nothing half-written ever
-// becomes visible. The streaming ingestion receives in a goroutine of its
-// own, so that the stream's deadline (Config.StreamTimeout) holds even
-// against a client that stops sending. Every call acts for one tenant,
+// DocumentStore (the store package) and embeds queries through the same
+// Embedder as the EmbeddingService. Ingestion is the ingest package's
+// pipeline (begin, which also answers an idempotent retry before any page
+// is embedded; embed groups of Config.MaxImages pages; add them; commit, or
+// abort on any failure); IngestDocument and IngestDocumentStream
+// (documents_ingest.go) are adapters that validate, hand it the pages and
+// turn its progress into messages. The streaming ingestion receives in a
+// goroutine of its own, so that the stream's deadline
+// (Config.StreamTimeout) holds even against a client that stops sending.
+// Without a DocumentStore the service is registered, once, with every
+// method answering UNIMPLEMENTED. What the gateway and the store both
+// check (document ids, filter fields, text Postgres can hold, the default
+// top_k) is defined once, in the store (store/rules.go). Every call acts for one tenant,
 // decided in tenantOf: the default tenant until authentication arrives.
 //
 // # Readiness

@@ -321,7 +321,7 @@ func TestIngestChunksThroughTheEmbedder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := resp.GetDocument(); !resp.GetCreated() || d.GetPageCount() != 10 || d.GetMetadata()["title"] != "ten" || !isUUID(d.GetDocumentId()) || d.GetCreateTime() == nil {
+	if d := resp.GetDocument(); !resp.GetCreated() || d.GetPageCount() != 10 || d.GetMetadata()["title"] != "ten" || !store.ValidDocumentID(d.GetDocumentId()) || d.GetCreateTime() == nil {
 		t.Errorf("response %v", resp)
 	}
 	slices.Sort(sizes)
@@ -438,7 +438,7 @@ func TestIngestStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p := resp.GetProgress(); p.GetPageCount() != 10 || !isUUID(p.GetDocumentId()) || p.GetPagesReceived() < p.GetPagesStored() {
+		if p := resp.GetProgress(); p.GetPageCount() != 10 || !store.ValidDocumentID(p.GetDocumentId()) || p.GetPagesReceived() < p.GetPagesStored() {
 			t.Errorf("progress %v", p)
 		}
 		stored = append(stored, resp.GetProgress().GetPagesStored())

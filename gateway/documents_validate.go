@@ -3,10 +3,9 @@ package gateway
 import (
 	"fmt"
 	"slices"
-	"strings"
-	"unicode/utf8"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/store"
 )
 
 // Limits of the DocumentService that are fixed by the API (the proto
@@ -15,13 +14,6 @@ const (
 	maxIdempotencyKeyBytes = 256
 	maxFilterValues        = 100
 	maxFilterValueBytes    = 1024
-)
-
-// The fields a Search filter may name: the document id, or one metadata
-// entry as metadataPrefix + key.
-const (
-	filterDocumentID = "document_id"
-	metadataPrefix   = "metadata."
 )
 
 func (s *documentService) validateIngest(req *colpaliv1.IngestDocumentRequest) error {
@@ -109,11 +101,11 @@ func (s *documentService) checkMetadata(v *violations, field string, md map[stri
 			v.add(field, "has an empty key")
 			return
 		}
-		if problem := textProblem(k); problem != "" {
+		if problem := store.TextProblem(k); problem != "" {
 			v.add(field, "key %q %s", k, problem)
 			return
 		}
-		if problem := textProblem(md[k]); problem != "" {
+		if problem := store.TextProblem(md[k]); problem != "" {
 			v.add(field, "value of key %q %s", k, problem)
 			return
 		}
@@ -123,20 +115,9 @@ func (s *documentService) checkMetadata(v *violations, field string, md map[stri
 func checkIdempotencyKey(v *violations, field, key string) {
 	if len(key) > maxIdempotencyKeyBytes {
 		v.add(field, "is %d bytes; the limit is %d bytes", len(key), maxIdempotencyKeyBytes)
-	} else if problem := textProblem(key); problem != "" {
+	} else if problem := store.TextProblem(key); problem != "" {
 		v.add(field, "%s", problem)
 	}
-}
-
-// textProblem says why s cannot be stored as Postgres text, or "".
-func textProblem(s string) string {
-	switch {
-	case !utf8.ValidString(s):
-		return "is not valid UTF-8"
-	case strings.IndexByte(s, 0) >= 0:
-		return "contains a NUL character"
-	}
-	return ""
 }
 
 // checkDocumentID requires a document id: a UUID in its text form.
@@ -144,30 +125,9 @@ func checkDocumentID(v *violations, field, id string) {
 	switch {
 	case id == "":
 		v.add(field, "is required")
-	case !isUUID(id):
+	case !store.ValidDocumentID(id):
 		v.add(field, "%q is not a document id (want a UUID such as 0b6f2c1e-4d2a-4c8e-9f61-3a5d7e9b1c20)", truncate(id, 64))
 	}
-}
-
-// isUUID reports whether s is a UUID in the 8-4-4-4-12 hex form.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func truncate(s string, n int) string {
@@ -183,7 +143,7 @@ func (s *documentService) validateSearch(req *colpaliv1.SearchRequest) error {
 		v.add("query", "%s", problem)
 	}
 	if k := req.GetTopK(); k < 0 || int(k) > s.cfg.MaxTopK {
-		v.add("top_k", "is %d; want 1 to %d (0 means %d)", k, s.cfg.MaxTopK, defaultTopK)
+		v.add("top_k", "is %d; want 1 to %d (0 means %d)", k, s.cfg.MaxTopK, store.DefaultTopK)
 	}
 	filters := req.GetFilters()
 	if len(filters) > s.cfg.MaxFilters {
@@ -201,10 +161,10 @@ func (s *documentService) validateSearch(req *colpaliv1.SearchRequest) error {
 // UUID.
 func checkFilter(v *violations, field string, f *colpaliv1.Filter) {
 	name := f.GetField()
-	isID := name == filterDocumentID
-	if !isID && !(strings.HasPrefix(name, metadataPrefix) && len(name) > len(metadataPrefix)) {
-		v.add(field+".field", "unknown field %q; want %q or %q followed by a metadata key", truncate(name, 64), filterDocumentID, metadataPrefix)
-	} else if problem := textProblem(name); problem != "" {
+	_, isID, known := store.ParseFilterField(name)
+	if !known {
+		v.add(field+".field", "unknown field %q; want %q or %q followed by a metadata key", truncate(name, 64), store.FilterDocumentID, store.FilterMetadataPrefix)
+	} else if problem := store.TextProblem(name); problem != "" {
 		v.add(field+".field", "%s", problem)
 	}
 	values := f.GetValues()
@@ -221,9 +181,9 @@ func checkFilter(v *violations, field string, f *colpaliv1.Filter) {
 		switch {
 		case len(val) > maxFilterValueBytes:
 			v.add(vf, "is %d bytes; the limit is %d bytes", len(val), maxFilterValueBytes)
-		case textProblem(val) != "":
-			v.add(vf, "%s", textProblem(val))
-		case isID && !isUUID(val):
+		case store.TextProblem(val) != "":
+			v.add(vf, "%s", store.TextProblem(val))
+		case isID && !store.ValidDocumentID(val):
 			v.add(vf, "%q is not a document id (want a UUID)", truncate(val, 64))
 		default:
 			continue

@@ -51,7 +51,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 	}
 	embs, err := s.embedder.Embed(ctx, model.Query, items, int(req.GetPriority()))
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, err
 	}
 	return &colpaliv1.EmbedQueriesResponse{
 		Embeddings: encodeAll(embs, req.GetEncoding()),
@@ -65,7 +65,7 @@ func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.Embed
 	}
 	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages(), int(req.GetPriority()))
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, err
 	}
 	return &colpaliv1.EmbedImagesResponse{
 		Embeddings: encodeAll(embs, req.GetEncoding()),

@@ -18,7 +18,22 @@ import (
 // grpc-gateway's header matchers, as the X-Request-Id HTTP header.
 const requestIDHeader = "x-request-id"
 
-type loggerKey struct{}
+type (
+	loggerKey    struct{}
+	requestIDKey struct{}
+)
+
+// RequestID is the request id the logging interceptor gave the call, or ""
+// outside a request.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// withRequest stores a call's request id and its logger in ctx.
+func withRequest(ctx context.Context, id string, logger *slog.Logger) context.Context {
+	return context.WithValue(context.WithValue(ctx, requestIDKey{}, id), loggerKey{}, logger)
+}
 
 // Logger returns the request-scoped logger stored by the logging
 // interceptor, or fallback outside a request.
@@ -58,7 +73,7 @@ func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
 		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
 		logger := base.With("request_id", id, "method", info.FullMethod)
 		start := time.Now()
-		resp, err := handler(context.WithValue(ctx, loggerKey{}, logger), req)
+		resp, err := handler(withRequest(ctx, id, logger), req)
 		logOutcome(ctx, logger, info.FullMethod, start, err)
 		return resp, err
 	}
@@ -121,7 +136,7 @@ func streamLoggingInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
 		_ = ss.SetHeader(metadata.Pairs(requestIDHeader, id))
 		logger := base.With("request_id", id, "method", info.FullMethod)
 		start := time.Now()
-		err := handler(srv, &serverStream{ServerStream: ss, ctx: context.WithValue(ctx, loggerKey{}, logger)})
+		err := handler(srv, &serverStream{ServerStream: ss, ctx: withRequest(ctx, id, logger)})
 		logOutcome(ctx, logger, info.FullMethod, start, err)
 		return err
 	}

@@ -64,6 +64,8 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	health *health.Server
+	// registerDocuments registers the DocumentService, real or not.
+	registerDocuments func(grpc.ServiceRegistrar)
 
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
@@ -109,7 +111,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Registry = prometheus.NewRegistry()
 		deps.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	return &Server{cfg: cfg, deps: deps, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
+	registerDocuments, err := documentRegistration(cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
 }
 
 // Listen binds both listeners and wires the servers; afterwards GRPCAddr and
@@ -164,19 +170,21 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			loggingInterceptor(s.deps.Logger),
 			recovery.UnaryServerInterceptor(panicHandler),
 			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
+			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
 			streamLoggingInterceptor(s.deps.Logger),
 			recovery.StreamServerInterceptor(panicHandler),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
+			streamStatusInterceptor(s.deps.Logger),
 		),
 	)
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
-	colpaliv1.RegisterDocumentServiceServer(srv, &documentService{cfg: s.cfg, embedder: s.deps.Embedder, store: s.deps.Documents, logger: s.deps.Logger})
+	s.registerDocuments(srv)
 	healthpb.RegisterHealthServer(srv, s.health)
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)

@@ -9,43 +9,26 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // violations collects every bad field of one request, so that a client
 // fixes them all in one round trip.
-type violations []*errdetails.BadRequest_FieldViolation
+type violations []errclass.FieldViolation
 
 func (v *violations) add(field, format string, args ...any) {
-	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+	*v = append(*v, errclass.FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
 
-// err is nil when nothing was added, else INVALID_ARGUMENT carrying a
-// BadRequest detail; its message lists the first few violations so that a
-// client without detail support still reads what is wrong.
+// err is nil when nothing was added, else an *errclass.FieldError, which
+// the edge (status.go) sends as INVALID_ARGUMENT with a BadRequest detail.
 func (v violations) err() error {
 	if len(v) == 0 {
 		return nil
 	}
-	const shown = 3
-	parts := make([]string, 0, shown)
-	for _, f := range v[:min(len(v), shown)] {
-		parts = append(parts, f.Field+": "+f.Description)
-	}
-	msg := "invalid request: " + strings.Join(parts, "; ")
-	if len(v) > shown {
-		msg += fmt.Sprintf("; and %d more", len(v)-shown)
-	}
-	st, err := status.New(codes.InvalidArgument, msg).WithDetails(&errdetails.BadRequest{FieldViolations: v})
-	if err != nil {
-		return status.Error(codes.InvalidArgument, msg)
-	}
-	return st.Err()
+	return &errclass.FieldError{Violations: v}
 }
 
 // maxReportedItems bounds how many bad items of one request are reported.

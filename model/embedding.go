@@ -1,11 +1,15 @@
 package model
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
+)
 
 // ErrBadResponse is the class of every error about a Triton response that
 // does not follow the contract; use errors.Is. It means a misconfigured or
-// mismatched model, not bad client input.
-var ErrBadResponse = errors.New("model response does not follow the ColPali contract")
+// mismatched model, not bad client input: class Internal.
+var ErrBadResponse = errclass.Wrap(errclass.Internal, errors.New("model response does not follow the ColPali contract"))
 
 // Embedding is one item's multi-vector embedding: Rows vectors of Dim
 // float32 values, row-major in Values.

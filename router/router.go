@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/internal/clock"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
@@ -21,12 +22,13 @@ import (
 	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-// Errors of the router; use errors.Is.
+// Errors of the router; use errors.Is. Both are Unavailable: another
+// replica, or a later try, may find a ready backend.
 var (
 	// ErrNoBackend: no backend is ready for the batch's model.
-	ErrNoBackend = errors.New("no ready backend")
+	ErrNoBackend = errclass.WithReason(errclass.Wrap(errclass.Unavailable, errors.New("no ready backend")), "NO_READY_BACKEND", nil)
 	// ErrNotReady: some model has no ready backend (Ready).
-	ErrNotReady = errors.New("not ready")
+	ErrNotReady = errclass.Wrap(errclass.Unavailable, errors.New("not ready"))
 )
 
 // Router places batches on a pool of Triton backends. See the package

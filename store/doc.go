@@ -34,9 +34,8 @@
 //
 // # Consistency
 //
-// CreateDocument writes the document and all its pages in one
-// transaction. Staged ingestion (BeginDocument, AddPages, CommitDocument)
-// writes a pending document whose pages are invisible (pages.committed is
+// Ingestion is staged (BeginDocument, AddPages, CommitDocument; the ingest
+// package drives it): it writes a pending document whose pages are invisible (pages.committed is
 // false and the HNSW index is partial on committed pages) until
 // CommitDocument flips the document and its pages in one transaction. A
 // failure anywhere rolls its transaction back: nothing half-written is ever

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,10 +10,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,12 +26,6 @@ import (
 const (
 	insertBatchPages = 32
 	insertBatchBytes = 8 << 20
-)
-
-// Listing page sizes.
-const (
-	DefaultListPageSize = 50
-	MaxListPageSize     = 1000
 )
 
 // encodedPage is a page ready to insert: its FDE and its packed vectors.
@@ -87,13 +78,15 @@ func encodePages(first int, pages []model.Embedding) ([]encodedPage, error) {
 }
 
 // fingerprint identifies a request, so that a retry (same fingerprint) can
-// be told from a reuse of its idempotency key (another one): its metadata,
-// its page count (-1 for a staged document, whose pages come later) and
-// the caller's RequestDigest. Not the vectors: a retry re-embeds its pages,
-// and a GPU need not give the same floats twice.
-func fingerprint(d NewDocument, pageCount int) []byte {
+// be told from a reuse of its idempotency key (another one): its metadata
+// and the caller's RequestDigest (which covers the pages). Not the
+// vectors: a retry re-embeds its pages, and a GPU need not give the same
+// floats twice. The "pages:-1" prefix is what documents begun before
+// pages came later were fingerprinted with; it stays so that stored
+// fingerprints keep matching.
+func fingerprint(d NewDocument) []byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "pages:%d\x00", pageCount)
+	fmt.Fprint(h, "pages:-1\x00")
 	for _, k := range slices.Sorted(maps.Keys(d.Metadata)) {
 		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(d.Metadata[k]), d.Metadata[k])
 	}
@@ -106,27 +99,6 @@ func checkTenant(tenant string) error {
 		return fmt.Errorf("%w: empty tenant", ErrInvalidDocument)
 	}
 	return nil
-}
-
-// validUUID reports whether s is a UUID in its canonical text form; other
-// ids cannot name a document, so they are not found rather than sent.
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 const documentColumns = `id::text, tenant, coalesce(idempotency_key, ''), metadata, page_count, created_at`
@@ -187,51 +159,6 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
 
-// CreateDocument writes a document and all its pages in one transaction:
-// Search sees all of it or none of it. With an IdempotencyKey that a
-// committed document of the tenant already holds, it returns that document
-// and created=false without writing (ErrConflict if the request differs).
-func (s *Store) CreateDocument(ctx context.Context, d NewDocument) (doc Document, created bool, err error) {
-	if err := checkTenant(d.Tenant); err != nil {
-		return Document{}, false, err
-	}
-	if len(d.Pages) == 0 {
-		return Document{}, false, fmt.Errorf("%w: no pages", ErrInvalidDocument)
-	}
-	pages, err := encodePages(1, d.Pages)
-	if err != nil {
-		return Document{}, false, err
-	}
-	fp := fingerprint(d, len(pages))
-	for attempt := 0; ; attempt++ {
-		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-			existing, found, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
-			if err != nil || found {
-				doc, created = existing, false
-				return err
-			}
-			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
-				(tenant, idempotency_key, fingerprint, metadata, state, page_count)
-				VALUES ($1, $2, $3, $4, 'committed', $5) RETURNING `+documentColumns),
-				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata), len(pages)))
-			if err != nil {
-				return err
-			}
-			created = true
-			return s.insertPages(ctx, tx, d.Tenant, doc.ID, true, pages)
-		})
-		// Two requests with one key raced past claimKey: the loser finds
-		// the winner's document on its second attempt.
-		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
-			continue
-		}
-		if err != nil {
-			return Document{}, false, fmt.Errorf("store: create document: %w", err)
-		}
-		return doc, created, nil
-	}
-}
-
 func nonNil(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}
@@ -239,9 +166,10 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-// insertPages writes pages in batches; an existing page (a retried
-// AddPages) is replaced.
-func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, committed bool, pages []encodedPage) error {
+// insertPages writes pages of a pending document (not committed: invisible
+// to Search) in batches; an existing page (a retried AddPages) is replaced.
+func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, pages []encodedPage) error {
+	const committed = false
 	insert := s.q(`INSERT INTO {pages} (tenant, document_id, page, patches, committed, fde, vectors)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (tenant, document_id, page) DO UPDATE
@@ -265,14 +193,14 @@ func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, c
 }
 
 // BeginDocument starts a staged document: invisible to Search, Get and
-// List until CommitDocument. d.Pages is ignored. With an IdempotencyKey a
+// List until CommitDocument. With an IdempotencyKey a
 // committed document of the tenant holds, that document is returned with
 // existing=true; a pending one is discarded and begun afresh.
 func (s *Store) BeginDocument(ctx context.Context, d NewDocument) (doc Document, existing bool, err error) {
 	if err := checkTenant(d.Tenant); err != nil {
 		return Document{}, false, err
 	}
-	fp := fingerprint(d, -1)
+	fp := fingerprint(d)
 	for attempt := 0; ; attempt++ {
 		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 			found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
@@ -318,7 +246,7 @@ func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, page
 	if err := checkTenant(tenant); err != nil {
 		return err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return ErrNotFound
 	}
 	if first < 1 {
@@ -332,7 +260,7 @@ func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, page
 		if err := s.lockPending(ctx, tx, tenant, id); err != nil {
 			return err
 		}
-		if err := s.insertPages(ctx, tx, tenant, id, false, enc); err != nil {
+		if err := s.insertPages(ctx, tx, tenant, id, enc); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.q(`UPDATE {documents} SET updated_at = clock_timestamp() WHERE tenant = $1 AND id = $2`), tenant, id)
@@ -351,7 +279,7 @@ func (s *Store) CommitDocument(ctx context.Context, tenant, id string) (Document
 	if err := checkTenant(tenant); err != nil {
 		return Document{}, err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return Document{}, ErrNotFound
 	}
 	var doc Document
@@ -396,7 +324,7 @@ func (s *Store) AbortDocument(ctx context.Context, tenant, id string) error {
 	if err := checkTenant(tenant); err != nil {
 		return err
 	}
-	if !validUUID(id) {
+	if !ValidDocumentID(id) {
 		return ErrNotFound
 	}
 	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
@@ -410,97 +338,4 @@ func (s *Store) AbortDocument(ctx context.Context, tenant, id string) error {
 		return fmt.Errorf("store: abort document: %w", err)
 	}
 	return nil
-}
-
-// GetDocument returns a committed document of tenant, or ErrNotFound.
-func (s *Store) GetDocument(ctx context.Context, tenant, id string) (Document, error) {
-	if !validUUID(id) || tenant == "" {
-		return Document{}, ErrNotFound
-	}
-	var doc Document
-	err := s.inTx(ctx, readOnly, func(tx pgx.Tx) (err error) {
-		doc, err = scanDocument(tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+` FROM {documents}
-			WHERE tenant = $1 AND id = $2 AND state = 'committed'`), tenant, id))
-		return err
-	})
-	if err != nil {
-		return Document{}, fmt.Errorf("store: get document: %w", err)
-	}
-	return doc, nil
-}
-
-// DeleteDocument deletes a committed document of tenant and, by cascade in
-// the same statement, its pages and vectors; ErrNotFound if there is none.
-func (s *Store) DeleteDocument(ctx context.Context, tenant, id string) error {
-	if !validUUID(id) || tenant == "" {
-		return ErrNotFound
-	}
-	var deleted int64
-	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, s.q(`DELETE FROM {documents} WHERE tenant = $1 AND id = $2 AND state = 'committed'`), tenant, id)
-		deleted = tag.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("store: delete document: %w", err)
-	}
-	if deleted == 0 {
-		return ErrNotFound
-	}
-	return nil
-}
-
-// ListDocuments returns tenant's committed documents ordered by creation
-// (commit) time, then id, pageSize at a time (0: DefaultListPageSize; at
-// most MaxListPageSize). nextPageToken is "" after the last page.
-func (s *Store) ListDocuments(ctx context.Context, tenant string, pageSize int, pageToken string) (docs []Document, nextPageToken string, err error) {
-	if pageSize <= 0 {
-		pageSize = DefaultListPageSize
-	}
-	pageSize = min(pageSize, MaxListPageSize)
-	after, afterID, err := decodePageToken(pageToken)
-	if err != nil {
-		return nil, "", err
-	}
-	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, s.q(`SELECT `+documentColumns+` FROM {documents}
-			WHERE tenant = $1 AND state = 'committed' AND (created_at, id) > ($2, $3::uuid)
-			ORDER BY created_at, id LIMIT $4`), tenant, after, afterID, pageSize+1)
-		if err != nil {
-			return err
-		}
-		docs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Document, error) { return scanDocument(r) })
-		return err
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("store: list documents: %w", err)
-	}
-	if len(docs) > pageSize {
-		docs = docs[:pageSize]
-		last := docs[len(docs)-1]
-		nextPageToken = encodePageToken(last.CreatedAt, last.ID)
-	}
-	return docs, nextPageToken, nil
-}
-
-// A page token is "v1/<created_at in unix microseconds>/<id>", base64url:
-// opaque to clients, stable across gateways.
-func encodePageToken(t time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("v1/" + strconv.FormatInt(t.UnixMicro(), 10) + "/" + id))
-}
-
-func decodePageToken(tok string) (time.Time, string, error) {
-	if tok == "" {
-		return time.Unix(0, 0), "00000000-0000-0000-0000-000000000000", nil // before every document
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err == nil {
-		parts := strings.Split(string(b), "/")
-		if len(parts) == 3 && parts[0] == "v1" && validUUID(parts[2]) {
-			if us, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
-				return time.UnixMicro(us), parts[2], nil
-			}
-		}
-	}
-	return time.Time{}, "", fmt.Errorf("%w: %q", ErrInvalidPageToken, tok)
 }

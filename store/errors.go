@@ -9,19 +9,23 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
 // More errors of the store (see types.go for the first ones); test with errors.Is.
 var (
 	// ErrInvalidPageToken: ListDocuments got a token it did not issue.
-	ErrInvalidPageToken = errors.New("invalid page token")
+	ErrInvalidPageToken = errclass.Wrap(errclass.Invalid, errors.New("invalid page token"))
 	// ErrInvalidFilter: a Search filter names an unknown field or has no
 	// values; the message names the field.
-	ErrInvalidFilter = errors.New("invalid filter")
+	ErrInvalidFilter = errclass.Wrap(errclass.Invalid, errors.New("invalid filter"))
 	// ErrInvalidDocument: pages or a query the store cannot take (wrong
 	// vector width, no vectors, non-finite values, page numbers out of
-	// order, a commit with missing pages); the message says which.
-	ErrInvalidDocument = errors.New("invalid document")
+	// order, a commit with missing pages); the message says which. The
+	// gateway validates what clients send, so this means the gateway, its
+	// models and its database disagree: class Internal.
+	ErrInvalidDocument = errclass.Wrap(errclass.Internal, errors.New("invalid document"))
 )
 
 // translate turns a driver error into the store's errors; it is the one

@@ -15,9 +15,6 @@ import (
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// DefaultTopK is a Search's TopK when the options leave it 0.
-const DefaultTopK = 10
-
 // MaxQueryVectors bounds a query's vectors (ColPali queries have ~20).
 const MaxQueryVectors = 1024
 
@@ -151,22 +148,23 @@ func filterSQL(filters []Filter, args []any) (string, []any, error) {
 		if len(f.Values) == 0 {
 			return "", nil, fmt.Errorf("%w: %q: no values", ErrInvalidFilter, f.Field)
 		}
-		switch key, isMeta := strings.CutPrefix(f.Field, "metadata."); {
-		case f.Field == "document_id":
+		key, isID, known := ParseFilterField(f.Field)
+		switch {
+		case isID:
 			// An id that is not a UUID names no document.
 			ids := make([]string, 0, len(f.Values))
 			for _, v := range f.Values {
-				if validUUID(v) {
+				if ValidDocumentID(v) {
 					ids = append(ids, v)
 				}
 			}
 			args = append(args, ids)
 			fmt.Fprintf(&b, " AND d.id = ANY($%d::uuid[])", len(args))
-		case isMeta && key != "":
+		case known:
 			args = append(args, key, f.Values)
 			fmt.Fprintf(&b, " AND d.metadata ->> $%d = ANY($%d::text[])", len(args)-1, len(args))
 		default:
-			return "", nil, fmt.Errorf(`%w: unknown field %q: want "document_id" or "metadata.<key>"`, ErrInvalidFilter, f.Field)
+			return "", nil, fmt.Errorf(`%w: unknown field %q: want %q or %q followed by a metadata key`, ErrInvalidFilter, f.Field, FilterDocumentID, FilterMetadataPrefix)
 		}
 	}
 	b.WriteString(")")

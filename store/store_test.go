@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	neturl "net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,16 +101,15 @@ func TestCreateGetListDelete(t *testing.T) {
 
 	var created []store.Document
 	for i := range 5 {
-		doc, ok, err := s.CreateDocument(ctx, store.NewDocument{
+		doc, ok, err := ingestDocument(ctx, s, store.NewDocument{
 			Tenant:   store.DefaultTenant,
 			Metadata: map[string]string{"title": fmt.Sprint("doc ", i)},
-			Pages:    pages(rng, i+1, 16),
-		})
+		}, pages(rng, i+1, 16))
 		if err != nil || !ok {
-			t.Fatalf("CreateDocument %d: created=%v err=%v", i, ok, err)
+			t.Fatalf("ingest %d: created=%v err=%v", i, ok, err)
 		}
 		if doc.PageCount != i+1 || doc.Tenant != store.DefaultTenant || doc.Metadata["title"] != fmt.Sprint("doc ", i) {
-			t.Errorf("CreateDocument %d returned %+v", i, doc)
+			t.Errorf("ingest %d returned %+v", i, doc)
 		}
 		created = append(created, doc)
 	}
@@ -118,7 +119,7 @@ func TestCreateGetListDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(created[2], got); diff != "" {
-		t.Errorf("GetDocument differs from what CreateDocument returned (-want +got):\n%s", diff)
+		t.Errorf("GetDocument differs from what the commit returned (-want +got):\n%s", diff)
 	}
 
 	// List two at a time: every document once, in creation order.
@@ -174,9 +175,9 @@ func TestCreateRejectsBadEmbeddings(t *testing.T) {
 		"short":     {{Rows: 2, Dim: store.VectorDim, Values: make([]float32, store.VectorDim)}},
 		"NaN":       {nan},
 	} {
-		_, _, err := s.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant, Pages: pages})
+		_, _, err := ingestDocument(ctx, s, store.NewDocument{Tenant: store.DefaultTenant}, pages)
 		if !errors.Is(err, store.ErrInvalidDocument) {
-			t.Errorf("%s: CreateDocument = %v, want ErrInvalidDocument", name, err)
+			t.Errorf("%s: ingest = %v, want ErrInvalidDocument", name, err)
 		}
 	}
 }
@@ -198,8 +199,8 @@ func TestSearchRanksLikeExactMaxSim(t *testing.T) {
 	var all []ref
 	for i := range 12 {
 		ps := pages(rng, 3, 24)
-		doc, _, err := s.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant,
-			Metadata: map[string]string{"group": fmt.Sprint(i % 3)}, Pages: ps})
+		doc, _, err := ingestDocument(ctx, s, store.NewDocument{Tenant: store.DefaultTenant,
+			Metadata: map[string]string{"group": fmt.Sprint(i % 3)}}, ps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,15 +272,16 @@ func TestIdempotentRetry(t *testing.T) {
 	s, cfg := newStore(t, store.Config{})
 	rng := rand.New(rand.NewPCG(5, 6))
 	d := store.NewDocument{Tenant: store.DefaultTenant, IdempotencyKey: "upload-1",
-		Metadata: map[string]string{"a": "b"}, Pages: pages(rng, 2, 8)}
+		Metadata: map[string]string{"a": "b"}}
+	ps := pages(rng, 2, 8)
 
-	first, created, err := s.CreateDocument(ctx, d)
+	first, created, err := ingestDocument(ctx, s, d, ps)
 	if err != nil || !created {
-		t.Fatalf("first CreateDocument: created=%v err=%v", created, err)
+		t.Fatalf("first ingest: created=%v err=%v", created, err)
 	}
-	again, created, err := s.CreateDocument(ctx, d)
+	again, created, err := ingestDocument(ctx, s, d, ps)
 	if err != nil || created {
-		t.Fatalf("retried CreateDocument: created=%v err=%v, want the existing document", created, err)
+		t.Fatalf("retried ingest: created=%v err=%v, want the existing document", created, err)
 	}
 	if diff := cmp.Diff(first, again); diff != "" {
 		t.Errorf("retry returned another document (-first +retry):\n%s", diff)
@@ -288,31 +290,39 @@ func TestIdempotentRetry(t *testing.T) {
 		t.Errorf("%d pages after a retry, want 2", n)
 	}
 	// A retry re-embeds its pages: other floats, same request.
-	retry := d
-	retry.Pages = pages(rng, 2, 8)
-	if doc, created, err := s.CreateDocument(ctx, retry); err != nil || created || doc.ID != first.ID {
+	if doc, created, err := ingestDocument(ctx, s, d, pages(rng, 2, 8)); err != nil || created || doc.ID != first.ID {
 		t.Errorf("retry with re-embedded pages: %+v created=%v err=%v, want the first document", doc, created, err)
 	}
-	for name, other := range map[string]store.NewDocument{
-		"other metadata":   {Tenant: d.Tenant, IdempotencyKey: d.IdempotencyKey, Metadata: map[string]string{"a": "c"}, Pages: d.Pages},
-		"other page count": {Tenant: d.Tenant, IdempotencyKey: d.IdempotencyKey, Metadata: d.Metadata, Pages: d.Pages[:1]},
-		"other digest":     {Tenant: d.Tenant, IdempotencyKey: d.IdempotencyKey, Metadata: d.Metadata, Pages: d.Pages, RequestDigest: []byte{1}},
+	for name, other := range map[string]struct {
+		d     store.NewDocument
+		pages []model.Embedding
+	}{
+		"other metadata":   {store.NewDocument{Tenant: d.Tenant, IdempotencyKey: d.IdempotencyKey, Metadata: map[string]string{"a": "c"}}, ps},
+		"other page count": {d, ps[:1]},
+		"other digest":     {store.NewDocument{Tenant: d.Tenant, IdempotencyKey: d.IdempotencyKey, Metadata: d.Metadata, RequestDigest: []byte{1}}, ps},
 	} {
-		if _, _, err := s.CreateDocument(ctx, other); !errors.Is(err, store.ErrConflict) {
+		if _, _, err := ingestDocument(ctx, s, other.d, other.pages); !errors.Is(err, store.ErrConflict) {
 			t.Errorf("same key, %s: %v, want ErrConflict", name, err)
 		}
 	}
 
-	// Concurrent requests with one key make one document.
+	// Concurrent requests with one key make at most one document. A staged
+	// ingestion whose pending document a concurrent one discarded fails
+	// with ErrNotFound (the gateway answers ABORTED, and its client
+	// retries); BeginDocument retries a unique violation once, so more
+	// racers than that can see it too. Those that succeed agree, and a
+	// retry afterwards finds the one document.
 	d.IdempotencyKey = "upload-2"
 	var wg sync.WaitGroup
 	var createdCount atomic.Int32
 	ids := make([]string, 4)
 	for i := range ids {
 		wg.Go(func() {
-			doc, created, err := s.CreateDocument(ctx, d)
+			doc, created, err := ingestDocument(ctx, s, d, ps)
 			if err != nil {
-				t.Errorf("concurrent CreateDocument: %v", err)
+				if !errors.Is(err, store.ErrNotFound) && !strings.Contains(err.Error(), "23505") {
+					t.Errorf("concurrent ingest: %v, want success or a discarded pending document", err)
+				}
 				return
 			}
 			ids[i] = doc.ID
@@ -322,8 +332,20 @@ func TestIdempotentRetry(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if createdCount.Load() != 1 || ids[0] != ids[1] || ids[1] != ids[2] || ids[2] != ids[3] {
-		t.Errorf("concurrent same-key creates: %d created, ids %v; want 1 created and one id", createdCount.Load(), ids)
+	final, _, err := ingestDocument(ctx, s, d, ps)
+	if err != nil {
+		t.Fatalf("ingest after the race: %v", err)
+	}
+	for _, id := range ids {
+		if id != "" && id != final.ID {
+			t.Errorf("concurrent same-key ingestions returned ids %v, then %s; want one id", ids, final.ID)
+		}
+	}
+	if createdCount.Load() > 1 {
+		t.Errorf("%d concurrent same-key ingestions created a document, want at most 1", createdCount.Load())
+	}
+	if n := countRows(t, cfg.Schema, "documents", "idempotency_key = $1", d.IdempotencyKey); n != 1 {
+		t.Errorf("%d documents hold key %s, want 1", n, d.IdempotencyKey)
 	}
 }
 
@@ -439,7 +461,7 @@ func TestTenantIsolation(t *testing.T) {
 	s, _ := newStore(t, store.Config{})
 	rng := rand.New(rand.NewPCG(9, 10))
 	ps := pages(rng, 2, 8)
-	a, _, err := s.CreateDocument(ctx, store.NewDocument{Tenant: "tenant-a", IdempotencyKey: "k", Pages: ps})
+	a, _, err := ingestDocument(ctx, s, store.NewDocument{Tenant: "tenant-a", IdempotencyKey: "k"}, ps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,9 +492,9 @@ func TestTenantIsolation(t *testing.T) {
 		t.Errorf("B's Abort of A's pending document: %v, want ErrNotFound", err)
 	}
 	// The same idempotency key in B is B's own.
-	bDoc, created, err := s.CreateDocument(ctx, store.NewDocument{Tenant: b, IdempotencyKey: "k", Pages: ps})
+	bDoc, created, err := ingestDocument(ctx, s, store.NewDocument{Tenant: b, IdempotencyKey: "k"}, ps)
 	if err != nil || !created || bDoc.ID == a.ID {
-		t.Errorf("B's CreateDocument with A's key: %+v created=%v err=%v; want a new document", bDoc, created, err)
+		t.Errorf("B's ingest with A's key: %+v created=%v err=%v; want a new document", bDoc, created, err)
 	}
 	// A still has everything.
 	if _, err := s.GetDocument(ctx, "tenant-a", a.ID); err != nil {
@@ -558,8 +580,8 @@ func (p *cutProxy) serve() {
 }
 
 // TestConnectionKilledMidIngestion cuts the database connection in the
-// middle of a large CreateDocument and of an AddPages: the caller gets
-// ErrUnavailable and nothing of the document remains.
+// middle of an AddPages: the caller gets ErrUnavailable, only the pages
+// acknowledged before it remain, and nothing of the document is visible.
 func TestConnectionKilledMidIngestion(t *testing.T) {
 	ctx := testutil.Context(t)
 	s, cfg := newStore(t, store.Config{})
@@ -580,25 +602,10 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(11, 12))
-	big := pages(rng, 12, 256)   // 12 x 64 KiB of fp16 vectors
-	proxy.limit.Store(256 << 10) // die after 256 KiB: inside the transaction
-	_, _, err = cut.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant, IdempotencyKey: "cut", Pages: big})
-	if !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("CreateDocument over a cut connection: %v, want ErrUnavailable", err)
-	}
-	if docs, _, err := s.ListDocuments(ctx, store.DefaultTenant, 10, ""); err != nil || len(docs) != 0 {
-		t.Errorf("after the cut, List shows %+v (%v); want nothing", docs, err)
-	}
-	if n := countRows(t, cfg.Schema, "documents", ""); n != 0 {
-		t.Errorf("%d document rows after the cut, want 0", n)
-	}
-	if n := countRows(t, cfg.Schema, "pages", ""); n != 0 {
-		t.Errorf("%d page rows after the cut, want 0", n)
-	}
-
-	// Staged: pages 1-2 are committed by their AddPages; the AddPages cut
-	// in the middle leaves none of its own pages.
-	proxy.limit.Store(-1)
+	big := pages(rng, 12, 256) // 12 x 64 KiB of fp16 vectors
+	// Pages 1-2 are committed by their AddPages; the AddPages cut in the
+	// middle (after 256 KiB: inside its transaction) leaves none of its own
+	// pages.
 	doc, _, err := cut.BeginDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant})
 	if err != nil {
 		t.Fatal(err)
@@ -617,8 +624,8 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 		t.Errorf("the interrupted document is visible: %v", err)
 	}
 	// The database is fine afterwards.
-	if _, _, err := s.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant, Pages: big[:1]}); err != nil {
-		t.Errorf("CreateDocument after the cuts: %v", err)
+	if _, _, err := ingestDocument(ctx, s, store.NewDocument{Tenant: store.DefaultTenant}, big[:1]); err != nil {
+		t.Errorf("ingest after the cut: %v", err)
 	}
 }
 
@@ -638,9 +645,9 @@ func TestDatabaseDownIsUnavailable(t *testing.T) {
 	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Ping: %v, want ErrUnavailable", err)
 	}
-	_, _, err = s.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant, Pages: pages(rand.New(rand.NewPCG(1, 1)), 1, 4)})
+	_, _, err = s.BeginDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant})
 	if !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("CreateDocument: %v, want ErrUnavailable", err)
+		t.Errorf("BeginDocument: %v, want ErrUnavailable", err)
 	}
 	if err := s.Migrate(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Migrate: %v, want ErrUnavailable", err)
@@ -648,7 +655,7 @@ func TestDatabaseDownIsUnavailable(t *testing.T) {
 }
 
 // TestAcknowledgedIngestionSurvivesRestart stops the database after an
-// acknowledged CreateDocument and finds the document after a restart.
+// acknowledged commit and finds the document after a restart.
 func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 	if !usingEmbedded {
 		t.Skip("TEST_DATABASE_URL is set: this test restarts an embedded server, which make test always runs")
@@ -668,7 +675,7 @@ func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps := pages(rand.New(rand.NewPCG(13, 14)), 2, 8)
-	doc, _, err := s.CreateDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant, Pages: ps})
+	doc, _, err := ingestDocument(ctx, s, store.NewDocument{Tenant: store.DefaultTenant}, ps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -713,4 +720,30 @@ func replaceHost(url, host string) string {
 	u, _ := neturl.Parse(url)
 	u.Host = host
 	return u.String()
+}
+
+// ingestDocument writes d with pages by the staged path the gateway's
+// ingestion takes (BeginDocument, AddPages, CommitDocument), aborting on a
+// failure; created is false for the committed document d's idempotency key
+// already names. Without a RequestDigest, d's is its page count, as a
+// stream's is in the gateway.
+func ingestDocument(ctx context.Context, s *store.Store, d store.NewDocument, pages []model.Embedding) (doc store.Document, created bool, err error) {
+	if d.RequestDigest == nil {
+		d.RequestDigest = fmt.Appendf(nil, "%d pages", len(pages))
+	}
+	doc, existing, err := s.BeginDocument(ctx, d)
+	if err != nil || existing {
+		return doc, false, err
+	}
+	if len(pages) > 0 {
+		err = s.AddPages(ctx, d.Tenant, doc.ID, 1, pages)
+	}
+	if err == nil {
+		doc, err = s.CommitDocument(ctx, d.Tenant, doc.ID)
+	}
+	if err != nil {
+		_ = s.AbortDocument(context.WithoutCancel(ctx), d.Tenant, doc.ID)
+		return store.Document{}, false, err
+	}
+	return doc, true, nil
 }

@@ -4,17 +4,21 @@ import (
 	"errors"
 	"time"
 
-	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
-// Errors of the store; test with errors.Is.
+// Errors of the store; test with errors.Is. Each is a member of an errclass
+// class, which the gateway's edge maps to a code.
 var (
 	// ErrNotFound: no such document in this tenant.
-	ErrNotFound = errors.New("document not found")
-	// ErrUnavailable: the database cannot be reached; nothing was written.
-	ErrUnavailable = errors.New("database unavailable")
-	// ErrConflict: an idempotency key was reused with a different request.
-	ErrConflict = errors.New("idempotency key reused with a different document")
+	ErrNotFound = errclass.Wrap(errclass.NotFound, errors.New("document not found"))
+	// ErrUnavailable: the database cannot be reached; nothing was written,
+	// so a retry (with the same idempotency key for an ingestion) is safe
+	// once it is back.
+	ErrUnavailable = errclass.Wrap(errclass.Unavailable, errors.New("database unavailable"))
+	// ErrConflict: an idempotency key was reused with a different request,
+	// which no retry of the same request will fix.
+	ErrConflict = errclass.Wrap(errclass.Conflict, errors.New("idempotency key reused with a different document"))
 )
 
 // DefaultTenant scopes every call until authentication arrives.
@@ -30,13 +34,12 @@ type Document struct {
 	CreatedAt      time.Time
 }
 
-// NewDocument is a document to write: its pages' embeddings, in page order
-// (page numbers start at 1).
+// NewDocument is the header of a document to write (BeginDocument); its
+// pages follow with AddPages.
 type NewDocument struct {
 	Tenant         string
 	IdempotencyKey string // empty: no idempotency
 	Metadata       map[string]string
-	Pages          []model.Embedding
 	// RequestDigest optionally identifies the request as the client sent
 	// it (e.g. a SHA-256 of the page images), so that reusing an
 	// idempotency key for another request is ErrConflict. The store

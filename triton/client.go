@@ -25,27 +25,40 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/config"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Error classes of a call to Triton; use errors.Is. Each error also wraps the
-// gRPC status Triton (or the connection) answered with, so status.Code and
-// status.Convert still see the original code.
+// Error classes of a call to Triton; use errors.Is. Each is a member of an
+// errclass class, which is all the gateway's edge looks at. An *Error keeps
+// the gRPC status Triton (or the connection) answered with in its Status
+// field, for the log and for tests; it is never sent to clients as such.
 var (
 	// ErrUnavailable: the backend could not be reached or is not serving.
-	ErrUnavailable = errors.New("triton backend unavailable")
+	ErrUnavailable = errclass.Wrap(errclass.Unavailable, errors.New("triton backend unavailable"))
 	// ErrOverloaded: the backend is alive but its queue is full. This is
-	// back-pressure: retrying at once only makes it worse.
-	ErrOverloaded = errors.New("triton backend overloaded")
+	// back-pressure: retrying at once only makes it worse, so it suggests
+	// a delay.
+	ErrOverloaded = errclass.WithReason(errclass.RetryAfter(
+		errclass.Wrap(errclass.Overloaded, errors.New("triton backend overloaded")), overloadedRetryDelay),
+		"BACKEND_OVERLOADED", nil)
 	// ErrTimedOut: the backend dropped the request because the "timeout"
 	// parameter it carried passed while it was queued. The backend is
 	// healthy; the request was too late.
-	ErrTimedOut = errors.New("triton backend timed the request out")
+	ErrTimedOut = errclass.Wrap(errclass.TimedOut, errors.New("triton backend timed the request out"))
 	// ErrRejected: the backend refused the request itself (bad input).
-	ErrRejected = errors.New("triton backend rejected the request")
-	// ErrFailed: any other failure reported by the backend.
-	ErrFailed = errors.New("triton backend failed")
+	ErrRejected = errclass.Wrap(errclass.Invalid, errors.New("triton backend rejected the request"))
+	// ErrFailed: any other failure reported by the backend. Its class is
+	// Internal (the gateway and its backends disagree: an unknown model, a
+	// size limit, a permission, a CUDA error), except when the backend
+	// answered ABORTED, which stays retryable as Unavailable (see
+	// Error.Is).
+	ErrFailed = errclass.Wrap(errclass.Internal, errors.New("triton backend failed"))
 )
+
+// overloadedRetryDelay is the retry delay suggested to clients when a
+// backend's queue is full: long enough for a batch or two to drain.
+const overloadedRetryDelay = 200 * time.Millisecond
 
 // Triton answers a full queue and a request whose timeout passed in the
 // queue with UNAVAILABLE, the same code as a dead server, so only the text
@@ -219,13 +232,15 @@ func (c *Client) classify(ctx context.Context, call string, err error) error {
 	case codes.DeadlineExceeded:
 		// The caller's deadline travels to Triton, whose side may expire a
 		// moment before ours: with a deadline set, this is the caller's.
+		// It is wrapped as context.DeadlineExceeded, not as the backend's
+		// status, so that no backend code reaches the client.
 		if _, ok := ctx.Deadline(); ok {
-			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+			return errclass.Wrap(errclass.TimedOut, fmt.Errorf("triton %s: %s: %w", c.addr, call, context.DeadlineExceeded))
 		}
 		class = ErrFailed
 	case codes.Canceled:
 		if ctx.Err() != nil {
-			return fmt.Errorf("triton %s: %s: %w", c.addr, call, err)
+			return fmt.Errorf("triton %s: %s: %w", c.addr, call, ctx.Err())
 		}
 		class = ErrFailed
 	case codes.Unavailable:
@@ -252,9 +267,12 @@ func (c *Client) classify(ctx context.Context, call string, err error) error {
 	return &Error{Class: class, Backend: c.addr, Call: call, Status: st}
 }
 
-// Error is a failed call to one backend. It matches its class and the
-// original status: errors.Is(err, ErrOverloaded) and status.Code(err) both
-// work on it, however deeply it is wrapped.
+// Error is a failed call to one backend. It matches its class, and the
+// class's errclass class: errors.Is(err, ErrOverloaded) and
+// errors.Is(err, errclass.Overloaded) both hold, however deeply it is
+// wrapped. Status is the backend's own answer, kept for the log; Error does
+// not implement GRPCStatus, so that it never reaches a client as a code of
+// the backend's choosing.
 type Error struct {
 	Class   error
 	Backend string
@@ -266,8 +284,18 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%v: backend %s: %s: %s: %s", e.Class, e.Backend, e.Call, e.Status.Code(), e.Status.Message())
 }
 
-// Is reports whether target is e's class.
-func (e *Error) Is(target error) bool { return target == e.Class }
+// Is reports whether target is e's class or one the class belongs to. A
+// backend failure outside the named classes is Internal, but one answered
+// ABORTED is Unavailable: the backend says a retry may pass.
+func (e *Error) Is(target error) bool {
+	if target == e.Class {
+		return true
+	}
+	if e.Class == ErrFailed && e.Status.Code() == codes.Aborted {
+		return target == errclass.Unavailable
+	}
+	return errors.Is(e.Class, target)
+}
 
-// GRPCStatus lets status.Code and status.FromError see the backend's status.
-func (e *Error) GRPCStatus() *status.Status { return e.Status }
+// As finds what the class carries (an *errclass.Retry, an *errclass.Reason).
+func (e *Error) As(target any) bool { return errors.As(e.Class, target) }

@@ -142,4 +142,3 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		"query_model", o.router.Models.QueryModel, "image_model", o.router.Models.ImageModel, "trace_export", exporting)
 	return srv.Serve(ctx)
 }
-

@@ -99,7 +99,7 @@ func TestMetricsAfterRequests(t *testing.T) {
 func TestGPUGaugesWhileBusy(t *testing.T) {
 	ctx := testContext(t)
 	s, c := startServer(t, slowConfig(time.Minute))
-	uuid := "gpu_uuid=" + gpuUUID(s.GRPCAddr())
+	uuid := "gpu_uuid=" + gpuUUID(s.GRPCAddr(), 0)
 
 	call := inferAsync(ctx, c, imageRequest(t, 4))
 	waitFor(t, "the batch to execute", func() bool { _, idle := schedState(s, model.DefaultImageModel); return idle == 0 })
@@ -114,9 +114,9 @@ func TestGPUGaugesWhileBusy(t *testing.T) {
 }
 
 func TestGPUUtilizationWindow(t *testing.T) {
-	m := newMetrics("GPU-sim-test")
+	m := newMetrics()
 	start := time.Now()
-	g := newGPU(m, start)
+	g := newGPU(m, "GPU-sim-test", start)
 	at := func(d time.Duration) time.Time { return start.Add(d) }
 
 	g.begin(at(0), 1)

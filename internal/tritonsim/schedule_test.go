@@ -42,6 +42,8 @@ func receive(t *testing.T, ch <-chan error) error {
 func slowConfig(d time.Duration) Config {
 	c := fastConfig()
 	c.Faults.ExtraLatency = d
+	// One request, one batch: these tests study the queue, not batching.
+	c.DisableDynamicBatching = true
 	return c
 }
 
@@ -251,75 +253,3 @@ func TestStopAfterCrashes(t *testing.T) {
 	}
 }
 
-// TestSchedulerHandsOverInOrder checks the queue directly: FIFO order, and
-// an instance handed to a waiter that gives up at that moment is passed on.
-func TestSchedulerHandsOverInOrder(t *testing.T) {
-	ctx := testContext(t)
-	var pending gaugeCount
-	s := newScheduler(1, 0, &pending)
-	if _, err := s.acquire(ctx, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	order := make(chan int, 3)
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := s.acquire(ctx, 0, nil); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- i
-			s.release()
-		}()
-		waitFor(t, "the waiter to queue", func() bool { q, _ := s.state(); return q == i+1 })
-	}
-	if pending.get() != 3 {
-		t.Errorf("pending gauge %v, want 3", pending.get())
-	}
-	s.release()
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if len(got) != 3 || got[0] != 0 || got[1] != 1 || got[2] != 2 {
-		t.Errorf("served in order %v, want [0 1 2]", got)
-	}
-	if q, idle := s.state(); q != 0 || idle != 1 || pending.get() != 0 {
-		t.Errorf("after all: queued %d idle %d pending %v; want 0 1 0", q, idle, pending.get())
-	}
-
-	// A waiter whose context ends as the instance is handed over.
-	if _, err := s.acquire(ctx, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	gone, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { _, err := s.acquire(gone, 0, nil); done <- err }()
-	waitFor(t, "the waiter to queue", func() bool { q, _ := s.state(); return q == 1 })
-	cancel()
-	s.release() // races with the cancellation; either outcome must keep the instance
-	if err := <-done; err == nil {
-		// The grant won the race: the waiter owns the instance.
-		s.release()
-	}
-	if q, idle := s.state(); q != 0 || idle != 1 {
-		t.Errorf("queued %d idle %d; want the instance back in the pool", q, idle)
-	}
-}
-
-// gaugeCount is a fake gauge.
-type gaugeCount struct {
-	mu sync.Mutex
-	v  float64
-}
-
-func (g *gaugeCount) Add(d float64) { g.mu.Lock(); g.v += d; g.mu.Unlock() }
-func (g *gaugeCount) get() float64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.v
-}

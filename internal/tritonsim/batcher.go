@@ -146,17 +146,22 @@ func (b *batcher) run(stop <-chan struct{}) {
 func (b *batcher) schedule() time.Time {
 	b.mu.Lock()
 	now := b.clock.Now()
-	rejected, wakeAt := b.queue.expire(now)
+	rejected, _ := b.queue.expire(now)
+	var wakeAt time.Time
 	for len(b.idle) > 0 {
 		bt, at := b.next(now)
 		if bt == nil {
-			wakeAt = earliest(wakeAt, at)
+			wakeAt = at
 			break
 		}
 		instance := b.idle[len(b.idle)-1]
 		b.idle = b.idle[:len(b.idle)-1]
 		b.dispatch(bt, instance)
 	}
+	// The next deadline among those still queued (nothing more expires at
+	// the same instant).
+	_, deadline := b.queue.expire(now)
+	wakeAt = earliest(wakeAt, deadline)
 	b.mu.Unlock()
 	b.pending.Add(-float64(len(rejected)))
 	for _, p := range rejected {

@@ -270,4 +270,3 @@ func TestStopAfterCrashes(t *testing.T) {
 		t.Fatal("the simulator did not stop after 3 calls")
 	}
 }
-

@@ -163,7 +163,7 @@ var profiles = map[string]Profile{
 	"bench-2x": {
 		Name:        "bench-2x",
 		Description: "benchmark profile: 2x slower than the router's prior at full batches and non-linear (cheap small batches, then linear); an assumption",
-		Query:       Curve{{1, ms(12)}, {8, ms(13)}, {16, ms(17)}, {32, ms(27)}, {64, ms(48)}},
+		Query:       Curve{{1, ms(12)}, {8, ms(12.5)}, {16, ms(16)}, {32, ms(26)}, {64, ms(48)}},
 		Image:       Curve{{1, ms(80)}, {2, ms(95)}, {4, ms(160)}, {8, ms(370)}, {16, ms(830)}},
 	},
 }

@@ -69,6 +69,10 @@ func (b *batcher) enqueue(p *pending) error {
 		return err
 	}
 	b.pending.Add(1)
+	// Schedule now, on the caller's goroutine, so that a request that can
+	// run at once leaves the queue before the next one arrives (and does
+	// not count against max_queue_size); run then re-arms its timer.
+	b.schedule()
 	b.wake()
 	return nil
 }
@@ -91,6 +95,7 @@ func (b *batcher) release(instance int) {
 	b.mu.Lock()
 	b.idle = append(b.idle, instance)
 	b.mu.Unlock()
+	b.schedule()
 	b.wake()
 }
 

@@ -32,14 +32,14 @@ func TestParseCurve(t *testing.T) {
 		t.Fatalf("ParseCurve = %v, %v", c, err)
 	}
 	for in, want := range map[string]string{
-		"":              "want batch:duration",
-		"8":             "want batch:duration",
-		"x:1ms":         "not an integer",
-		"1:soon":        "not a duration",
-		"4:1ms,2:2ms":   "want increasing batch sizes",
-		"0:1ms":         "batch size 0",
-		"1:-1ms":        "want 0 or more",
-		"1:1ms,1:2ms":   "want increasing",
+		"":                "want batch:duration",
+		"8":               "want batch:duration",
+		"x:1ms":           "not an integer",
+		"1:soon":          "not a duration",
+		"4:1ms,2:2ms":     "want increasing batch sizes",
+		"0:1ms":           "batch size 0",
+		"1:-1ms":          "want 0 or more",
+		"1:1ms,1:2ms":     "want increasing",
 		"1:1ms,99999:1ms": "batch size 99999",
 	} {
 		if _, err := ParseCurve(in); err == nil || !strings.Contains(err.Error(), want) {

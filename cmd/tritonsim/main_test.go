@@ -104,7 +104,7 @@ func TestRunHelpSaysItIsASimulator(t *testing.T) {
 		"-max-queue-size", "-query-max-batch-size", "-image-max-batch-size", "-speed", "-query-base-cost",
 		"-query-item-cost", "-image-base-cost", "-image-item-cost", "-extra-latency", "-error-rate",
 		"-not-ready", "-stop-after", "-log-format", "-log-level", "-profile", "-query-cost-curve", "-image-cost-curve",
-		"-jitter-sigma", "-stall-probability", "-stall-duration", "-seed", "-gpu-layout", "-dynamic-batching",
+		"-jitter-sigma", "-stall-probability", "-stall-duration", "-seed", "-gpu-layout", "-dynamic-batching", "-summary-latencies",
 		"-query-preferred-batch-sizes", "-query-max-queue-delay", "-query-priority-levels", "-query-default-priority-level",
 		"-query-timeout-action", "-query-default-timeout", "-query-allow-timeout-override", "-query-max-queue-size",
 		"-image-preferred-batch-sizes", "-image-max-queue-delay", "-image-max-queue-size",

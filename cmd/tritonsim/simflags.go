@@ -32,6 +32,7 @@ func registerCostFlags(fs *flag.FlagSet, errs *[]error, c *tritonsim.Config) {
 		return n, nil
 	}, format: func(n uint64) string { return strconv.FormatUint(n, 10) }}, "seed", "`seed` of the jitter and stalls: the same seed gives every model's n-th batch the same draw")
 	fs.StringVar(&c.Layout, "gpu-layout", c.Layout, "`layout` of the instances on simulated GPUs: shared (one GPU for both models, whose batches queue for it in turn) or separate (a GPU per instance)")
+	fs.BoolVar(&c.SummaryLatencies, "summary-latencies", false, "add Triton's latency summaries (nv_inference_queue_summary_us and others: quantiles per model) to /metrics, as tritonserver --metrics-config summary_latencies=true does")
 	fs.BoolFunc("dynamic-batching", "Triton's dynamic batcher, merging queued requests into one execution (default true; -dynamic-batching=false runs every request alone)", func(s string) error {
 		on, err := strconv.ParseBool(s)
 		if err != nil {

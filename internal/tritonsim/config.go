@@ -112,6 +112,11 @@ type Config struct {
 	// Seed seeds the jitter and stalls: a batch's draw depends only on the
 	// seed, its model and its number among that model's batches. Default 0.
 	Seed uint64
+	// SummaryLatencies adds Triton's latency summaries to /metrics
+	// (nv_inference_queue_summary_us and its siblings: quantiles per
+	// model), as tritonserver --metrics-config summary_latencies=true does.
+	// Default false, as in Triton.
+	SummaryLatencies bool
 	// Clock is the time source of the batchers and devices; nil is the
 	// real clock. For tests.
 	Clock Clock

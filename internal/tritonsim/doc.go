@@ -57,7 +57,9 @@
 //     nv_inference_queue_duration_us, nv_inference_exec_count, ...) and
 //     per-GPU gauges (nv_gpu_utilization, memory, power) with gpu_uuid,
 //     plus the simulator's own tritonsim_gpu_busy_seconds_total, the exact
-//     busy time a benchmark needs.
+//     busy time a benchmark needs. Triton's latency summaries
+//     (nv_inference_queue_summary_us, ...) are there on demand
+//     (Config.SummaryLatencies), off by default as in Triton.
 //   - Faults: extra latency, an error rate, models that are not ready, set
 //     at start (Config.Faults), by SetFaults, or over HTTP at
 //     /simulator/faults; and a crash after N calls (Config.StopAfter).

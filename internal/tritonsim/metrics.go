@@ -45,6 +45,8 @@ type metrics struct {
 	pending                                  *prometheus.GaugeVec
 
 	gpuUtil, gpuMemTotal, gpuMemUsed, gpuPower, gpuPowerLimit *prometheus.GaugeVec
+	// summaries are nil unless Config.SummaryLatencies.
+	summaries *summaries
 	// gpuBusy is the simulator's own series (Triton has none like it): the
 	// cumulative busy time of each simulated GPU, so that a benchmark can
 	// compute the exact busy fraction between two scrapes rather than read
@@ -98,6 +100,7 @@ type modelMetrics struct {
 	requestUs, queueUs                       prometheus.Counter
 	computeInputUs, computeInferUs, outputUs prometheus.Counter
 	pending                                  prometheus.Gauge
+	summaries                                *modelSummaries // nil: off
 }
 
 // forModel creates name's series, so that they are exported (at zero) from
@@ -114,6 +117,7 @@ func (m *metrics) forModel(name string) modelMetrics {
 		computeInferUs: m.computeInferUs.WithLabelValues(name, modelVersion),
 		outputUs:       m.outputUs.WithLabelValues(name, modelVersion),
 		pending:        m.pending.WithLabelValues(name, modelVersion),
+		summaries:      m.summaries.forModel(name),
 	}
 }
 

@@ -104,6 +104,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 		done:     make(chan struct{}),
 	}
 	s.metrics = newMetrics()
+	if cfg.SummaryLatencies {
+		s.metrics.summaries = newSummaries(s.metrics.registry)
+	}
 	s.clock = cfg.Clock
 	s.cost = cfg.costModel()
 	faults := cfg.Faults.sanitized()

@@ -188,6 +188,7 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 	mm.computeInputUs.Add(micros(t.input))
 	mm.computeInferUs.Add(micros(t.infer))
 	mm.outputUs.Add(micros(t.output))
+	mm.summaries.observe(t)
 	log.Debug("tritonsim infer", "items", len(items), "batch_size", oc.batchSize, "queue", t.queue, "compute", t.infer, "priority_level", level)
 	return resp, nil
 }

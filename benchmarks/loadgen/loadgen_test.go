@@ -165,12 +165,12 @@ func TestGRPCRun(t *testing.T) {
 
 	var out bytes.Buffer
 	err = run(testutil.Context(t), []string{"-target", lis.Addr().String(), "-rate", "400", "-duration", "300ms",
-		"-mix", "query=3,image=1", "-queries-per-call", "2", "-seed", "3"}, &out, io.Discard)
+		"-mix", "query=3,image=1", "-queries-per-call", "2", "-seed", "3", "-label", "none/round1"}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep := checkReport(t, out.Bytes(), f)
-	if rep.Protocol != "grpc" || rep.Mix != "image=0.25,query=0.75" || rep.Seed != 3 {
+	if rep.Protocol != "grpc" || rep.Mix != "image=0.25,query=0.75" || rep.Seed != 3 || rep.Label != "none/round1" {
 		t.Errorf("report header %+v", rep)
 	}
 }

@@ -56,6 +56,7 @@ func main() {
 
 type options struct {
 	protocol, target, out string
+	label                 string
 	rate                  float64
 	duration, timeout     time.Duration
 	drain                 time.Duration
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "`deadline` of each call")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "how long to wait, after the last arrival, for calls in flight before canceling them")
 	fs.IntVar(&o.maxOutstanding, "max-outstanding", 4096, "calls in flight beyond which an arrival is dropped (counted, not sent) rather than let the generator itself run out of memory")
+	fs.StringVar(&o.label, "label", "", "free `text` copied into the report, e.g. the policy and round under test")
 	fs.StringVar(&o.out, "out", "-", "`file` for the JSON report; - is standard output")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -172,7 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	arrivals := plan(o.rate, o.duration, o.mix, map[string]int{kindQuery: len(queries), kindImage: len(images)}, o.seed)
 	rep := Report{
-		Protocol: o.protocol, Target: o.target, OfferedRate: o.rate, Duration: o.duration.String(),
+		Label: o.label, Protocol: o.protocol, Target: o.target, OfferedRate: o.rate, Duration: o.duration.String(),
 		Mix: o.mix.String(), Seed: o.seed, Planned: len(arrivals), LoadAverageStart: loadAverage(),
 	}
 	rec := newRecorder()

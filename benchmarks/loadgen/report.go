@@ -9,6 +9,7 @@ import (
 
 // Report is what a run measured; it is written as JSON.
 type Report struct {
+	Label    string `json:"label,omitempty"`
 	Protocol string `json:"protocol"`
 	Target   string `json:"target"`
 	// OfferedRate is the Poisson rate asked for, calls per second.

@@ -25,7 +25,7 @@ MODES=(none static adaptive)
 source benchmarks/lib.sh
 
 
-bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 1 -log-format json >"$tmp/sim.log" 2>&1 &
+bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 1 -gpu-layout separate -dynamic-batching=false -profile linear -log-format json >"$tmp/sim.log" 2>&1 &
 pids+=($!)
 sim=$(log_field "$tmp/sim.log" grpc_addr)
 declare -A grpc http

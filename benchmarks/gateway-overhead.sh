@@ -22,7 +22,7 @@ OUT=${1:-benchmarks/results/gateway-overhead.md}
 source benchmarks/lib.sh
 
 
-bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 64 -log-format json >"$tmp/sim.log" 2>&1 &
+bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 64 -gpu-layout separate -dynamic-batching=false -profile linear -log-format json >"$tmp/sim.log" 2>&1 &
 pids+=($!)
 sim=$(log_field "$tmp/sim.log" grpc_addr)
 # The gateway logs at info level, one line per call, as it would in

@@ -32,7 +32,7 @@ source benchmarks/lib.sh
 # start_sim NAME SPEED: starts a simulator; sets sim_pid and sim_spec
 # (grpc=metrics, the gateway's -triton-addrs syntax).
 start_sim() {
-	bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -speed "$2" -log-format json >"$tmp/sim-$1.log" 2>&1 &
+	bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -speed "$2" -gpu-layout separate -dynamic-batching=false -profile linear -log-format json >"$tmp/sim-$1.log" 2>&1 &
 	sim_pid=$!
 	pids+=("$sim_pid")
 	local g m

@@ -533,7 +533,7 @@ func TestGPUTelemetrySteers(t *testing.T) {
 // retried on another, never on the same.
 func TestOverloadedRetriedElsewhereNotSame(t *testing.T) {
 	long := tritonsim.Cost{Base: 200 * time.Millisecond}
-	full := startSim(t, tritonsim.Config{QueryCost: long, MaxQueueSize: 1})
+	full := startSim(t, tritonsim.Config{QueryCost: long, MaxQueueSize: 1, DisableDynamicBatching: true})
 	r := startRouter(t, testConfig(roundrobin.Name, full), Deps{}, 1)
 	ctx := testutil.Context(t)
 	// One executing and one queued fill it; the third overflows, and with
@@ -553,7 +553,7 @@ func TestOverloadedRetriedElsewhereNotSame(t *testing.T) {
 // TestOverloadedRetriedOnAnotherBackend: the batch that finds one queue
 // full completes on the other backend; the full one sees it once.
 func TestOverloadedRetriedOnAnotherBackend(t *testing.T) {
-	full := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 300 * time.Millisecond}, MaxQueueSize: 1})
+	full := startSim(t, tritonsim.Config{QueryCost: tritonsim.Cost{Base: 300 * time.Millisecond}, MaxQueueSize: 1, DisableDynamicBatching: true})
 	free := startSim(t, tritonsim.Config{})
 	r := startRouter(t, testConfig(roundrobin.Name, full, free), Deps{}, 2)
 	// Round robin sends 3 of the 6 to the full backend: one executes, one

@@ -137,7 +137,7 @@ func TestErrorClasses(t *testing.T) {
 		}
 	})
 	t.Run("timed out in the queue", func(t *testing.T) {
-		sim, c := startSim(t, tritonsim.Config{Instances: 1, Faults: tritonsim.Faults{ExtraLatency: 500 * time.Millisecond}})
+		sim, c := startSim(t, tritonsim.Config{Instances: 1, DisableDynamicBatching: true, Faults: tritonsim.Faults{ExtraLatency: 500 * time.Millisecond}})
 		ctx := testContext(t)
 		first := make(chan error, 1)
 		go func() {

@@ -11,12 +11,15 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/internal/cli"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
 const usageHeader = `tritonsim is a simulator of NVIDIA Triton Inference Server for development and
 tests. It is not Triton and runs no model: it serves the ColPali query and image
-models over Triton's gRPC protocol (KServe v2) with deterministic embeddings, a
-per-batch cost model, Triton's /metrics names, and faults on demand.
+models over Triton's gRPC protocol (KServe v2) with deterministic embeddings,
+Triton's dynamic batcher (settings of deployments/triton/model_repository), one
+simulated GPU shared by both models, batch costs from a GPU profile or curve
+with seeded jitter and stalls, Triton's /metrics names, and faults on demand.
 
 Usage: tritonsim [flags]
 
@@ -59,17 +62,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&c.Model.NumTokensOutput, "num-tokens-output", def.Model.NumTokensOutput, "per-item token count output `name`")
 	intFlag(fs, &errs, &c.Model.Dimension, "dimension", "`length` of every embedding vector")
 	fs.StringVar(&c.OutputDatatype, "output-datatype", def.OutputDatatype, "embeddings `datatype`: FP16 or FP32")
-	intFlag(fs, &errs, &c.Instances, "instances", "`number` of simulated GPU instances per model, each running one batch at a time")
-	intFlag(fs, &errs, &c.MaxQueueSize, "max-queue-size", "`number` of queued requests per model before Unavailable \"Exceeds maximum queue size\"; 0 is unbounded")
+	intFlag(fs, &errs, &c.Instances, "instances", "`number` of instances per model (instance_group count), each running one batch at a time; see -gpu-layout")
+	intFlag(fs, &errs, &c.MaxQueueSize, "max-queue-size", "`number` of queued requests per model and priority level before Unavailable \"Exceeds maximum queue size\", overriding -query-max-queue-size and -image-max-queue-size; 0 keeps theirs")
 	intFlag(fs, &errs, &c.QueryMaxBatchSize, "query-max-batch-size", "largest query batch `size`")
 	intFlag(fs, &errs, &c.ImageMaxBatchSize, "image-max-batch-size", "largest image batch `size`")
 	floatFlag(fs, &errs, &c.Speed, "speed", "`factor` dividing every cost: 2 is twice as fast, 0.33 three times slower")
-	// A Cost whose two parts are both 0 means the default cost, so that
-	// the zero Config is a usable one; set 1ns for a practically free model.
-	durationFlag(fs, &errs, &c.QueryCost.Base, "query-base-cost", "simulated GPU `duration` of every query batch")
-	durationFlag(fs, &errs, &c.QueryCost.PerItem, "query-item-cost", "simulated GPU `duration` of every query in a batch (both query costs 0 means the defaults)")
-	durationFlag(fs, &errs, &c.ImageCost.Base, "image-base-cost", "simulated GPU `duration` of every image batch")
-	durationFlag(fs, &errs, &c.ImageCost.PerItem, "image-item-cost", "simulated GPU `duration` of every page in a batch (both image costs 0 means the defaults)")
+	registerCostFlags(fs, &errs, c)
+	// A Cost whose two parts are both 0 means "not set": the profile's or
+	// the curve's cost applies; set 1ns for a practically free model.
+	durationFlag(fs, &errs, &c.QueryCost.Base, "query-base-cost", "`duration` of every query batch on a straight-line cost replacing the profile's (with -query-item-cost)")
+	durationFlag(fs, &errs, &c.QueryCost.PerItem, "query-item-cost", "`duration` of every query in a batch on a straight-line cost")
+	durationFlag(fs, &errs, &c.ImageCost.Base, "image-base-cost", "`duration` of every page batch on a straight-line cost replacing the profile's (with -image-item-cost)")
+	durationFlag(fs, &errs, &c.ImageCost.PerItem, "image-item-cost", "`duration` of every page in a batch on a straight-line cost")
+	registerBatchingFlags(fs, &errs, model.Query, &c.QueryBatching)
+	registerBatchingFlags(fs, &errs, model.Image, &c.ImageBatching)
 	durationFlag(fs, &errs, &c.Faults.ExtraLatency, "extra-latency", "fault: `duration` added to every batch")
 	floatFlag(fs, &errs, &c.Faults.ErrorRate, "error-rate", "fault: `fraction` (0 to 1) of ModelInfer calls failing with Internal \"simulated failure\"")
 	fs.Func("not-ready", "fault: comma-separated model `names` reported not ready", func(s string) error {
@@ -94,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: tritonsim takes only flags", fs.Args()))
 	}
+	c.QueryBatching, c.ImageBatching = settled(c.QueryBatching), settled(c.ImageBatching)
 	if err := o.log.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -60,6 +60,13 @@ func TestRunReportsEveryFlagErrorAtOnce(t *testing.T) {
 		{[]string{"-max-queue-size", "-1", "-not-ready", "colpali_image,ghost", "-log-format", "xml", "-log-level", "loud"},
 			[]string{"max queue size -1", `not ready "ghost"`, `-log-format "xml"`, `-log-level "loud"`}},
 		{[]string{"-dimension", "0.5", "stray"}, []string{`-dimension "0.5"`, `unexpected arguments ["stray"]`}},
+		{[]string{"-profile", "a100", "-query-cost-curve", "8:1ms,4:2ms", "-jitter-sigma", "-1", "-stall-probability", "2",
+			"-seed", "-3", "-gpu-layout", "diagonal", "-dynamic-batching=maybe"},
+			[]string{`profile "a100"`, `-query-cost-curve "8:1ms,4:2ms"`, "jitter sigma -1", "stall probability 2",
+				`-seed "-3"`, `layout "diagonal"`, `-dynamic-batching "maybe"`}},
+		{[]string{"-image-preferred-batch-sizes", "4,x", "-query-preferred-batch-sizes", "128", "-image-timeout-action", "DROP",
+			"-query-priority-levels", "2", "-query-default-priority-level", "3"},
+			[]string{`-image-preferred-batch-sizes "4,x"`, "preferred batch size 128", `timeout action "DROP"`, "default priority level 3"}},
 	} {
 		var stderr syncBuffer
 		err := run(testContext(t), tc.args, &stderr)
@@ -97,9 +104,13 @@ func TestRunHelpSaysItIsASimulator(t *testing.T) {
 		"-embeddings-output", "-num-tokens-output", "-dimension", "-output-datatype", "-instances",
 		"-max-queue-size", "-query-max-batch-size", "-image-max-batch-size", "-speed", "-query-base-cost",
 		"-query-item-cost", "-image-base-cost", "-image-item-cost", "-extra-latency", "-error-rate",
-		"-not-ready", "-stop-after", "-log-format", "-log-level",
+		"-not-ready", "-stop-after", "-log-format", "-log-level", "-profile", "-query-cost-curve", "-image-cost-curve",
+		"-jitter-sigma", "-stall-probability", "-stall-duration", "-seed", "-gpu-layout", "-dynamic-batching", "-summary-latencies",
+		"-query-preferred-batch-sizes", "-query-max-queue-delay", "-query-priority-levels", "-query-default-priority-level",
+		"-query-timeout-action", "-query-default-timeout", "-query-allow-timeout-override", "-query-max-queue-size",
+		"-image-preferred-batch-sizes", "-image-max-queue-delay", "-image-max-queue-size",
 	} {
-		if !strings.Contains(help, "\n  "+flag+" ") {
+		if !strings.Contains(help, "\n  "+flag+" ") && !strings.Contains(help, "\n  "+flag+"\n") { // a bool flag has no argument
 			t.Errorf("help does not document %s", flag)
 		}
 	}
@@ -215,5 +226,31 @@ func TestRunReportsListenErrors(t *testing.T) {
 	err = run(testContext(t), []string{"-grpc-addr", lis.Addr().String(), "-metrics-addr", "127.0.0.1:0"}, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("run on a busy port = %v, want a listen error", err)
+	}
+}
+
+func TestFlagsReachTheConfig(t *testing.T) {
+	var stderr syncBuffer
+	o, err := parseFlags([]string{"-profile", "bench-2x", "-image-cost-curve", "1:90ms,16:900ms", "-jitter-sigma", "0.2",
+		"-stall-probability", "0.01", "-stall-duration", "250ms", "-seed", "7", "-gpu-layout", "separate", "-dynamic-batching=false",
+		"-query-preferred-batch-sizes", "", "-query-max-queue-delay", "0s", "-query-default-timeout", "0s",
+		"-query-allow-timeout-override=false", "-query-max-queue-size", "0", "-image-priority-levels", "2", "-image-timeout-action", "DELAY"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.cfg
+	if c.Profile != "bench-2x" || c.ImageCurve.String() != "1:90ms,16:900ms" || c.JitterSigma != 0.2 || c.StallProbability != 0.01 ||
+		c.StallDuration != 250*time.Millisecond || c.Seed != 7 || c.Layout != tritonsim.LayoutSeparate || !c.DisableDynamicBatching {
+		t.Errorf("cost and layout flags not applied: %+v", c)
+	}
+	if c.ImageBatching.PriorityLevels != 2 || c.ImageBatching.DefaultQueuePolicy.TimeoutAction != "DELAY" ||
+		c.ImageBatching.MaxQueueDelay != 5*time.Millisecond || c.ImageBatching.DefaultQueuePolicy.MaxQueueSize != 64 {
+		t.Errorf("image batching %+v, want the repository's with two levels and DELAY", c.ImageBatching)
+	}
+	// Every query setting emptied: Triton's defaults, not the repository's.
+	q := c.QueryBatching
+	if len(q.PreferredBatchSizes) != 0 || q.MaxQueueDelay != 0 || q.DefaultQueuePolicy.MaxQueueSize != 0 ||
+		q.DefaultQueuePolicy.DefaultTimeout != 0 || q.DefaultQueuePolicy.TimeoutAction != "REJECT" {
+		t.Errorf("query batching %+v, want Triton's defaults", q)
 	}
 }

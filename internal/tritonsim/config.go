@@ -12,31 +12,29 @@ import (
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Defaults of Config. The costs are rough figures for ColPali (PaliGemma 3B)
-// on one H100: a page is ~1030 tokens through the vision tower and the
-// language model, a query ~20 tokens through the language model only.
+// Defaults of Config.
 const (
 	DefaultGRPCAddr          = "127.0.0.1:8001" // Triton's gRPC port
 	DefaultMetricsAddr       = "127.0.0.1:8002" // Triton's metrics port
 	DefaultOutputDatatype    = tensor.TypeFP16
 	DefaultInstances         = 1
-	DefaultQueryMaxBatchSize = 64
+	DefaultQueryMaxBatchSize = 64 // max_batch_size in deployments/triton
 	DefaultImageMaxBatchSize = 16
 	DefaultSpeed             = 1.0
-	DefaultQueryBaseCost     = 5 * time.Millisecond
-	DefaultQueryItemCost     = 300 * time.Microsecond
-	DefaultImageBaseCost     = 15 * time.Millisecond
-	DefaultImageItemCost     = 25 * time.Millisecond
+	DefaultLayout            = LayoutShared
 )
 
 // Limits that keep a mistyped flag from asking for absurd resources.
 const (
 	maxInstances    = 1024
 	maxBatchSizeCap = 4096
+	maxStall        = time.Hour
+	maxSigma        = 3.0 // exp(3) is a 20x factor: already absurd for a GPU
 )
 
-// Cost is the simulated GPU time of one batch: Base + n*PerItem for n items,
-// before Config.Speed.
+// Cost is a straight-line batch cost, Base + n*PerItem, before Speed: the
+// shape of the router's prior. It overrides the profile's curve for its
+// model when set; see Config.QueryCurve for any other shape.
 type Cost struct {
 	// Base is paid once per batch (kernel launches, the fixed part of a
 	// forward pass).
@@ -62,27 +60,66 @@ type Config struct {
 	// OutputDatatype is the datatype of the embeddings output, "FP16" or
 	// "FP32". num_tokens is always INT32 [batch, 1]. Default "FP16".
 	OutputDatatype string
-	// Instances is the number of simulated GPU instances per model; each
-	// runs one batch at a time. Default 1.
+	// Instances is the number of instances per model (instance_group
+	// count); each runs one batch at a time. Where they run is Layout's
+	// business. Default 1.
 	Instances int
-	// MaxQueueSize bounds the requests waiting for an instance, per model;
-	// a request beyond it fails with Unavailable "Exceeds maximum queue
-	// size". 0 means unbounded, Triton's default. Default 0.
+	// Layout places the instances on simulated GPUs: LayoutShared (one GPU
+	// for every instance of both models, whose batches queue for it in
+	// turn) or LayoutSeparate (a GPU per instance). Default LayoutShared.
+	Layout string
+	// DisableDynamicBatching turns Triton's dynamic batcher off: every
+	// request then executes as a batch of its own. Queue policy and
+	// priorities still apply. Default false: on, as in
+	// deployments/triton/model_repository.
+	DisableDynamicBatching bool
+	// QueryBatching and ImageBatching are the models' dynamic_batching
+	// blocks. A zero Batching means the block of the shipped model
+	// repository (RepositoryBatching); any other value is taken as
+	// config.pbtxt would be, zero fields being Triton's defaults.
+	QueryBatching, ImageBatching Batching
+	// MaxQueueSize, when positive, overrides max_queue_size in every queue
+	// policy of both models. A request beyond it fails with Unavailable
+	// "Exceeds maximum queue size". Default 0: the Batching's own.
 	MaxQueueSize int
-	// QueryMaxBatchSize is the query model's max_batch_size; a larger batch
-	// fails with InvalidArgument. Default 64.
+	// QueryMaxBatchSize is the query model's max_batch_size; a larger
+	// request fails with InvalidArgument. Default 64.
 	QueryMaxBatchSize int
 	// ImageMaxBatchSize is the image model's max_batch_size. Default 16.
 	ImageMaxBatchSize int
+	// Profile names the simulated GPU whose cost curves apply (see
+	// Profiles). Default DefaultProfile.
+	Profile string
+	// QueryCurve and ImageCurve, when set, replace the profile's curve for
+	// their model.
+	QueryCurve, ImageCurve Curve
+	// QueryCost and ImageCost, when either field is set, replace the
+	// model's curve with a straight line; they predate curves and take
+	// precedence over QueryCurve and ImageCurve.
+	QueryCost, ImageCost Cost
 	// Speed divides every cost: 2 is a GPU twice as fast, 0.33 three times
 	// slower. Default 1.
 	Speed float64
-	// QueryCost is the query model's cost. A Cost with both fields zero
-	// means the default, 5ms + 0.3ms per query.
-	QueryCost Cost
-	// ImageCost is the image model's cost. A Cost with both fields zero
-	// means the default, 15ms + 25ms per page.
-	ImageCost Cost
+	// JitterSigma is the sigma of the multiplicative lognormal jitter of
+	// every batch's duration (mean-preserving: the mean cost is the
+	// curve's). 0 is none. Default 0.
+	JitterSigma float64
+	// StallProbability is the chance that a batch stalls, adding
+	// StallDuration to it. Default 0.
+	StallProbability float64
+	// StallDuration is a stall's extra time. Default 0.
+	StallDuration time.Duration
+	// Seed seeds the jitter and stalls: a batch's draw depends only on the
+	// seed, its model and its number among that model's batches. Default 0.
+	Seed uint64
+	// SummaryLatencies adds Triton's latency summaries to /metrics
+	// (nv_inference_queue_summary_us and its siblings: quantiles per
+	// model), as tritonserver --metrics-config summary_latencies=true does.
+	// Default false, as in Triton.
+	SummaryLatencies bool
+	// Clock is the time source of the batchers and devices; nil is the
+	// real clock. For tests.
+	Clock Clock
 	// Faults are the faults in force at start; see Server.SetFaults.
 	// Default none.
 	Faults Faults
@@ -103,8 +140,11 @@ func (c Config) WithDefaults() Config {
 	c.QueryMaxBatchSize = cmp.Or(c.QueryMaxBatchSize, DefaultQueryMaxBatchSize)
 	c.ImageMaxBatchSize = cmp.Or(c.ImageMaxBatchSize, DefaultImageMaxBatchSize)
 	c.Speed = cmp.Or(c.Speed, DefaultSpeed)
-	c.QueryCost = cmp.Or(c.QueryCost, Cost{Base: DefaultQueryBaseCost, PerItem: DefaultQueryItemCost})
-	c.ImageCost = cmp.Or(c.ImageCost, Cost{Base: DefaultImageBaseCost, PerItem: DefaultImageItemCost})
+	c.Layout = cmp.Or(c.Layout, DefaultLayout)
+	c.Profile = cmp.Or(c.Profile, DefaultProfile)
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
 	return c
 }
 
@@ -134,8 +174,11 @@ func (c Config) Validate() error {
 	if c.Instances < 1 || c.Instances > maxInstances {
 		bad("instances %d: want 1 to %d", c.Instances, maxInstances)
 	}
+	if c.Layout != LayoutShared && c.Layout != LayoutSeparate {
+		bad("layout %q: want %q or %q", c.Layout, LayoutShared, LayoutSeparate)
+	}
 	if c.MaxQueueSize < 0 {
-		bad("max queue size %d: want 0 (unbounded) or more", c.MaxQueueSize)
+		bad("max queue size %d: want 0 (the model config's) or more", c.MaxQueueSize)
 	}
 	for _, b := range []struct {
 		name string
@@ -156,6 +199,36 @@ func (c Config) Validate() error {
 			bad("%s %v + %v per item: want no negative duration", k.name, k.cost.Base, k.cost.PerItem)
 		}
 	}
+	if _, ok := profiles[c.Profile]; !ok {
+		bad("profile %q: want one of %v", c.Profile, ProfileNames())
+	}
+	for _, k := range []struct {
+		name  string
+		curve Curve
+	}{{"query curve", c.QueryCurve}, {"image curve", c.ImageCurve}} {
+		if len(k.curve) > 0 {
+			if err := k.curve.validate(); err != nil {
+				bad("%s %s: %v", k.name, k.curve, err)
+			}
+		}
+	}
+	if !(c.JitterSigma >= 0 && c.JitterSigma <= maxSigma) {
+		bad("jitter sigma %v: want 0 (none) to %v", c.JitterSigma, maxSigma)
+	}
+	if !(c.StallProbability >= 0 && c.StallProbability <= 1) {
+		bad("stall probability %v: want 0 to 1", c.StallProbability)
+	}
+	if c.StallDuration < 0 || c.StallDuration > maxStall {
+		bad("stall duration %v: want 0 to %v", c.StallDuration, maxStall)
+	}
+	for _, b := range []struct {
+		name string
+		k    model.Kind
+	}{{"query batching", model.Query}, {"image batching", model.Image}} {
+		if err := c.batching(b.k).validate(c.maxBatchSize(b.k)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.name, err))
+		}
+	}
 	if err := c.Faults.validate(c.Model); err != nil {
 		errs = append(errs, fmt.Errorf("faults: %w", err))
 	}
@@ -172,17 +245,57 @@ func hasZeroPort(addr string) bool {
 	return err == nil && port == "0"
 }
 
-// BatchDuration is the cost model alone: how long a batch of n items of kind
-// occupies an instance, (Base + n*PerItem)/Speed. Faults.ExtraLatency is not
-// included.
+// curve is kind's cost curve before Speed: QueryCost/ImageCost if set,
+// else QueryCurve/ImageCurve if set, else the profile's.
+func (c Config) curve(k model.Kind) Curve {
+	cost, curve, prof := c.QueryCost, c.QueryCurve, profiles[c.Profile].Query
+	if k == model.Image {
+		cost, curve, prof = c.ImageCost, c.ImageCurve, profiles[c.Profile].Image
+	}
+	switch {
+	case cost != (Cost{}):
+		return Line(cost.Base, cost.PerItem)
+	case len(curve) > 0:
+		return curve
+	}
+	return prof
+}
+
+// BatchDuration is the cost model without jitter, stalls or faults: how
+// long a batch of n items of kind occupies its device, curve(n)/Speed.
 func (c Config) BatchDuration(k model.Kind, n int) time.Duration {
 	c = c.WithDefaults()
-	cost := c.QueryCost
+	return time.Duration(float64(c.curve(k).At(n)) / c.Speed)
+}
+
+// batching is kind's effective dynamic_batching block: the configured or
+// the repository's, with MaxQueueSize applied.
+func (c Config) batching(k model.Kind) Batching {
+	b := c.QueryBatching
 	if k == model.Image {
-		cost = c.ImageCost
+		b = c.ImageBatching
 	}
-	d := float64(cost.Base) + float64(n)*float64(cost.PerItem)
-	return time.Duration(d / c.Speed)
+	if b.isZero() {
+		b = RepositoryBatching(k)
+	}
+	if c.MaxQueueSize > 0 {
+		b.DefaultQueuePolicy.MaxQueueSize = c.MaxQueueSize
+		overrides := make(map[int]QueuePolicy, len(b.PriorityQueuePolicy))
+		for level, p := range b.PriorityQueuePolicy {
+			p.MaxQueueSize = c.MaxQueueSize
+			overrides[level] = p
+		}
+		b.PriorityQueuePolicy = overrides
+	}
+	return b
+}
+
+// costModel is the configured cost model.
+func (c Config) costModel() *costModel {
+	return &costModel{
+		query: c.curve(model.Query), image: c.curve(model.Image), speed: c.Speed,
+		sigma: c.JitterSigma, stallP: c.StallProbability, stallDuration: c.StallDuration, seed: c.Seed,
+	}
 }
 
 // maxBatchSize is kind's max_batch_size.

@@ -109,7 +109,7 @@ var waitFor = testutil.Eventually
 
 // schedState is a model's queue length and idle instances.
 func schedState(s *Server, name string) (queued, idle int) {
-	return s.models[name].sched.state()
+	return s.models[name].batcher.state()
 }
 
 func statsOf(t *testing.T, ctx context.Context, c inference.GRPCInferenceServiceClient, name string) *inference.ModelStatistics {

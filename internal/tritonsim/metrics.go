@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // modelVersion is the one version the simulator serves of each model.
 const modelVersion = "1"
 
-// The simulated GPU: one per simulator, an 80 GB H100.
+// The simulated GPU: an 80 GB H100.
 const (
 	gpuMemoryTotal = 80 << 30
 	// gpuWeightsMemory is resident from start: ColPali's ~3B parameters in
@@ -42,16 +44,23 @@ type metrics struct {
 	computeInputUs, computeInferUs, outputUs *prometheus.CounterVec
 	pending                                  *prometheus.GaugeVec
 
-	gpuUtil, gpuMemTotal, gpuMemUsed, gpuPower, gpuPowerLimit prometheus.Gauge
+	gpuUtil, gpuMemTotal, gpuMemUsed, gpuPower, gpuPowerLimit *prometheus.GaugeVec
+	// summaries are nil unless Config.SummaryLatencies.
+	summaries *summaries
+	// gpuBusy is the simulator's own series (Triton has none like it): the
+	// cumulative busy time of each simulated GPU, so that a benchmark can
+	// compute the exact busy fraction between two scrapes rather than read
+	// nv_gpu_utilization's one-second window.
+	gpuBusy *prometheus.CounterVec
 }
 
-func newMetrics(gpuUUID string) *metrics {
+func newMetrics() *metrics {
 	labels := []string{"model", "version"}
 	counter := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
-	gpuGauge := func(name, help string) prometheus.Gauge {
-		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"gpu_uuid": gpuUUID}})
+	gpuGauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"gpu_uuid"})
 	}
 	m := &metrics{
 		registry:       prometheus.NewRegistry(),
@@ -73,14 +82,14 @@ func newMetrics(gpuUUID string) *metrics {
 		gpuMemUsed:    gpuGauge("nv_gpu_memory_used_bytes", "GPU used memory, in bytes (simulated)"),
 		gpuPower:      gpuGauge("nv_gpu_power_usage", "GPU power usage in watts (simulated)"),
 		gpuPowerLimit: gpuGauge("nv_gpu_power_limit", "GPU power management limit in watts (simulated)"),
+		gpuBusy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tritonsim_gpu_busy_seconds_total",
+			Help: "Cumulative time the simulated GPU spent executing batches, in seconds (simulator only; not a Triton metric)",
+		}, []string{"gpu_uuid"}),
 	}
 	m.registry.MustRegister(m.success, m.failure, m.count, m.execCount, m.requestUs, m.queueUs,
 		m.computeInputUs, m.computeInferUs, m.outputUs, m.pending,
-		m.gpuUtil, m.gpuMemTotal, m.gpuMemUsed, m.gpuPower, m.gpuPowerLimit)
-	m.gpuMemTotal.Set(gpuMemoryTotal)
-	m.gpuMemUsed.Set(gpuWeightsMemory)
-	m.gpuPower.Set(gpuIdlePowerWatts)
-	m.gpuPowerLimit.Set(gpuPowerLimitWatts)
+		m.gpuUtil, m.gpuMemTotal, m.gpuMemUsed, m.gpuPower, m.gpuPowerLimit, m.gpuBusy)
 	return m
 }
 
@@ -91,6 +100,7 @@ type modelMetrics struct {
 	requestUs, queueUs                       prometheus.Counter
 	computeInputUs, computeInferUs, outputUs prometheus.Counter
 	pending                                  prometheus.Gauge
+	summaries                                *modelSummaries // nil: off
 }
 
 // forModel creates name's series, so that they are exported (at zero) from
@@ -107,25 +117,38 @@ func (m *metrics) forModel(name string) modelMetrics {
 		computeInferUs: m.computeInferUs.WithLabelValues(name, modelVersion),
 		outputUs:       m.outputUs.WithLabelValues(name, modelVersion),
 		pending:        m.pending.WithLabelValues(name, modelVersion),
+		summaries:      m.summaries.forModel(name),
 	}
 }
 
 // micros is d in microseconds, the unit of Triton's duration counters.
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// gpuUUID names the simulated GPU after the simulator's gRPC address, so
-// that two simulators on one machine have different GPUs and the same
-// simulator keeps its GPU across restarts on the same port.
-func gpuUUID(grpcAddr string) string {
+// gpuUUID names the index-th simulated GPU after the simulator's gRPC
+// address, so that two simulators on one machine have different GPUs and
+// the same simulator keeps its GPUs across restarts on the same port.
+func gpuUUID(grpcAddr string, index int) string {
 	h := fnv.New32a()
 	h.Write([]byte(grpcAddr))
-	return fmt.Sprintf("GPU-sim-%08x", h.Sum32())
+	if index == 0 {
+		return fmt.Sprintf("GPU-sim-%08x", h.Sum32())
+	}
+	return fmt.Sprintf("GPU-sim-%08x-%d", h.Sum32(), index)
 }
 
-// gpu tracks the simulated GPU's busy time and activation memory and
-// publishes them as gauges. Instances of both models share it.
+// activationMemory is what a batch holds on its GPU while it executes.
+func activationMemory(bt *batch) int64 {
+	if bt.kind == model.Image {
+		return int64(bt.size) * gpuImageItemMemory
+	}
+	return int64(bt.size) * gpuQueryItemMemory
+}
+
+// gpu tracks one simulated GPU's busy time and activation memory and
+// publishes them as gauges.
 type gpu struct {
 	util, memUsed, power prometheus.Gauge
+	busyTotal            prometheus.Counter
 
 	mu          sync.Mutex
 	active      int           // batches executing
@@ -139,8 +162,20 @@ type gpu struct {
 	haveSamples int
 }
 
-func newGPU(m *metrics, now time.Time) *gpu {
-	return &gpu{util: m.gpuUtil, memUsed: m.gpuMemUsed, power: m.gpuPower, lastTick: now}
+func newGPU(m *metrics, uuid string, now time.Time) *gpu {
+	g := &gpu{
+		util:      m.gpuUtil.WithLabelValues(uuid),
+		memUsed:   m.gpuMemUsed.WithLabelValues(uuid),
+		power:     m.gpuPower.WithLabelValues(uuid),
+		busyTotal: m.gpuBusy.WithLabelValues(uuid),
+		lastTick:  now,
+	}
+	g.util.Set(0)
+	m.gpuMemTotal.WithLabelValues(uuid).Set(gpuMemoryTotal)
+	g.memUsed.Set(gpuWeightsMemory)
+	g.power.Set(gpuIdlePowerWatts)
+	m.gpuPowerLimit.WithLabelValues(uuid).Set(gpuPowerLimitWatts)
+	return g
 }
 
 // begin marks a batch holding bytes of activations as executing.
@@ -161,22 +196,32 @@ func (g *gpu) end(now time.Time, bytes int64) {
 	defer g.mu.Unlock()
 	g.active--
 	if g.active == 0 {
-		g.busy += now.Sub(g.busySince)
+		period := now.Sub(g.busySince)
+		g.busy += period
+		g.busyTotal.Add(period.Seconds())
 	}
 	g.activation -= bytes
 	g.memUsed.Set(float64(gpuWeightsMemory + g.activation))
 }
 
-// tick records the busy fraction since the last tick and publishes the
-// mean of the last utilSamples ticks: a GPU is "utilised" while any batch
-// executes, as NVML's utilisation counts time with a kernel running.
-func (g *gpu) tick(now time.Time) {
+// busyTime is the GPU's busy time up to now.
+func (g *gpu) busyTime(now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	total := g.busy
 	if g.active > 0 {
 		total += now.Sub(g.busySince)
 	}
+	return total
+}
+
+// tick records the busy fraction since the last tick and publishes the
+// mean of the last utilSamples ticks: a GPU is "utilised" while any batch
+// executes, as NVML's utilisation counts time with a kernel running.
+func (g *gpu) tick(now time.Time) {
+	total := g.busyTime(now)
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	elapsed := now.Sub(g.lastTick)
 	if elapsed <= 0 {
 		return

@@ -99,7 +99,7 @@ func TestMetricsAfterRequests(t *testing.T) {
 func TestGPUGaugesWhileBusy(t *testing.T) {
 	ctx := testContext(t)
 	s, c := startServer(t, slowConfig(time.Minute))
-	uuid := "gpu_uuid=" + gpuUUID(s.GRPCAddr())
+	uuid := "gpu_uuid=" + gpuUUID(s.GRPCAddr(), 0)
 
 	call := inferAsync(ctx, c, imageRequest(t, 4))
 	waitFor(t, "the batch to execute", func() bool { _, idle := schedState(s, model.DefaultImageModel); return idle == 0 })
@@ -114,9 +114,9 @@ func TestGPUGaugesWhileBusy(t *testing.T) {
 }
 
 func TestGPUUtilizationWindow(t *testing.T) {
-	m := newMetrics("GPU-sim-test")
+	m := newMetrics()
 	start := time.Now()
-	g := newGPU(m, start)
+	g := newGPU(m, "GPU-sim-test", start)
 	at := func(d time.Duration) time.Time { return start.Add(d) }
 
 	g.begin(at(0), 1)
@@ -162,5 +162,33 @@ func TestMetricsEndpointHonesty(t *testing.T) {
 	}
 	if _, code := httpDo(t, ctx, http.MethodGet, "http://"+s.MetricsAddr()+"/nothing", ""); code != http.StatusNotFound {
 		t.Errorf("GET /nothing = %d, want 404", code)
+	}
+}
+
+func TestSummaryLatenciesOnDemand(t *testing.T) {
+	ctx := testContext(t)
+	s, c, clk := fakeServer(t, func(c *Config) { c.SummaryLatencies = true })
+	call := inferResp(ctx, c, queryRequest("quantiles"))
+	clk.waitTimer(t, 2*time.Millisecond)
+	clk.Advance(2 * time.Millisecond)
+	clk.waitTimer(t, 11*time.Millisecond)
+	clk.Advance(11 * time.Millisecond)
+	if r := result(t, call); r.err != nil {
+		t.Fatal(r.err)
+	}
+	body, _ := httpDo(t, ctx, http.MethodGet, "http://"+s.MetricsAddr()+"/metrics", "")
+	for _, want := range []string{
+		`nv_inference_queue_summary_us{model="colpali_query",version="1",quantile="0.99"} 2000`,
+		`nv_inference_compute_infer_summary_us{model="colpali_query",version="1",quantile="0.5"} 11000`,
+		`nv_inference_request_summary_us_count{model="colpali_query",version="1"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// Off by default, as in Triton.
+	plain, _ := startServer(t, fastConfig())
+	if body, _ := httpDo(t, ctx, http.MethodGet, "http://"+plain.MetricsAddr()+"/metrics", ""); strings.Contains(body, "_summary_us") {
+		t.Error("summaries exported without SummaryLatencies")
 	}
 }

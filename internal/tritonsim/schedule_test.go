@@ -43,6 +43,8 @@ func receive(t *testing.T, ch <-chan error) error {
 func slowConfig(d time.Duration) Config {
 	c := fastConfig()
 	c.Faults.ExtraLatency = d
+	// One request, one batch: these tests study the queue, not batching.
+	c.DisableDynamicBatching = true
 	return c
 }
 
@@ -125,40 +127,58 @@ func TestCanceledQueuedCallNeverExecutes(t *testing.T) {
 	}
 }
 
-// TestOneInstanceSerialisesBatches checks from the statistics, not the
-// clock, that one instance runs one batch at a time and two run two.
-func TestOneInstanceSerialisesBatches(t *testing.T) {
+// TestInstancesAndLayouts checks from the statistics, on a fake clock,
+// where a batch waits: one instance queues the second batch in the model's
+// queue; two instances on one shared GPU dispatch both at once but the
+// second waits for the device (inside compute_infer, as on a real GPU); two
+// instances on separate GPUs run in parallel.
+func TestInstancesAndLayouts(t *testing.T) {
+	ms := time.Millisecond
 	for _, tc := range []struct {
+		name      string
 		instances int
-		queued    bool
-	}{{1, true}, {2, false}} {
-		ctx := testContext(t)
-		cfg := slowConfig(200 * time.Millisecond)
-		cfg.Instances = tc.instances
-		s, c := startServer(t, cfg)
-		q := model.DefaultQueryModel
-
-		a := inferAsync(ctx, c, queryRequest("a"))
-		b := inferAsync(ctx, c, queryRequest("b"))
-		waitFor(t, "both calls to arrive", func() bool { return len(s.Observed()) == 2 })
-		if tc.queued {
-			waitFor(t, "one call to queue behind the other", func() bool {
-				queued, idle := schedState(s, q)
-				return queued == 1 && idle == 0
+		layout    string
+		queue     time.Duration // total over both calls
+		infer     time.Duration
+		steps     []time.Duration // device timers, in order
+	}{
+		{"one instance", 1, LayoutShared, 11 * ms, 22 * ms, []time.Duration{11 * ms, 11 * ms}},
+		{"two instances, shared GPU", 2, LayoutShared, 0, 33 * ms, []time.Duration{11 * ms, 11 * ms}},
+		{"two instances, separate GPUs", 2, LayoutSeparate, 0, 22 * ms, []time.Duration{11 * ms}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			s, c, clk := fakeServer(t, func(c *Config) {
+				c.Instances, c.Layout, c.DisableDynamicBatching = tc.instances, tc.layout, true
 			})
-		}
-		for _, ch := range []<-chan error{a, b} {
-			if err := receive(t, ch); err != nil {
-				t.Fatal(err)
+			a := inferResp(ctx, c, queryRequest("a"))
+			clk.waitTimer(t, 11*ms)
+			b := inferResp(ctx, c, queryRequest("b"))
+			waitFor(t, "the second call to be queued or dispatched", func() bool {
+				queued, idle := schedState(s, model.DefaultQueryModel)
+				return queued+tc.instances-idle == 2
+			})
+			if tc.layout == LayoutSeparate {
+				waitFor(t, "both GPUs busy", func() bool { return len(clk.armed()) == 2 })
 			}
-		}
-		is := statsOf(t, ctx, c, q).GetInferenceStats()
-		if is.GetQueue().GetCount() != 2 {
-			t.Fatalf("%d instances: queue count %d, want 2", tc.instances, is.GetQueue().GetCount())
-		}
-		if waited := is.GetQueue().GetNs() > 0; waited != tc.queued {
-			t.Errorf("%d instances: queue time %v ns; want a wait: %v", tc.instances, is.GetQueue().GetNs(), tc.queued)
-		}
+			for _, d := range tc.steps {
+				clk.waitTimer(t, d)
+				clk.Advance(d)
+			}
+			for _, ch := range []<-chan inferResult{a, b} {
+				if r := result(t, ch); r.err != nil {
+					t.Fatal(r.err)
+				}
+			}
+			is := statsOf(t, ctx, c, model.DefaultQueryModel).GetInferenceStats()
+			if is.GetQueue().GetNs() != uint64(tc.queue) || is.GetComputeInfer().GetNs() != uint64(tc.infer) {
+				t.Errorf("queue %v, compute %v; want %v and %v", time.Duration(is.GetQueue().GetNs()),
+					time.Duration(is.GetComputeInfer().GetNs()), tc.queue, tc.infer)
+			}
+			if got, want := len(s.devices), map[string]int{LayoutShared: 1, LayoutSeparate: 2 * tc.instances}[tc.layout]; got != want {
+				t.Errorf("%d simulated GPUs, want %d", got, want)
+			}
+		})
 	}
 }
 
@@ -250,77 +270,4 @@ func TestStopAfterCrashes(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the simulator did not stop after 3 calls")
 	}
-}
-
-// TestSchedulerHandsOverInOrder checks the queue directly: FIFO order, and
-// an instance handed to a waiter that gives up at that moment is passed on.
-func TestSchedulerHandsOverInOrder(t *testing.T) {
-	ctx := testContext(t)
-	var pending gaugeCount
-	s := newScheduler(1, 0, &pending)
-	if _, err := s.acquire(ctx, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	order := make(chan int, 3)
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := s.acquire(ctx, 0, nil); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- i
-			s.release()
-		}()
-		waitFor(t, "the waiter to queue", func() bool { q, _ := s.state(); return q == i+1 })
-	}
-	if pending.get() != 3 {
-		t.Errorf("pending gauge %v, want 3", pending.get())
-	}
-	s.release()
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if len(got) != 3 || got[0] != 0 || got[1] != 1 || got[2] != 2 {
-		t.Errorf("served in order %v, want [0 1 2]", got)
-	}
-	if q, idle := s.state(); q != 0 || idle != 1 || pending.get() != 0 {
-		t.Errorf("after all: queued %d idle %d pending %v; want 0 1 0", q, idle, pending.get())
-	}
-
-	// A waiter whose context ends as the instance is handed over.
-	if _, err := s.acquire(ctx, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	gone, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { _, err := s.acquire(gone, 0, nil); done <- err }()
-	waitFor(t, "the waiter to queue", func() bool { q, _ := s.state(); return q == 1 })
-	cancel()
-	s.release() // races with the cancellation; either outcome must keep the instance
-	if err := <-done; err == nil {
-		// The grant won the race: the waiter owns the instance.
-		s.release()
-	}
-	if q, idle := s.state(); q != 0 || idle != 1 {
-		t.Errorf("queued %d idle %d; want the instance back in the pool", q, idle)
-	}
-}
-
-// gaugeCount is a fake gauge.
-type gaugeCount struct {
-	mu sync.Mutex
-	v  float64
-}
-
-func (g *gaugeCount) Add(d float64) { g.mu.Lock(); g.v += d; g.mu.Unlock() }
-func (g *gaugeCount) get() float64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.v
 }

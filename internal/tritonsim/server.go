@@ -43,14 +43,16 @@ type Server struct {
 	models  map[string]*modelState
 	order   []*modelState // query model, then image model
 	metrics *metrics
-	gpu     *gpu
+	clock   Clock
+	cost    *costModel
+	devices []*device // one per simulated GPU; see Config.Layout
 	obs     observations
 	faults  atomic.Pointer[Faults]
 	calls   atomic.Int64 // ModelInfer arrivals, for StopAfter
 
 	stop     chan struct{} // closed when stopping hard: aborts queue waits and executions
 	stopOnce sync.Once
-	wg       sync.WaitGroup // the serve goroutines and the ticker
+	wg       sync.WaitGroup // the serve goroutines, the ticker, the batchers and the devices
 	done     chan struct{}  // closed when fully stopped
 	doneOnce sync.Once
 }
@@ -61,7 +63,9 @@ type modelState struct {
 	name     string
 	input    string
 	maxBatch int
-	sched    *scheduler
+	batching Batching
+	batcher  *batcher
+	devices  []*device // instance i runs on devices[i]
 	stats    modelStats
 	metrics  modelMetrics
 }
@@ -99,10 +103,23 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	s.metrics = newMetrics(gpuUUID(s.grpcAddr))
-	s.gpu = newGPU(s.metrics, time.Now())
+	s.metrics = newMetrics()
+	if cfg.SummaryLatencies {
+		s.metrics.summaries = newSummaries(s.metrics.registry)
+	}
+	s.clock = cfg.Clock
+	s.cost = cfg.costModel()
 	faults := cfg.Faults.sanitized()
 	s.faults.Store(&faults)
+	newDev := func() *device {
+		meter := newGPU(s.metrics, gpuUUID(s.grpcAddr, len(s.devices)), s.clock.Now())
+		d := newDevice(meter, s.clock, s.batchDuration, s.finishBatch)
+		s.devices = append(s.devices, d)
+		return d
+	}
+	if cfg.Layout == LayoutShared {
+		newDev()
+	}
 	for _, k := range []model.Kind{model.Query, model.Image} {
 		name := cfg.Model.ModelName(k)
 		mm := s.metrics.forModel(name)
@@ -111,9 +128,18 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 			name:     name,
 			input:    cfg.Model.InputName(k),
 			maxBatch: cfg.maxBatchSize(k),
-			sched:    newScheduler(cfg.Instances, cfg.MaxQueueSize, mm.pending),
+			batching: cfg.batching(k),
 			metrics:  mm,
 		}
+		for range cfg.Instances {
+			if cfg.Layout == LayoutShared {
+				m.devices = append(m.devices, s.devices[0])
+			} else {
+				m.devices = append(m.devices, newDev())
+			}
+		}
+		m.batcher = newBatcher(k, m.batching, m.maxBatch, cfg.Instances, !cfg.DisableDynamicBatching, s.clock, mm.pending,
+			func(bt *batch, instance int) { m.devices[instance].submit(bt, instance) })
 		s.models[name] = m
 		s.order = append(s.order, m)
 	}
@@ -132,7 +158,19 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
-	s.wg.Add(3)
+	s.wg.Add(3 + len(s.order) + len(s.devices))
+	for _, m := range s.order {
+		go func() {
+			defer s.wg.Done()
+			m.batcher.run(s.stop)
+		}()
+	}
+	for _, d := range s.devices {
+		go func() {
+			defer s.wg.Done()
+			d.run(s.stop)
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcServer.Serve(grpcLis); err != nil {
@@ -153,12 +191,16 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 	logger.Info("tritonsim listening (a Triton simulator, not Triton)",
 		"grpc_addr", s.grpcAddr, "metrics_addr", s.httpAddr,
 		"query_model", cfg.Model.QueryModel, "image_model", cfg.Model.ImageModel,
-		"output_datatype", cfg.OutputDatatype, "instances", cfg.Instances,
-		"max_queue_size", cfg.MaxQueueSize, "speed", cfg.Speed)
+		"output_datatype", cfg.OutputDatatype, "instances", cfg.Instances, "layout", cfg.Layout,
+		"gpus", len(s.devices), "dynamic_batching", !cfg.DisableDynamicBatching, "profile", cfg.Profile,
+		"speed", cfg.Speed, "jitter_sigma", cfg.JitterSigma, "stall_probability", cfg.StallProbability,
+		"stall_duration", cfg.StallDuration.String(), "seed", cfg.Seed)
 	return s, nil
 }
 
-// runTicker updates the GPU utilisation gauge until the server stops.
+// runTicker updates the GPU utilisation gauges until the server stops. It
+// ticks on real time but reads the simulator's clock, which the busy
+// periods are measured on.
 func (s *Server) runTicker() {
 	t := time.NewTicker(utilTick)
 	defer t.Stop()
@@ -166,8 +208,11 @@ func (s *Server) runTicker() {
 		select {
 		case <-s.stop:
 			return
-		case now := <-t.C:
-			s.gpu.tick(now)
+		case <-t.C:
+			now := s.clock.Now()
+			for _, d := range s.devices {
+				d.meter.tick(now)
+			}
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
-	"github.com/morphik-org/colpali-gateway/model"
 )
 
 // serverVersion is what ServerMetadata reports as the version: the
@@ -97,11 +96,12 @@ func (s *Server) lookup(name, version string) (*modelState, error) {
 	return m, nil
 }
 
-// ModelInfer runs one batch: observe, validate, queue, execute, answer.
+// ModelInfer answers one request: observe, validate, queue in the model's
+// dynamic batcher, wait for the batch it joins to execute, answer.
 func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferRequest) (resp *inference.ModelInferResponse, err error) {
 	s := v.s
-	arrived := time.Now()
-	s.observe(ctx, req, arrived)
+	arrived := s.clock.Now()
+	s.observe(ctx, req, time.Now()) // deadlines are on real time
 	if n := s.calls.Add(1); s.cfg.StopAfter > 0 && n == int64(s.cfg.StopAfter) {
 		s.crash(n)
 		return nil, status.Error(codes.Unavailable, "tritonsim crashed on purpose (stop after)")
@@ -115,7 +115,7 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 	defer func() {
 		if err != nil {
 			// As in Triton, the duration counters count successes only.
-			m.stats.recordFailure(time.Since(arrived))
+			m.stats.recordFailure(s.clock.Now().Sub(arrived))
 			m.metrics.failure.Inc()
 			log.Debug("tritonsim infer failed", "code", status.Code(err), "err", err)
 		}
@@ -132,74 +132,87 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 	if err != nil {
 		return nil, err
 	}
-	inputDone := time.Now()
+	inputDone := s.clock.Now()
 	if rate := s.faults.Load().ErrorRate; rate > 0 && rand.Float64() < rate {
 		return nil, status.Error(codes.Internal, "simulated failure")
 	}
 
-	queued, err := m.sched.acquire(ctx, time.Duration(params.timeoutMicros)*time.Microsecond, s.stop)
-	if err != nil {
+	level := m.batching.level(params.priority)
+	policy := m.batching.policy(level)
+	var deadline time.Time
+	if t := policy.timeout(time.Duration(params.timeoutMicros) * time.Microsecond); t > 0 {
+		deadline = inputDone.Add(t)
+	}
+	p := newPending(items, level, inputDone, deadline, policy.TimeoutAction == TimeoutDelay)
+	if err := m.batcher.enqueue(p); err != nil {
 		return nil, inferError(req.GetId(), err)
 	}
-	execStart := time.Now()
-	out, err := s.execute(m, items)
-	m.sched.release()
-	if err != nil {
-		return nil, inferError(req.GetId(), err)
+	// The embeddings depend on the inputs only: compute them (real CPU
+	// work) while the request waits for its simulated batch.
+	out, _ := embedBatch(m.kind, items, s.cfg.Model.Dimension, s.cfg.OutputDatatype, ctx.Done())
+	var oc outcome
+	select {
+	case oc = <-p.done:
+	case <-ctx.Done():
+		// Out of the queue if still there; a batch already running keeps
+		// its instance busy to the end, as on a GPU.
+		m.batcher.cancel(p)
+		return nil, inferError(req.GetId(), ctx.Err())
+	case <-s.stop:
+		return nil, inferError(req.GetId(), errStopped)
 	}
-	execDone := time.Now()
+	if oc.err != nil {
+		return nil, inferError(req.GetId(), oc.err)
+	}
 	resp = s.response(m, req, len(items), outputs, out)
-	done := time.Now()
+	done := s.clock.Now()
 
-	// compute_input is the simulator's real decoding and validation time,
-	// compute_infer the simulated execution, compute_output the building
-	// of the response.
+	// compute_input is the simulator's decoding and validation time;
+	// compute_infer runs from the batch leaving the queue to its end, so
+	// it includes any wait for a GPU shared with the other model, as a
+	// backend's execution time does on a real shared GPU; compute_output
+	// is the rest.
 	t := timings{
 		total:  done.Sub(arrived),
-		queue:  queued,
+		queue:  oc.dispatched.Sub(inputDone),
 		input:  inputDone.Sub(arrived),
-		infer:  execDone.Sub(execStart),
-		output: done.Sub(execDone),
+		infer:  oc.finished.Sub(oc.dispatched),
+		output: max(done.Sub(oc.finished), 0),
 	}
-	m.stats.recordSuccess(done, len(items), t)
+	m.stats.recordSuccess(t)
 	mm := m.metrics
 	mm.success.Inc()
 	mm.count.Add(float64(len(items)))
-	mm.execCount.Inc()
 	mm.requestUs.Add(micros(t.total))
 	mm.queueUs.Add(micros(t.queue))
 	mm.computeInputUs.Add(micros(t.input))
 	mm.computeInferUs.Add(micros(t.infer))
 	mm.outputUs.Add(micros(t.output))
-	log.Debug("tritonsim infer", "batch_size", len(items), "queue", t.queue, "compute", t.infer, "priority", params.priority)
+	mm.summaries.observe(t)
+	log.Debug("tritonsim infer", "items", len(items), "batch_size", oc.batchSize, "queue", t.queue, "compute", t.infer, "priority_level", level)
 	return resp, nil
 }
 
-// execute occupies an instance for the batch's simulated duration, during
-// which it also computes the embeddings. It ignores the caller's context: a
-// GPU finishes a batch whose client has gone, so the instance stays busy.
-// Only Stop cuts it short.
-func (s *Server) execute(m *modelState, items [][]byte) (batchOutputs, error) {
-	d := s.cfg.BatchDuration(m.kind, len(items)) + s.faults.Load().ExtraLatency
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	mem := int64(len(items)) * gpuQueryItemMemory
-	if m.kind == model.Image {
-		mem = int64(len(items)) * gpuImageItemMemory
+// batchDuration is how long bt occupies its device: the cost model's draw
+// plus the ExtraLatency fault in force when it starts.
+func (s *Server) batchDuration(bt *batch) time.Duration {
+	d, stalled := s.cost.duration(bt.kind, bt.size, bt.seq)
+	if stalled {
+		s.logger.Debug("tritonsim batch stalls", "model", s.cfg.Model.ModelName(bt.kind), "batch_size", bt.size, "duration", d)
 	}
-	s.gpu.begin(time.Now(), mem)
-	defer func() { s.gpu.end(time.Now(), mem) }()
+	return d + s.faults.Load().ExtraLatency
+}
 
-	out, ok := embedBatch(m.kind, items, s.cfg.Model.Dimension, s.cfg.OutputDatatype, s.stop)
-	if !ok {
-		return batchOutputs{}, errStopped
+// finishBatch records a finished execution, answers its requests and frees
+// its instance.
+func (s *Server) finishBatch(bt *batch, instance int, started, finished time.Time) {
+	m := s.models[s.cfg.Model.ModelName(bt.kind)]
+	m.metrics.execCount.Inc()
+	m.stats.recordExecution(finished, bt.size, finished.Sub(started))
+	for _, p := range bt.reqs {
+		p.done <- outcome{dispatched: bt.dispatched, started: started, finished: finished, batchSize: bt.size}
 	}
-	select {
-	case <-timer.C:
-		return out, nil
-	case <-s.stop:
-		return batchOutputs{}, errStopped
-	}
+	bt.owner.release(instance)
 }
 
 // response builds the ModelInferResponse with the requested outputs in the
@@ -223,14 +236,19 @@ func (s *Server) response(m *modelState, req *inference.ModelInferRequest, n int
 	return resp
 }
 
-// inferError maps a scheduling or execution error to its gRPC status, once,
-// here at the edge. Triton prefixes its messages with the request id when
-// there is one.
-func inferError(id string, err error) error {
-	prefix := ""
-	if id != "" {
-		prefix = "[request id: " + id + "] "
+// requestPrefix is how Triton prefixes its messages about a request that
+// has an id.
+func requestPrefix(id string) string {
+	if id == "" {
+		return ""
 	}
+	return "[request id: " + id + "] "
+}
+
+// inferError maps a scheduling or execution error to its gRPC status, once,
+// here at the edge.
+func inferError(id string, err error) error {
+	prefix := requestPrefix(id)
 	switch {
 	case errors.Is(err, errQueueFull):
 		return status.Error(codes.Unavailable, prefix+"Exceeds maximum queue size")

@@ -154,9 +154,8 @@ func TestInferImagesAndOutputSelection(t *testing.T) {
 	_, c := startServer(t, fastConfig())
 
 	req := defaultCodec.Request(model.Image, [][]byte{testPNG(t, 1), testJPEG(t)}, triton.EmbedOptions{})
-	// Only num_tokens, and a rank-1 input shape, which Triton also accepts.
+	// Only num_tokens.
 	req.Outputs = []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "num_tokens"}}
-	req.Inputs[0].Shape = []int64{2}
 	resp, err := c.ModelInfer(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -225,24 +224,43 @@ func TestInferValidation(t *testing.T) {
 			codes.InvalidArgument, "expected 1 inputs but got 0 inputs"},
 		{"wrong input name", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Name = "txt" }),
 			codes.InvalidArgument, "unexpected inference input 'txt'"},
+		// Triton's own texts, whole, for the mismatches clients match on.
 		{"wrong datatype", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Datatype = "FP32" }),
-			codes.InvalidArgument, "inference input 'text' data-type is 'FP32'"},
-		{"bad shape", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{2, 3} }),
-			codes.InvalidArgument, "Expected [-1,1], got [2,3]"},
+			codes.InvalidArgument, "[request id: <id_unknown>] inference input 'text' data-type is 'FP32', but model 'colpali_query' expects 'BYTES'"},
+		{"bad shape", mutate(q, func(r *inference.ModelInferRequest) { r.Id = "r7"; r.Inputs[0].Shape = []int64{2, 3} }),
+			codes.InvalidArgument, "[request id: r7] unexpected shape for input 'text' for model 'colpali_query'. Expected [-1,1], got [2,3]. NOTE: Setting a non-zero max_batch_size"},
+		{"no batch dimension", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{2} }),
+			codes.InvalidArgument, "unexpected shape for input 'text' for model 'colpali_query'. Expected [-1,1], got [2]."},
 		{"empty batch", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{0, 1} }),
 			codes.InvalidArgument, "has batch size 0"},
 		{"query batch too large", queryRequest(make([]string, 65)...),
-			codes.InvalidArgument, "batch-size must be <= 64 for 'colpali_query'"},
+			codes.InvalidArgument, "[request id: <id_unknown>] inference request batch-size must be <= 64 for 'colpali_query'"},
 		{"image batch too large", imageRequest(t, 17),
-			codes.InvalidArgument, "batch-size must be <= 16 for 'colpali_image'"},
-		{"typed contents", mutate(q, func(r *inference.ModelInferRequest) {
-			r.RawInputContents = nil
+			codes.InvalidArgument, "inference request batch-size must be <= 16 for 'colpali_image'"},
+		{"typed and raw contents", mutate(q, func(r *inference.ModelInferRequest) {
 			r.Inputs[0].Contents = &inference.InferTensorContents{BytesContents: [][]byte{[]byte("a"), []byte("b")}}
-		}), codes.InvalidArgument, "supports only raw_input_contents"},
-		{"no raw contents", mutate(q, func(r *inference.ModelInferRequest) { r.RawInputContents = nil }),
-			codes.InvalidArgument, "expected 1 raw_input_contents entry"},
-		{"shape disagrees with data", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{3, 1} }),
-			codes.InvalidArgument, "malformed tensor"},
+		}), codes.InvalidArgument, "contents field must not be specified when using raw_input_contents for 'text' for model 'colpali_query'"},
+		{"typed contents of another type", mutate(q, func(r *inference.ModelInferRequest) {
+			r.RawInputContents = nil
+			r.Inputs[0].Contents = &inference.InferTensorContents{Fp32Contents: []float32{1, 2}}
+		}), codes.InvalidArgument, "unexpected explicit tensor data for input tensor 'text' for model 'colpali_query' of type 'FP32', expected datatype 'BYTES'"},
+		{"two typed contents", mutate(q, func(r *inference.ModelInferRequest) {
+			r.RawInputContents = nil
+			r.Inputs[0].Contents = &inference.InferTensorContents{IntContents: []int32{1}, BytesContents: [][]byte{[]byte("a"), []byte("b")}}
+			r.Inputs[0].Datatype = "INT32"
+		}), codes.InvalidArgument, "unexpected explicit tensor data for input tensor 'text' for model 'colpali_query', binary data was already supplied."},
+		{"too few typed elements", mutate(q, func(r *inference.ModelInferRequest) {
+			r.RawInputContents = nil
+			r.Inputs[0].Contents = &inference.InferTensorContents{BytesContents: [][]byte{[]byte("a")}}
+		}), codes.InvalidArgument, "expected 2 string elements for inference input 'text' for model 'colpali_query', got 1"},
+		{"no data", mutate(q, func(r *inference.ModelInferRequest) { r.RawInputContents = nil }),
+			codes.InvalidArgument, "unable to find data for input tensor 'text' for model 'colpali_query' in request."},
+		{"fewer elements than the shape", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{3, 1} }),
+			codes.InvalidArgument, "expected 3 string elements for inference input 'text' for model 'colpali_query', got 2"},
+		{"more elements than the shape", mutate(q, func(r *inference.ModelInferRequest) { r.Inputs[0].Shape = []int64{1, 1} }),
+			codes.InvalidArgument, "unexpected number of string elements 2 for inference input 'text' for model 'colpali_query', expecting 1"},
+		{"truncated length", mutate(q, func(r *inference.ModelInferRequest) { r.RawInputContents[0] = r.RawInputContents[0][:11] }),
+			codes.InvalidArgument, "element byte size indicator exceeds the end of the buffer"},
 		{"truncated element", mutate(q, func(r *inference.ModelInferRequest) { r.RawInputContents[0] = r.RawInputContents[0][:6] }),
 			codes.InvalidArgument, "input 'text' for model 'colpali_query'"},
 		{"unknown output", mutate(q, func(r *inference.ModelInferRequest) { r.Outputs[1].Name = "pooled" }),
@@ -258,7 +276,10 @@ func TestInferValidation(t *testing.T) {
 		}), codes.InvalidArgument, "image 1: not a decodable PNG or JPEG"},
 		{"timeout of the wrong type", mutate(q, func(r *inference.ModelInferRequest) {
 			r.Parameters = map[string]*inference.InferParameter{"timeout": {ParameterChoice: &inference.InferParameter_StringParam{StringParam: "1s"}}}
-		}), codes.InvalidArgument, "'timeout' parameter"},
+		}), codes.InvalidArgument, "invalid value type for 'timeout' parameter, expected int64_param."},
+		{"uint64 priority", mutate(q, func(r *inference.ModelInferRequest) {
+			r.Parameters = map[string]*inference.InferParameter{"priority": {ParameterChoice: &inference.InferParameter_Uint64Param{Uint64Param: 1}}}
+		}), codes.InvalidArgument, "invalid value type for 'priority' parameter, expected int64_param."},
 		{"negative priority", mutate(q, func(r *inference.ModelInferRequest) {
 			r.Parameters = map[string]*inference.InferParameter{"priority": {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: -1}}}
 		}), codes.InvalidArgument, "'priority' parameter"},
@@ -274,11 +295,11 @@ func TestInferValidation(t *testing.T) {
 	if qs.GetExecutionCount()+is.GetExecutionCount() != 0 {
 		t.Errorf("invalid requests executed: %d + %d executions", qs.GetExecutionCount(), is.GetExecutionCount())
 	}
-	if got := qs.GetInferenceStats().GetFail().GetCount() + is.GetInferenceStats().GetFail().GetCount(); got != 19 {
-		t.Errorf("fail count %d, want 19 (every case but the unknown model and version)", got)
+	if got := qs.GetInferenceStats().GetFail().GetCount() + is.GetInferenceStats().GetFail().GetCount(); got != 26 {
+		t.Errorf("fail count %d, want 26 (every case but the unknown model and version)", got)
 	}
-	if got := len(s.Observed()); got != 21 {
-		t.Errorf("Observed has %d calls, want all 21", got)
+	if got := len(s.Observed()); got != 28 {
+		t.Errorf("Observed has %d calls, want all 28", got)
 	}
 }
 

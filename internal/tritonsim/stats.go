@@ -50,17 +50,27 @@ type timings struct {
 	total, queue, input, infer, output time.Duration
 }
 
-func (s *modelStats) recordSuccess(now time.Time, n int, t timings) {
+// recordSuccess counts a successful request.
+func (s *modelStats) recordSuccess(t timings) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastInference = now
-	s.inferenceCount += uint64(n)
-	s.executionCount++
 	s.success.add(t.total)
 	s.queue.add(t.queue)
 	s.input.add(t.input)
 	s.infer.add(t.infer)
 	s.output.add(t.output)
+}
+
+// recordExecution counts one execution of a batch of n items that ended at
+// now after infer on the device. Triton's batch statistics are per
+// execution; the simulator copies no batch input or output, so their
+// compute_input and compute_output count executions at zero time.
+func (s *modelStats) recordExecution(now time.Time, n int, infer time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastInference = now
+	s.inferenceCount += uint64(n)
+	s.executionCount++
 	if s.batches == nil {
 		s.batches = map[int]*batchStat{}
 	}
@@ -69,9 +79,9 @@ func (s *modelStats) recordSuccess(now time.Time, n int, t timings) {
 		b = &batchStat{}
 		s.batches[n] = b
 	}
-	b.input.add(t.input)
-	b.infer.add(t.infer)
-	b.output.add(t.output)
+	b.input.add(0)
+	b.infer.add(infer)
+	b.output.add(0)
 }
 
 // recordFailure counts a failed request. Like Triton, it leaves

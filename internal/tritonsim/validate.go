@@ -2,6 +2,7 @@ package tritonsim
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"image"
 	_ "image/jpeg" // registers JPEG with image.DecodeConfig
@@ -20,7 +21,7 @@ import (
 // inferParams are the request parameters the simulator honours.
 type inferParams struct {
 	timeoutMicros int64 // 0: none
-	priority      int64 // recorded only
+	priority      int64 // 0: the default level
 }
 
 // invalid is an InvalidArgument status: every validation error is the
@@ -29,8 +30,8 @@ func invalid(format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, args...)
 }
 
-// intParam reads an integer request parameter as Triton accepts it (int64
-// or uint64); ok is false if the parameter has another type.
+// intParam reads an integer request parameter as sent, int64 or uint64, for
+// Observed; ok is false if the parameter has another type.
 func intParam(p *inference.InferParameter) (v int64, ok bool) {
 	switch c := p.GetParameterChoice().(type) {
 	case *inference.InferParameter_Int64Param:
@@ -45,7 +46,8 @@ func intParam(p *inference.InferParameter) (v int64, ok bool) {
 }
 
 // parseParams reads "timeout" and "priority"; other parameters pass, as
-// Triton passes them to the backend.
+// Triton passes them to the backend. Like Triton's gRPC front end, it takes
+// them as int64_param only.
 func parseParams(params map[string]*inference.InferParameter) (inferParams, error) {
 	var out inferParams
 	for _, name := range []string{"timeout", "priority"} {
@@ -53,54 +55,65 @@ func parseParams(params map[string]*inference.InferParameter) (inferParams, erro
 		if !ok {
 			continue
 		}
-		v, ok := intParam(p)
-		if !ok || v < 0 {
-			return inferParams{}, invalid("invalid value for '%s' parameter: expected a non-negative int64_param or uint64_param", name)
+		c, ok := p.GetParameterChoice().(*inference.InferParameter_Int64Param)
+		if !ok {
+			return inferParams{}, invalid("invalid value type for '%s' parameter, expected int64_param.", name)
+		}
+		if c.Int64Param < 0 {
+			// Triton reads these as unsigned; a negative value is a caller's
+			// bug, refused here rather than read as ~584,000 years.
+			return inferParams{}, invalid("invalid value for '%s' parameter: %d is negative", name, c.Int64Param)
 		}
 		if name == "timeout" {
-			out.timeoutMicros = v
+			out.timeoutMicros = c.Int64Param
 		} else {
-			out.priority = v
+			out.priority = c.Int64Param
 		}
 	}
 	return out, nil
 }
 
-// parseInputs checks req against m's contract, in the order Triton checks,
-// and returns the batch's items and the outputs to return, in order.
+// parseInputs checks req against m's contract, in the order Triton checks
+// (its gRPC front end first, then the core), with Triton's texts where a
+// client may match on them, and returns the batch's items and the outputs
+// to return, in order.
 func (m *modelState) parseInputs(req *inference.ModelInferRequest, outputs model.Config) ([][]byte, []string, error) {
+	core := requestPrefix(req.GetId())
+	if core == "" {
+		core = "[request id: <id_unknown>] " // Triton's core prefixes every message about a request
+	}
 	ins := req.GetInputs()
+	data, err := m.inputData(req)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(ins) != 1 {
-		return nil, nil, invalid("expected 1 inputs but got %d inputs for model '%s' (its input is '%s')", len(ins), m.name, m.input)
+		return nil, nil, invalid("%sexpected 1 inputs but got %d inputs for model '%s' (its input is '%s')", core, len(ins), m.name, m.input)
 	}
 	in := ins[0]
 	if in.GetName() != m.input {
-		return nil, nil, invalid("unexpected inference input '%s' for model '%s' (its input is '%s')", in.GetName(), m.name, m.input)
+		return nil, nil, invalid("%sunexpected inference input '%s' for model '%s'", core, in.GetName(), m.name)
 	}
 	if in.GetDatatype() != tensor.TypeBytes {
-		return nil, nil, invalid("inference input '%s' data-type is '%s', but model '%s' expects '%s'", m.input, in.GetDatatype(), m.name, tensor.TypeBytes)
+		return nil, nil, invalid("%sinference input '%s' data-type is '%s', but model '%s' expects '%s'", core, m.input, in.GetDatatype(), m.name, tensor.TypeBytes)
 	}
 	shape := in.GetShape()
-	if !(len(shape) == 1 || (len(shape) == 2 && shape[1] == 1)) {
-		return nil, nil, invalid("unexpected shape for input '%s' for model '%s'. Expected [-1,1], got %s", m.input, m.name, shapeString(shape))
+	if len(shape) == 0 {
+		return nil, nil, invalid("%sinput '%s' has no shape but model requires batch dimension for '%s'", core, m.input, m.name)
 	}
 	n := shape[0]
-	if n < 1 {
-		return nil, nil, invalid("inference input '%s' for model '%s' has batch size %d: want at least 1", m.input, m.name, n)
-	}
 	if n > int64(m.maxBatch) {
-		return nil, nil, invalid("inference request batch-size must be <= %d for '%s' (input '%s' has %d)", m.maxBatch, m.name, m.input, n)
+		return nil, nil, invalid("%sinference request batch-size must be <= %d for '%s'", core, m.maxBatch, m.name)
 	}
-	if hasTypedContents(in.GetContents()) {
-		return nil, nil, invalid("inference input '%s' for model '%s' uses typed contents: this simulator supports only raw_input_contents", m.input, m.name)
+	if len(shape) != 2 || shape[1] != 1 {
+		return nil, nil, invalid("%sunexpected shape for input '%s' for model '%s'. Expected [-1,1], got %s. %s", core, m.input, m.name, shapeString(shape), batchDimNote)
 	}
-	raw := req.GetRawInputContents()
-	if len(raw) != 1 {
-		return nil, nil, invalid("inference input '%s' for model '%s': expected 1 raw_input_contents entry (one per input, only raw is supported), got %d", m.input, m.name, len(raw))
+	if n < 1 {
+		return nil, nil, invalid("%sinference input '%s' for model '%s' has batch size %d: want at least 1", core, m.input, m.name, n)
 	}
-	items, err := tensor.DecodeBytes(raw[0], int(n))
+	items, err := m.decodeBytes(core, data, int(n))
 	if err != nil {
-		return nil, nil, invalid("inference input '%s' for model '%s': %v", m.input, m.name, err)
+		return nil, nil, err
 	}
 	for i, item := range items {
 		if err := m.checkItem(i, item); err != nil {
@@ -113,6 +126,89 @@ func (m *modelState) parseInputs(req *inference.ModelInferRequest, outputs model
 		return nil, nil, err
 	}
 	return items, names, nil
+}
+
+// batchDimNote is the advice Triton appends to a shape mismatch for a model
+// with a non-zero max_batch_size.
+const batchDimNote = "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be prepended to each input shape. " +
+	"If you want to specify the full shape including the batch dim in your input dims config, try setting max_batch_size to zero. " +
+	"See the model configuration docs for more info on max_batch_size."
+
+// inputData finds the first input's data as Triton's gRPC front end does:
+// from its typed contents (InferTensorContents), serialised as a BYTES
+// tensor, or from raw_input_contents, never both.
+func (m *modelState) inputData(req *inference.ModelInferRequest) ([]byte, error) {
+	ins := req.GetInputs()
+	if len(ins) == 0 {
+		return nil, nil
+	}
+	in := ins[0]
+	raw := req.GetRawInputContents()
+	if in.GetContents() == nil {
+		if len(raw) == 0 {
+			return nil, invalid("unable to find data for input tensor '%s' for model '%s' in request.", in.GetName(), req.GetModelName())
+		}
+		if len(raw) > len(ins) {
+			return nil, invalid("%d raw_input_contents entries for %d inputs of model '%s': want one per input", len(raw), len(ins), req.GetModelName())
+		}
+		return raw[0], nil
+	}
+	if len(raw) > 0 {
+		return nil, invalid("contents field must not be specified when using raw_input_contents for '%s' for model '%s'", in.GetName(), req.GetModelName())
+	}
+	c := in.GetContents()
+	// Triton's order of the typed fields; the first non-empty one is the
+	// data, a second one is refused.
+	fields := []struct {
+		datatype string
+		n        int
+	}{
+		{"BOOL", len(c.GetBoolContents())}, {"INT32", len(c.GetIntContents())}, {"INT64", len(c.GetInt64Contents())},
+		{"UINT32", len(c.GetUintContents())}, {"UINT64", len(c.GetUint64Contents())}, {"FP32", len(c.GetFp32Contents())},
+		{"FP64", len(c.GetFp64Contents())}, {tensor.TypeBytes, len(c.GetBytesContents())},
+	}
+	supplied := false
+	for _, f := range fields {
+		if f.n == 0 {
+			continue
+		}
+		if supplied {
+			return nil, invalid("unexpected explicit tensor data for input tensor '%s' for model '%s', binary data was already supplied.", in.GetName(), req.GetModelName())
+		}
+		if f.datatype != in.GetDatatype() {
+			return nil, invalid("unexpected explicit tensor data for input tensor '%s' for model '%s' of type '%s', expected datatype '%s'", in.GetName(), req.GetModelName(), f.datatype, in.GetDatatype())
+		}
+		supplied = true
+	}
+	// Only BYTES gets this far with data (a typed tensor of another type
+	// fails the datatype check next), so serialise bytes_contents as Triton
+	// does: a 4-byte length before each element.
+	return tensor.EncodeBytes(c.GetBytesContents()), nil
+}
+
+// decodeBytes splits a BYTES tensor that must hold n elements, with
+// Triton's texts for a count that does not match the shape.
+func (m *modelState) decodeBytes(core string, data []byte, n int) ([][]byte, error) {
+	items := make([][]byte, 0, n)
+	for len(data) > 0 {
+		if len(data) < 4 {
+			return nil, invalid("%selement byte size indicator exceeds the end of the buffer", core)
+		}
+		if len(items) == n {
+			return nil, invalid("%sunexpected number of string elements %d for inference input '%s' for model '%s', expecting %d", core, n+1, m.input, m.name, n)
+		}
+		size := binary.LittleEndian.Uint32(data)
+		data = data[4:]
+		if uint64(size) > uint64(len(data)) {
+			return nil, invalid("%sstring element %d of inference input '%s' for model '%s' claims %d bytes but only %d remain", core, len(items), m.input, m.name, size, len(data))
+		}
+		items = append(items, data[:size:size])
+		data = data[size:]
+	}
+	if len(items) != n {
+		return nil, invalid("%sexpected %d string elements for inference input '%s' for model '%s', got %d", core, n, m.input, m.name, len(items))
+	}
+	return items, nil
 }
 
 // checkItem checks one element: a query must be non-empty UTF-8, an image
@@ -154,13 +250,6 @@ func (m *modelState) requestedOutputs(req *inference.ModelInferRequest, c model.
 		names = append(names, name)
 	}
 	return names, nil
-}
-
-// hasTypedContents reports whether any typed contents field holds data.
-func hasTypedContents(c *inference.InferTensorContents) bool {
-	return c != nil && (len(c.GetBoolContents()) > 0 || len(c.GetIntContents()) > 0 ||
-		len(c.GetInt64Contents()) > 0 || len(c.GetUintContents()) > 0 || len(c.GetUint64Contents()) > 0 ||
-		len(c.GetFp32Contents()) > 0 || len(c.GetFp64Contents()) > 0 || len(c.GetBytesContents()) > 0)
 }
 
 // shapeString formats a shape as Triton does in its messages: [2,3].

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/png"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Call kinds.
+const (
+	kindQuery = "query"
+	kindImage = "image"
+)
+
+// arrival is one planned call: when it is due (from the start) and what it
+// sends.
+type arrival struct {
+	at   time.Duration
+	kind string
+	// payload indexes the pre-built payload pool of its kind.
+	payload int
+}
+
+// mix is the share of each call kind, summing to 1.
+type mix map[string]float64
+
+// parseMix reads "query=90,image=10" (weights, normalised).
+func parseMix(s string) (mix, error) {
+	m := mix{}
+	var total float64
+	for part := range strings.SplitSeq(s, ",") {
+		name, w, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("mix %q: want kind=weight pairs, e.g. query=90,image=10", s)
+		}
+		if name != kindQuery && name != kindImage {
+			return nil, fmt.Errorf("mix %q: kind %q: want %s or %s", s, name, kindQuery, kindImage)
+		}
+		v, err := strconv.ParseFloat(w, 64)
+		if err != nil || !(v >= 0) || v > 1e9 {
+			return nil, fmt.Errorf("mix %q: weight %q: want a non-negative number", s, w)
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("mix %q: kind %q twice", s, name)
+		}
+		m[name] = v
+		total += v
+	}
+	if total == 0 {
+		return nil, fmt.Errorf("mix %q: every weight is 0", s)
+	}
+	for k := range m {
+		m[k] /= total
+	}
+	return m, nil
+}
+
+func (m mix) String() string {
+	var parts []string
+	for _, k := range m.kinds() {
+		parts = append(parts, fmt.Sprintf("%s=%g", k, m[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+// kinds are the mix's kinds in a fixed order, so that a seed gives the same
+// plan in every run.
+func (m mix) kinds() []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// plan draws the arrivals of an open-loop Poisson process of the given rate
+// (calls per second) over d: exponential gaps, each call's kind drawn from
+// the mix, all from seed, so that two runs with one seed send the same
+// calls at the same offsets whatever the system under test does.
+func plan(rate float64, d time.Duration, m mix, pool map[string]int, seed uint64) []arrival {
+	r := rand.New(rand.NewPCG(seed, 0x6c6f616467656e)) // "loadgen"
+	kinds := m.kinds()
+	var out []arrival
+	var at time.Duration
+	for {
+		at += time.Duration(r.ExpFloat64() / rate * float64(time.Second))
+		if at >= d {
+			return out
+		}
+		u, kind := r.Float64(), kinds[len(kinds)-1]
+		for _, k := range kinds {
+			if u < m[k] {
+				kind = k
+				break
+			}
+			u -= m[k]
+		}
+		out = append(out, arrival{at: at, kind: kind, payload: r.IntN(pool[kind])})
+	}
+}
+
+// payloadPoolSize is how many distinct calls of each kind are prepared: a
+// gateway or Triton with a cache must not see one repeated request.
+const payloadPoolSize = 256
+
+// queryTexts are payloadPoolSize calls of n distinct queries each.
+func queryTexts(n int) [][]string {
+	topics := []string{"revenue", "org chart", "safety instructions", "warranty terms", "quarterly figures", "floor plan", "the appendix", "diagram"}
+	out := make([][]string, payloadPoolSize)
+	for i := range out {
+		for j := range n {
+			out[i] = append(out[i], fmt.Sprintf("what does page %d say about %s (call %d)", j+1, topics[(i+j)%len(topics)], i))
+		}
+	}
+	return out
+}
+
+// pageImages are payloadPoolSize calls of n distinct small PNG pages each.
+// Small, because the load generator must not be the bottleneck; the
+// simulator's cost does not depend on the pixels.
+func pageImages(n int) ([][][]byte, error) {
+	out := make([][][]byte, payloadPoolSize)
+	for i := range out {
+		for j := range n {
+			img := image.NewGray(image.Rect(0, 0, 32, 32))
+			for p := range img.Pix {
+				img.Pix[p] = uint8(i*31 + j*7 + p)
+			}
+			var buf bytes.Buffer
+			if err := png.Encode(&buf, img); err != nil {
+				return nil, err
+			}
+			out[i] = append(out[i], buf.Bytes())
+		}
+	}
+	return out, nil
+}

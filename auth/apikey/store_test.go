@@ -153,3 +153,33 @@ func TestOpenValidates(t *testing.T) {
 		}
 	}
 }
+
+// The cached Authenticator over the real store: a key works, its
+// revocation takes effect once the cache TTL has passed.
+func TestAuthenticatorOverStore(t *testing.T) {
+	ctx := testutil.Context(t)
+	clk := newClock()
+	ks := newStore(t, clk.now)
+	a, err := apikey.NewAuthenticator(ks, apikey.CacheConfig{TTL: 30 * time.Second}, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, rec, err := ks.Create(ctx, "team-a", []auth.Scope{auth.ScopeEmbed}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Authenticate(ctx, plain)
+	if err != nil || p.Tenant != "team-a" || !p.Has(auth.ScopeEmbed) || p.Has(auth.ScopeAdmin) {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, err := ks.Revoke(ctx, rec.Prefix, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(ctx, plain); err != nil {
+		t.Fatalf("within the TTL the cached check stands: %v", err)
+	}
+	clk.advance(30 * time.Second)
+	if _, err := a.Authenticate(ctx, plain); !errors.Is(err, errclass.Unauthenticated) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("after the TTL: %v, want revoked", err)
+	}
+}

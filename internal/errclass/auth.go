@@ -1,5 +1,7 @@
 package errclass
 
+//lint:file-ignore ST1012 read as errclass.Unauthenticated, like the other classes
+
 import "errors"
 
 // The classes of a caller that is not let in. They are kept apart from the

@@ -56,7 +56,7 @@ var (
 	edKey    ed25519.PrivateKey
 )
 
-func testKeys(t *testing.T) (rs, rs2, es, ed signer) {
+func testKeys(t testing.TB) (rs, rs2, es, ed signer) {
 	t.Helper()
 	keysOnce.Do(func() {
 		var err error
@@ -341,5 +341,37 @@ func TestRegisterFlags(t *testing.T) {
 	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	rs, _, es, ed := testKeys(b)
+	for _, s := range []signer{rs, es, ed} {
+		b.Run(s.alg, func(b *testing.B) {
+			j := &jwks{signers: []signer{s}}
+			j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				k, _ := jwkset.NewJWKFromKey(s.priv.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: s.kid, ALG: jwkset.ALG(s.alg)}})
+				_ = json.NewEncoder(w).Encode(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{k.Marshal()}})
+			}))
+			defer j.srv.Close()
+			v, err := jwtauth.New(jwtauth.Config{JWKSURL: j.srv.URL, Issuer: issuer, Audience: audience}, jwtauth.Deps{Now: func() time.Time { return now }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer v.Close()
+			tok := jwt.NewWithClaims(s.method, claims(nil))
+			tok.Header["kid"] = s.kid
+			token, err := tok.SignedString(s.priv)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := testutil.Context(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Authenticate(ctx, token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

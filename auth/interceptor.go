@@ -13,6 +13,10 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
+// restAuthorization is the second copy of the Authorization header that
+// grpc-gateway's default header matcher forwards (besides "authorization").
+const restAuthorization = "grpcgateway-authorization"
+
 // Interceptor authenticates and authorizes every call of a gRPC server.
 // Install Unary and Stream after the interceptor that maps error classes
 // to statuses (so that its errors get their codes) and before anything
@@ -37,8 +41,9 @@ func NewInterceptor(authn Authenticator, methods map[string]Scope) *Interceptor 
 
 // Check authenticates the call in ctx (its incoming metadata) for
 // fullMethod and returns ctx carrying the principal, with the
-// authorization metadata removed so that the token travels no further (no
-// logger or outgoing call downstream can see it).
+// authorization metadata removed (both the gRPC key and the copy
+// grpc-gateway adds for REST calls) so that the token travels no further:
+// no handler, logger or outgoing call downstream can see it.
 func (i *Interceptor) Check(ctx context.Context, fullMethod string) (context.Context, error) {
 	need, ok := Required(i.methods, fullMethod)
 	if !ok {
@@ -63,9 +68,10 @@ func (i *Interceptor) Check(ctx context.Context, fullMethod string) (context.Con
 	if err := Authorize(i.methods, fullMethod, p); err != nil {
 		return ctx, err
 	}
-	if md.Len() > 0 {
+	if len(md.Get("authorization"))+len(md.Get(restAuthorization)) > 0 {
 		md = md.Copy()
 		delete(md, "authorization")
+		delete(md, restAuthorization)
 		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 	return NewContext(ctx, p), nil

@@ -42,6 +42,7 @@ func (f *fakeServices) record(ctx context.Context) {
 	defer f.mu.Unlock()
 	f.seen = append(f.seen, p)
 	f.auths = append(f.auths, md.Get("authorization")...)
+	f.auths = append(f.auths, md.Get("grpcgateway-authorization")...)
 }
 
 func (f *fakeServices) EmbedQueries(ctx context.Context, _ *colpaliv1.EmbedQueriesRequest) (*colpaliv1.EmbedQueriesResponse, error) {
@@ -125,6 +126,9 @@ func TestInterceptorOverGRPC(t *testing.T) {
 		{"revoked", "Bearer kbad", embed(emb), codes.Unauthenticated},
 		{"store down", "Bearer kdown", embed(emb), codes.Unavailable},
 		{"good", "Bearer k1", embed(emb), codes.OK},
+		{"as from grpc-gateway", "Bearer k1", func(ctx context.Context) error {
+			return embed(emb)(metadata.AppendToOutgoingContext(ctx, "grpcgateway-authorization", "Bearer k1"))
+		}, codes.OK},
 		{"lower-case scheme", "bearer k1", embed(emb), codes.OK},
 		{"wrong scope", "Bearer k1", func(ctx context.Context) error {
 			_, err := docs.Search(ctx, &colpaliv1.SearchRequest{})
@@ -157,10 +161,10 @@ func TestInterceptorOverGRPC(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.seen) != 3 {
-		t.Fatalf("handlers ran %d times, want 3 (two embeds and a stream): %v", len(f.seen), f.seen)
+	if len(f.seen) != 4 {
+		t.Fatalf("handlers ran %d times, want 4 (three embeds and a stream): %v", len(f.seen), f.seen)
 	}
-	if f.seen[0].Tenant != "tenant-k" || f.seen[2].Tenant != "tenant-w" {
+	if f.seen[0].Tenant != "tenant-k" || f.seen[3].Tenant != "tenant-w" {
 		t.Errorf("principals %v", f.seen)
 	}
 	if len(f.auths) != 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -126,7 +127,7 @@ func bearerToken(values []string) (string, error) {
 type noneAuth struct{}
 
 func (noneAuth) Authenticate(context.Context, string) (Principal, error) {
-	return Principal{Tenant: DefaultTenant, Scopes: AllScopes, Subject: "anonymous", Kind: KindNone}, nil
+	return Principal{Tenant: DefaultTenant, Scopes: slices.Clone(AllScopes), Subject: "anonymous", Kind: KindNone}, nil
 }
 
 // LogValue logs a principal as its tenant, subject and kind; never a secret.

@@ -103,10 +103,16 @@ func TestAuthenticatorCaches(t *testing.T) {
 	if n := src.calls.Load(); n != 1 {
 		t.Fatalf("%d lookups for two calls within the TTL, want 1", n)
 	}
+	// Forget drops the cache: the next call looks the key up again.
+	a.Forget()
+	mustTenant(ka, "a")
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d lookups after Forget, want 2", n)
+	}
 	// Unknown keys are cached too, apart.
 	mustFail(kc, errclass.Unauthenticated, "unknown")
 	mustFail(kc, errclass.Unauthenticated, "unknown")
-	if n := src.calls.Load(); n != 2 {
+	if n := src.calls.Load(); n != 3 {
 		t.Fatalf("%d lookups, want 2", n)
 	}
 	// Revocation takes effect once the TTL has passed.

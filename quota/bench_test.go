@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	"github.com/morphik-org/colpali-gateway/quota"
 )
 
@@ -23,7 +24,7 @@ func BenchmarkAdmit(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			i++
-			release, err := q.Admit(tenants[i%len(tenants)])
+			release, err := q.Admit(auth.Principal{Tenant: tenants[i%len(tenants)]})
 			if err != nil {
 				b.Error(err)
 				return

@@ -1,4 +1,4 @@
-// Package quota keeps each tenant within its share: calls per second and
+// Package quota keeps each tenant (or API key, with an override) within its share: calls per second and
 // pages per second (token buckets), calls at once (a concurrency cap), and
 // documents and pages stored. Over a rate or the cap, a call is refused at
 // once with RESOURCE_EXHAUSTED (class errclass.Overloaded) and a RetryInfo
@@ -7,9 +7,9 @@
 //
 // # Usage
 //
-//   - Admit(tenant) once per call, before any work (the Interceptor does
-//     it for every authenticated RPC), and release when the call ends.
-//   - Pages(tenant, n) when a call's page count is known (EmbedImages'
+//   - Admit(principal) once per call, before any work (the interceptors
+//     do it for every authenticated RPC), and release when the call ends.
+//   - Pages(principal, n) when a call's page count is known (EmbedImages'
 //     images, IngestDocument's pages, each page of an ingest stream).
 //   - CheckStorage(ctx, tenant, docs, pages) before an ingest spends GPU
 //     time.
@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/auth"
@@ -33,23 +34,25 @@ import (
 // Limits are one tenant's quotas. Zero means unlimited, field by field.
 type Limits struct {
 	// CallsPerSecond is the sustained call rate.
-	CallsPerSecond float64
+	CallsPerSecond float64 `json:"calls_per_second"`
 	// CallBurst is how many calls may come at once after a quiet spell.
 	// Default: one second's worth (at least 1).
-	CallBurst int
+	CallBurst int `json:"call_burst"`
 	// PagesPerSecond is the sustained rate of pages embedded (images of
 	// EmbedImages, pages of ingestion).
-	PagesPerSecond float64
+	PagesPerSecond float64 `json:"pages_per_second"`
 	// PageBurst is the most pages at once. Default: one second's worth,
 	// and at least 64 (the gateway's default MaxDocumentPages), because a
 	// call with more pages than the burst can never pass: keep it at or
 	// above the largest call the gateway accepts.
-	PageBurst int
+	PageBurst int `json:"page_burst"`
 	// MaxConcurrent is the most calls in progress at once (a stream
 	// counts for its whole life).
-	MaxConcurrent int
-	// MaxDocuments and MaxPages bound what the tenant keeps stored.
-	MaxDocuments, MaxPages int64
+	MaxConcurrent int `json:"max_concurrent"`
+	// MaxDocuments and MaxPages bound what the tenant keeps stored. They
+	// are per tenant only: in a key's override they are ignored.
+	MaxDocuments int64 `json:"max_documents"`
+	MaxPages     int64 `json:"max_pages"`
 }
 
 // DefaultMinPageBurst is the least default PageBurst.
@@ -103,6 +106,11 @@ type Config struct {
 	// so that what a tenant gets can be read in one place. These tenants
 	// also get their own label in the rejection metric.
 	Tenants map[string]Limits
+	// Keys holds per-credential overrides, by auth.Principal.Subject (an
+	// API key's "cpk_<prefix>", a JWT's "sub"). Such a credential's calls
+	// draw on buckets and a concurrency cap of its own, not its tenant's;
+	// storage stays its tenant's. These keys get their own metric label.
+	Keys map[string]Limits
 	// MaxTenants bounds the tenants whose buckets are tracked at once.
 	// Past it, tenants whose buckets have refilled are forgotten (which
 	// loses nothing), then the least recently seen idle ones. Default
@@ -117,13 +125,8 @@ type Config struct {
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	c.Default = c.Default.withDefaults()
-	if len(c.Tenants) > 0 {
-		t := make(map[string]Limits, len(c.Tenants))
-		for name, l := range c.Tenants {
-			t[name] = l.withDefaults()
-		}
-		c.Tenants = t
-	}
+	c.Tenants = withDefaults(c.Tenants)
+	c.Keys = withDefaults(c.Keys)
 	if c.MaxTenants == 0 {
 		c.MaxTenants = 10000
 	}
@@ -131,6 +134,17 @@ func (c Config) WithDefaults() Config {
 		c.BusyRetryDelay = 200 * time.Millisecond
 	}
 	return c
+}
+
+func withDefaults(m map[string]Limits) map[string]Limits {
+	if len(m) == 0 {
+		return m
+	}
+	out := make(map[string]Limits, len(m))
+	for name, l := range m {
+		out[name] = l.withDefaults()
+	}
+	return out
 }
 
 // Validate reports every bad field at once.
@@ -141,6 +155,15 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("quota override: %w", err))
 		}
 		errs = append(errs, l.validate("tenant "+name))
+	}
+	for name, l := range c.Keys {
+		if name == "" || strings.ContainsAny(name, "\x00\n") {
+			errs = append(errs, fmt.Errorf("quota key override %q: want a credential's subject, such as cpk_<prefix>", name))
+		}
+		if l.storage() {
+			errs = append(errs, fmt.Errorf("quota key %s: MaxDocuments/MaxPages: storage quotas are per tenant", name))
+		}
+		errs = append(errs, l.validate("key "+name))
 	}
 	if c.MaxTenants < 1 {
 		errs = append(errs, fmt.Errorf("quota MaxTenants %d: must be at least 1", c.MaxTenants))

@@ -17,7 +17,7 @@ func (q *Quotas) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		if !ok {
 			return handler(ctx, req)
 		}
-		release, err := q.Admit(p.Tenant)
+		release, err := q.Admit(p)
 		if err != nil {
 			return nil, err
 		}
@@ -34,7 +34,7 @@ func (q *Quotas) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		if !ok {
 			return handler(srv, ss)
 		}
-		release, err := q.Admit(p.Tenant)
+		release, err := q.Admit(p)
 		if err != nil {
 			return err
 		}

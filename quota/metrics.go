@@ -13,19 +13,14 @@ const OtherTenants = "other"
 
 type metrics struct {
 	rejections *prometheus.CounterVec
-	named      map[string]bool
 }
 
-func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "colpali_quota_rejections_total",
-			Help: "Calls refused by a tenant quota, by tenant (tenants with an override by name, the rest as \"other\") and limit: calls_per_second, pages_per_second, concurrency, storage_documents, storage_pages.",
+			Help: "Calls refused by a tenant quota, by tenant (tenants and keys with an override by name, the rest as \"other\") and limit: calls_per_second, pages_per_second, concurrency, storage_documents, storage_pages.",
 		}, []string{"tenant", "limit"}),
-		named: map[string]bool{},
-	}
-	for name := range cfg.Tenants {
-		m.named[name] = true
 	}
 	if reg != nil {
 		if err := reg.Register(m.rejections); err != nil {
@@ -35,9 +30,8 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) reject(tenant, limit string) {
-	if !m.named[tenant] {
-		tenant = OtherTenants
-	}
-	m.rejections.WithLabelValues(tenant, limit).Inc()
+// reject counts a refusal; label is already bounded (a tenant or key with
+// an override, or OtherTenants).
+func (m *metrics) reject(label, limit string) {
+	m.rejections.WithLabelValues(label, limit).Inc()
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
@@ -59,7 +60,7 @@ func New(cfg Config, deps Deps) (*Quotas, error) {
 	if cfg.anyStorage() && deps.Counter == nil {
 		return nil, fmt.Errorf("quota: storage limits set but no Counter to count with")
 	}
-	m, err := newMetrics(deps.Registerer, cfg)
+	m, err := newMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -76,16 +77,37 @@ func New(cfg Config, deps Deps) (*Quotas, error) {
 	}, nil
 }
 
-// state returns tenant's state, created if new; q.mu is held.
-func (q *Quotas) state(tenant string, now time.Time) *tenantState {
-	if s, ok := q.tenants[tenant]; ok {
+// who is whose buckets a call draws on: its tenant's, or its key's when
+// the key has an override.
+type who struct {
+	bucket string // key of Quotas.tenants; "key:" + subject for a key (tenants have no ':')
+	label  string // tenant label of the metric
+	desc   string // for messages: tenant "a", key cpk_x of tenant "a"
+	limits Limits
+}
+
+func (q *Quotas) whose(p auth.Principal) who {
+	if l, ok := q.cfg.Keys[p.Subject]; ok && p.Subject != "" {
+		return who{bucket: "key:" + p.Subject, label: p.Subject, desc: fmt.Sprintf("key %s of tenant %q", p.Subject, p.Tenant), limits: l}
+	}
+	l, named := q.cfg.limitsFor(p.Tenant)
+	w := who{bucket: p.Tenant, label: OtherTenants, desc: fmt.Sprintf("tenant %q", p.Tenant), limits: l}
+	if named {
+		w.label = p.Tenant
+	}
+	return w
+}
+
+// state returns w's state, created if new; q.mu is held.
+func (q *Quotas) state(w who, now time.Time) *tenantState {
+	if s, ok := q.tenants[w.bucket]; ok {
 		s.lastSeen = now
 		return s
 	}
 	if len(q.tenants) >= q.cfg.MaxTenants {
 		q.evict(now)
 	}
-	l, _ := q.cfg.limitsFor(tenant)
+	l := w.limits
 	s := &tenantState{limits: l, lastSeen: now}
 	if l.CallsPerSecond > 0 {
 		s.calls = rate.NewLimiter(rate.Limit(l.CallsPerSecond), l.CallBurst)
@@ -93,7 +115,7 @@ func (q *Quotas) state(tenant string, now time.Time) *tenantState {
 	if l.PagesPerSecond > 0 {
 		s.pages = rate.NewLimiter(rate.Limit(l.PagesPerSecond), l.PageBurst)
 	}
-	q.tenants[tenant] = s
+	q.tenants[w.bucket] = s
 	return s
 }
 
@@ -127,26 +149,28 @@ func (q *Quotas) evict(now time.Time) {
 	}
 }
 
-// Admit counts one call of tenant against its call rate and concurrency
-// cap. On success the caller must call release (once; later calls do
-// nothing) when the call ends. Over a limit, the error is in class
-// Overloaded with a RetryInfo delay and an ErrorInfo reason
-// (RATE_LIMITED or CONCURRENCY_LIMITED) naming the limit.
-func (q *Quotas) Admit(tenant string) (release func(), err error) {
+// Admit counts one call of p against its call rate and concurrency cap
+// (its key's, when Config.Keys has an override for it, else its
+// tenant's). On success the caller must call release (once; later calls
+// do nothing) when the call ends. Over a limit, the error is in class
+// Overloaded with a RetryInfo delay and an ErrorInfo reason (RATE_LIMITED
+// or CONCURRENCY_LIMITED) naming the limit.
+func (q *Quotas) Admit(p auth.Principal) (release func(), err error) {
 	now := q.now()
+	w := q.whose(p)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := q.state(tenant, now)
+	s := q.state(w, now)
 	if s.limits.MaxConcurrent > 0 && s.inflight >= s.limits.MaxConcurrent {
-		q.metrics.reject(tenant, "concurrency")
+		q.metrics.reject(w.label, "concurrency")
 		return nil, errclass.RetryAfter(errclass.WithReason(
-			errclass.Errorf(errclass.Overloaded, "tenant %q has %d calls in progress, its limit", tenant, s.limits.MaxConcurrent),
+			errclass.Errorf(errclass.Overloaded, "%s has %d calls in progress, its limit", w.desc, s.limits.MaxConcurrent),
 			"CONCURRENCY_LIMITED", map[string]string{"limit": "max_concurrent", "value": strconv.Itoa(s.limits.MaxConcurrent)}),
 			q.cfg.BusyRetryDelay)
 	}
 	if err := take(s.calls, now, 1); err != nil {
-		q.metrics.reject(tenant, "calls_per_second")
-		return nil, q.rateError(tenant, "calls", "calls_per_second", s.limits.CallsPerSecond, err)
+		q.metrics.reject(w.label, "calls_per_second")
+		return nil, q.rateError(w.desc, "calls", "calls_per_second", s.limits.CallsPerSecond, err)
 	}
 	s.inflight++
 	var once sync.Once
@@ -160,25 +184,26 @@ func (q *Quotas) Admit(tenant string) (release func(), err error) {
 	}, nil
 }
 
-// Pages counts n pages of tenant against its page rate. n larger than the
-// page burst can never pass and is Invalid; over the rate is Overloaded
-// with a RetryInfo delay.
-func (q *Quotas) Pages(tenant string, n int) error {
+// Pages counts n pages of p against its page rate (its key's or its
+// tenant's, as Admit). n larger than the page burst can never pass and is
+// Invalid; over the rate is Overloaded with a RetryInfo delay.
+func (q *Quotas) Pages(p auth.Principal, n int) error {
 	if n <= 0 {
 		return nil
 	}
 	now := q.now()
+	w := q.whose(p)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := q.state(tenant, now)
+	s := q.state(w, now)
 	if s.pages != nil && n > s.pages.Burst() {
-		q.metrics.reject(tenant, "pages_per_second")
+		q.metrics.reject(w.label, "pages_per_second")
 		return errclass.Wrap(errclass.Invalid, errclass.Field("pages",
-			"%d pages in one call; tenant %q may send at most %d at once (its page burst)", n, tenant, s.pages.Burst()))
+			"%d pages in one call; %s may send at most %d at once (its page burst)", n, w.desc, s.pages.Burst()))
 	}
 	if err := take(s.pages, now, n); err != nil {
-		q.metrics.reject(tenant, "pages_per_second")
-		return q.rateError(tenant, "pages", "pages_per_second", s.limits.PagesPerSecond, err)
+		q.metrics.reject(w.label, "pages_per_second")
+		return q.rateError(w.desc, "pages", "pages_per_second", s.limits.PagesPerSecond, err)
 	}
 	return nil
 }
@@ -205,17 +230,17 @@ func take(l *rate.Limiter, now time.Time, n int) error {
 	return nil
 }
 
-func (q *Quotas) rateError(tenant, what, limit string, perSecond float64, err error) error {
+func (q *Quotas) rateError(desc, what, limit string, perSecond float64, err error) error {
 	d := time.Duration(err.(waitError))
 	// Round up to the millisecond, so that a client retrying on time finds
 	// the tokens there.
 	d = (d + time.Millisecond - 1).Truncate(time.Millisecond)
 	return errclass.RetryAfter(errclass.WithReason(
-		errclass.Errorf(errclass.Overloaded, "tenant %q is over its rate of %g %s/s; retry in %v", tenant, perSecond, what, d),
+		errclass.Errorf(errclass.Overloaded, "%s is over its rate of %g %s/s; retry in %v", desc, perSecond, what, d),
 		"RATE_LIMITED", map[string]string{"limit": limit, "value": strconv.FormatFloat(perSecond, 'g', -1, 64)}), d)
 }
 
-// Tracked is how many tenants' states are held (for tests and a gauge).
+// Tracked is how many tenants' (and keys') states are held.
 func (q *Quotas) Tracked() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()

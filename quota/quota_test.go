@@ -14,6 +14,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/quota"
@@ -36,6 +37,11 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// tp is a principal of tenant, through its API key "cpk_" + tenant.
+func tp(tenant string) auth.Principal {
+	return auth.Principal{Tenant: tenant, Subject: "cpk_" + tenant}
 }
 
 func newQuotas(t *testing.T, cfg quota.Config, deps quota.Deps) *quota.Quotas {
@@ -71,49 +77,49 @@ func TestCallRate(t *testing.T) {
 	clk := newClock()
 	q := newQuotas(t, quota.Config{Default: quota.Limits{CallsPerSecond: 10, CallBurst: 2}}, quota.Deps{Now: clk.now})
 	for range 2 {
-		release, err := q.Admit("a")
+		release, err := q.Admit(tp("a"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		release()
 	}
-	_, err := q.Admit("a")
+	_, err := q.Admit(tp("a"))
 	overloaded(t, err, "RATE_LIMITED", 100*time.Millisecond)
 	if !strings.Contains(err.Error(), `tenant "a" is over its rate of 10 calls/s`) {
 		t.Errorf("message %q", err)
 	}
 	// Another tenant is not affected.
-	if _, err := q.Admit("b"); err != nil {
+	if _, err := q.Admit(tp("b")); err != nil {
 		t.Fatal(err)
 	}
 	// A refused call took no token: after the delay, one call passes.
 	clk.advance(100 * time.Millisecond)
-	if _, err := q.Admit("a"); err != nil {
+	if _, err := q.Admit(tp("a")); err != nil {
 		t.Fatalf("after the retry delay: %v", err)
 	}
-	_, err = q.Admit("a")
+	_, err = q.Admit(tp("a"))
 	overloaded(t, err, "RATE_LIMITED", 100*time.Millisecond)
 }
 
 func TestConcurrencyCap(t *testing.T) {
 	q := newQuotas(t, quota.Config{Default: quota.Limits{MaxConcurrent: 2}, BusyRetryDelay: 50 * time.Millisecond}, quota.Deps{})
-	r1, err := q.Admit("a")
+	r1, err := q.Admit(tp("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := q.Admit("a")
+	r2, err := q.Admit(tp("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = q.Admit("a")
+	_, err = q.Admit(tp("a"))
 	overloaded(t, err, "CONCURRENCY_LIMITED", 50*time.Millisecond)
 	r1()
 	r1() // a second release must not free another slot
-	r3, err := q.Admit("a")
+	r3, err := q.Admit(tp("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Admit("a"); err == nil {
+	if _, err := q.Admit(tp("a")); err == nil {
 		t.Fatal("double release freed two slots")
 	}
 	r2()
@@ -123,21 +129,21 @@ func TestConcurrencyCap(t *testing.T) {
 func TestPages(t *testing.T) {
 	clk := newClock()
 	q := newQuotas(t, quota.Config{Default: quota.Limits{PagesPerSecond: 10}}, quota.Deps{Now: clk.now})
-	if err := q.Pages("a", quota.DefaultMinPageBurst); err != nil {
+	if err := q.Pages(tp("a"), quota.DefaultMinPageBurst); err != nil {
 		t.Fatalf("a call of the default burst: %v", err)
 	}
-	err := q.Pages("a", 5)
+	err := q.Pages(tp("a"), 5)
 	overloaded(t, err, "RATE_LIMITED", 500*time.Millisecond)
 	clk.advance(500 * time.Millisecond)
-	if err := q.Pages("a", 5); err != nil {
+	if err := q.Pages(tp("a"), 5); err != nil {
 		t.Fatal(err)
 	}
-	err = q.Pages("a", quota.DefaultMinPageBurst+1)
+	err = q.Pages(tp("a"), quota.DefaultMinPageBurst+1)
 	var fe *errclass.FieldError
 	if !errors.Is(err, errclass.Invalid) || !errors.As(err, &fe) || fe.Violations[0].Field != "pages" {
 		t.Fatalf("a call larger than the burst: %v, want Invalid on field pages", err)
 	}
-	if err := q.Pages("a", 0); err != nil {
+	if err := q.Pages(tp("a"), 0); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -150,25 +156,25 @@ func TestOverridesAndMetrics(t *testing.T) {
 	}
 	q := newQuotas(t, cfg, quota.Deps{Registerer: reg, Now: newClock().now})
 	for range 5 {
-		release, err := q.Admit("big")
+		release, err := q.Admit(tp("big"))
 		if err != nil {
 			t.Fatalf("override without a rate: %v", err)
 		}
-		if _, err := q.Admit("big"); err == nil {
+		if _, err := q.Admit(tp("big")); err == nil {
 			t.Fatal("override's concurrency cap not applied")
 		}
 		release()
 	}
 	for _, tenant := range []string{"x", "y", "z"} {
-		if _, err := q.Admit(tenant); err != nil {
+		if _, err := q.Admit(tp(tenant)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := q.Admit(tenant); err == nil {
+		if _, err := q.Admit(tp(tenant)); err == nil {
 			t.Fatal("default rate not applied")
 		}
 	}
 	want := `
-# HELP colpali_quota_rejections_total Calls refused by a tenant quota, by tenant (tenants with an override by name, the rest as "other") and limit: calls_per_second, pages_per_second, concurrency, storage_documents, storage_pages.
+# HELP colpali_quota_rejections_total Calls refused by a tenant quota, by tenant (tenants and keys with an override by name, the rest as "other") and limit: calls_per_second, pages_per_second, concurrency, storage_documents, storage_pages.
 # TYPE colpali_quota_rejections_total counter
 colpali_quota_rejections_total{limit="calls_per_second",tenant="other"} 3
 colpali_quota_rejections_total{limit="concurrency",tenant="big"} 5
@@ -181,13 +187,13 @@ colpali_quota_rejections_total{limit="concurrency",tenant="big"} 5
 func TestEviction(t *testing.T) {
 	clk := newClock()
 	q := newQuotas(t, quota.Config{Default: quota.Limits{CallsPerSecond: 1, MaxConcurrent: 5}, MaxTenants: 10}, quota.Deps{Now: clk.now})
-	busy, err := q.Admit("busy")
+	busy, err := q.Admit(tp("busy"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy()
 	for i := range 9 {
-		release, err := q.Admit(fmt.Sprintf("t%d", i))
+		release, err := q.Admit(tp(fmt.Sprintf("t%d", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,19 +202,19 @@ func TestEviction(t *testing.T) {
 	// Every bucket is drained; a new tenant forces the least recently
 	// seen idle ones out, never the one with a call in progress.
 	clk.advance(10 * time.Millisecond)
-	if _, err := q.Admit("new"); err != nil {
+	if _, err := q.Admit(tp("new")); err != nil {
 		t.Fatal(err)
 	}
 	if n := q.Tracked(); n > 10 {
 		t.Fatalf("%d tenants tracked, bound 10", n)
 	}
-	if _, err := q.Admit("busy"); err == nil {
+	if _, err := q.Admit(tp("busy")); err == nil {
 		t.Error("the busy tenant was forgotten: its drained bucket came back full")
 	}
 	// Once buckets have refilled, forgetting them loses nothing, and they go first.
 	clk.advance(2 * time.Second)
 	for i := range 20 {
-		release, err := q.Admit(fmt.Sprintf("u%d", i))
+		release, err := q.Admit(tp(fmt.Sprintf("u%d", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +227,7 @@ func TestEviction(t *testing.T) {
 	// bound (their number is bounded by the server's own limits).
 	var releases []func()
 	for i := range 12 {
-		release, err := q.Admit(fmt.Sprintf("v%d", i))
+		release, err := q.Admit(tp(fmt.Sprintf("v%d", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,7 +304,7 @@ func TestConcurrentAdmission(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				tenant := fmt.Sprintf("t%d", (g+i)%6)
-				release, err := q.Admit(tenant)
+				release, err := q.Admit(tp(tenant))
 				if err != nil {
 					continue
 				}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 )
 
@@ -29,7 +30,7 @@ func (q *Quotas) CheckStorage(ctx context.Context, tenant string, addDocs, addPa
 		if maxN == 0 || have+add <= maxN {
 			return nil
 		}
-		q.metrics.reject(tenant, limit)
+		q.metrics.reject(q.whose(auth.Principal{Tenant: tenant}).label, limit)
 		return errclass.WithReason(
 			errclass.Errorf(errclass.Overloaded, "tenant %q stores %d %s; %d more would pass its quota of %d: delete some first", tenant, have, what, add, maxN),
 			"STORAGE_QUOTA", map[string]string{"limit": limit, "value": strconv.FormatInt(maxN, 10)})

@@ -80,22 +80,31 @@ func New(cfg Config, deps Deps) (*Quotas, error) {
 // who is whose buckets a call draws on: its tenant's, or its key's when
 // the key has an override.
 type who struct {
+	p      auth.Principal
+	key    bool   // the key's own buckets
 	bucket string // key of Quotas.tenants; "key:" + subject for a key (tenants have no ':')
 	label  string // tenant label of the metric
-	desc   string // for messages: tenant "a", key cpk_x of tenant "a"
 	limits Limits
 }
 
 func (q *Quotas) whose(p auth.Principal) who {
 	if l, ok := q.cfg.Keys[p.Subject]; ok && p.Subject != "" {
-		return who{bucket: "key:" + p.Subject, label: p.Subject, desc: fmt.Sprintf("key %s of tenant %q", p.Subject, p.Tenant), limits: l}
+		return who{p: p, key: true, bucket: "key:" + p.Subject, label: p.Subject, limits: l}
 	}
 	l, named := q.cfg.limitsFor(p.Tenant)
-	w := who{bucket: p.Tenant, label: OtherTenants, desc: fmt.Sprintf("tenant %q", p.Tenant), limits: l}
+	w := who{p: p, bucket: p.Tenant, label: OtherTenants, limits: l}
 	if named {
 		w.label = p.Tenant
 	}
 	return w
+}
+
+// desc names w in messages: tenant "a", or key cpk_x of tenant "a".
+func (w who) desc() string {
+	if w.key {
+		return fmt.Sprintf("key %s of tenant %q", w.p.Subject, w.p.Tenant)
+	}
+	return fmt.Sprintf("tenant %q", w.p.Tenant)
 }
 
 // state returns w's state, created if new; q.mu is held.
@@ -164,13 +173,13 @@ func (q *Quotas) Admit(p auth.Principal) (release func(), err error) {
 	if s.limits.MaxConcurrent > 0 && s.inflight >= s.limits.MaxConcurrent {
 		q.metrics.reject(w.label, "concurrency")
 		return nil, errclass.RetryAfter(errclass.WithReason(
-			errclass.Errorf(errclass.Overloaded, "%s has %d calls in progress, its limit", w.desc, s.limits.MaxConcurrent),
+			errclass.Errorf(errclass.Overloaded, "%s has %d calls in progress, its limit", w.desc(), s.limits.MaxConcurrent),
 			"CONCURRENCY_LIMITED", map[string]string{"limit": "max_concurrent", "value": strconv.Itoa(s.limits.MaxConcurrent)}),
 			q.cfg.BusyRetryDelay)
 	}
 	if err := take(s.calls, now, 1); err != nil {
 		q.metrics.reject(w.label, "calls_per_second")
-		return nil, q.rateError(w.desc, "calls", "calls_per_second", s.limits.CallsPerSecond, err)
+		return nil, q.rateError(w.desc(), "calls", "calls_per_second", s.limits.CallsPerSecond, err)
 	}
 	s.inflight++
 	var once sync.Once
@@ -199,11 +208,11 @@ func (q *Quotas) Pages(p auth.Principal, n int) error {
 	if s.pages != nil && n > s.pages.Burst() {
 		q.metrics.reject(w.label, "pages_per_second")
 		return errclass.Wrap(errclass.Invalid, errclass.Field("pages",
-			"%d pages in one call; %s may send at most %d at once (its page burst)", n, w.desc, s.pages.Burst()))
+			"%d pages in one call; %s may send at most %d at once (its page burst)", n, w.desc(), s.pages.Burst()))
 	}
 	if err := take(s.pages, now, n); err != nil {
 		q.metrics.reject(w.label, "pages_per_second")
-		return q.rateError(w.desc, "pages", "pages_per_second", s.limits.PagesPerSecond, err)
+		return q.rateError(w.desc(), "pages", "pages_per_second", s.limits.PagesPerSecond, err)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ var (
 )
 
 // classes lists every class, most specific first, for Of.
-var classes = []error{Invalid, NotFound, Conflict, Aborted, Overloaded, Unavailable, TimedOut, Unimplemented, Internal}
+var classes = []error{Unauthenticated, PermissionDenied, Invalid, NotFound, Conflict, Aborted, Overloaded, Unavailable, TimedOut, Unimplemented, Internal}
 
 // Of returns err's class, or nil when err belongs to none (callers treat
 // that as Internal).

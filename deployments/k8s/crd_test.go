@@ -117,18 +117,20 @@ type cnpgDatabase struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        metav1.ObjectMeta `json:"metadata"`
 	Spec            struct {
-		Cluster               localRef `json:"cluster"`
-		Name                  string   `json:"name"`
-		Owner                 string   `json:"owner"`
-		Ensure                string   `json:"ensure,omitempty"`
-		DatabaseReclaimPolicy string   `json:"databaseReclaimPolicy,omitempty"`
-		Extensions            []struct {
-			Name    string `json:"name"`
-			Ensure  string `json:"ensure,omitempty"`
-			Version string `json:"version,omitempty"`
-			Schema  string `json:"schema,omitempty"`
-		} `json:"extensions,omitempty"`
+		Cluster               localRef        `json:"cluster"`
+		Name                  string          `json:"name"`
+		Owner                 string          `json:"owner"`
+		Ensure                string          `json:"ensure,omitempty"`
+		DatabaseReclaimPolicy string          `json:"databaseReclaimPolicy,omitempty"`
+		Extensions            []cnpgExtension `json:"extensions,omitempty"`
 	} `json:"spec"`
+}
+
+type cnpgExtension struct {
+	Name    string `json:"name"`
+	Ensure  string `json:"ensure,omitempty"`
+	Version string `json:"version,omitempty"`
+	Schema  string `json:"schema,omitempty"`
 }
 
 func (d *cnpgDatabase) validate() error {

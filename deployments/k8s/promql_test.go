@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/morphik-org/colpali-gateway/deployments/k8s/dashboards"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -180,7 +181,7 @@ func metricName(v *parser.VectorSelector) string {
 	if v.Name != "" {
 		return v.Name
 	}
-	names, _ := matcherValues(v, labels.MetricName)
+	names, _ := matcherValues(v, model.MetricNameLabel)
 	return strings.Join(names, "|")
 }
 

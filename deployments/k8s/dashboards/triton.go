@@ -1,5 +1,7 @@
 package dashboards
 
+//lint:file-ignore SA1019 the classic dashboard model on purpose: see dashboards.go
+
 import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )

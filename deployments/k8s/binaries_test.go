@@ -192,12 +192,13 @@ func (p *process) waitLog(ctx context.Context, msg string) (map[string]any, erro
 	}
 }
 
-// simulator starts a Triton simulator on loopback ports it picks, and
-// returns its gRPC and metrics addresses.
-func simulator(t *testing.T, ctx context.Context) (grpcAddr, metricsAddr string) {
+// simulator starts a Triton simulator with args, on loopback ports it
+// picks (the flags given last win), and returns its gRPC and metrics
+// addresses.
+func simulator(t *testing.T, ctx context.Context, args ...string) (grpcAddr, metricsAddr string) {
 	t.Helper()
 	sim := startProcess(t, filepath.Join(binaries(t), "tritonsim"),
-		[]string{"-grpc-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-log-format=json"}, nil)
+		append(args, "-grpc-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-log-format=json"), nil)
 	line, err := sim.waitLog(ctx, "tritonsim listening (a Triton simulator, not Triton)")
 	if err != nil {
 		t.Fatalf("tritonsim: %v", err)
@@ -298,12 +299,19 @@ func get(ctx context.Context, url string) (int, string) {
 // TestGatewayRunsWithRenderedConfig runs the gateway's own flag parsing
 // and validation on each overlay's environment: a bad value, a zero where
 // a positive is due, or a misspelt duration stops it with an error naming
-// the flag.
+// the flag. Where the overlay runs the simulator in Triton's place, the
+// simulator runs with the rendered arguments too (its flag parsing is as
+// strict), and is the gateway's backend.
 func TestGatewayRunsWithRenderedConfig(t *testing.T) {
 	ctx := testContext(t)
 	simGRPC, simMetrics := simulator(t, ctx)
 	eachOverlay(t, func(t *testing.T, _ string, objs []object) {
-		runGateway(t, ctx, decodeAll(t, objs), simGRPC, simMetrics)
+		d := decodeAll(t, objs)
+		grpcAddr, metricsAddr := simGRPC, simMetrics
+		if c := container(t, d.statefulSet(t, "colpali-triton").Spec.Template.Spec, "triton"); isSimulator(c) {
+			grpcAddr, metricsAddr = simulator(t, ctx, c.Args...)
+		}
+		runGateway(t, ctx, d, grpcAddr, metricsAddr)
 	})
 }
 

@@ -181,121 +181,168 @@ var tritonFlags = []string{
 	"cuda-memory-pool-byte-size", "metrics-interval-ms", "allow-http", "allow-grpc",
 }
 
+// isSimulator reports whether the Triton container runs the simulator
+// (the sim overlay) rather than tritonserver.
+func isSimulator(c corev1.Container) bool {
+	return len(c.Command) > 0 && filepath.Base(c.Command[0]) == "tritonsim"
+}
+
 func TestTriton(t *testing.T) {
 	eachOverlay(t, func(t *testing.T, _ string, objs []object) {
 		d := decodeAll(t, objs)
 		sts := d.statefulSet(t, "colpali-triton")
-		spec := sts.Spec.Template.Spec
-		c := container(t, spec, "triton")
-		if _, ok := c.Resources.Limits["nvidia.com/gpu"]; !ok {
-			t.Error("no nvidia.com/gpu limit")
+		c := container(t, sts.Spec.Template.Spec, "triton")
+		tritonOnlyFromGateway(t, d, sts)
+		if isSimulator(c) {
+			simulatorPorts(t, c)
+			return
 		}
-		if spec.NodeSelector["nvidia.com/gpu.present"] != "true" {
-			t.Error("not restricted to GPU nodes (nodeSelector nvidia.com/gpu.present)")
-		}
-		args := map[string]string{}
-		for _, a := range c.Args {
-			name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-			if !strings.HasPrefix(a, "--") || !ok || !slices.Contains(tritonFlags, name) {
-				t.Errorf("argument %q: want --NAME=VALUE with NAME one of tritonserver's options %v", a, tritonFlags)
-			}
-			args[name] = value
-		}
-		ports := map[string]int32{}
-		for _, p := range c.Ports {
-			ports[p.Name] = p.ContainerPort
-		}
-		for flag, name := range map[string]string{"http-port": "http", "grpc-port": "grpc", "metrics-port": "metrics"} {
-			if args[flag] != strconv.Itoa(int(ports[name])) {
-				t.Errorf("--%s=%s but container port %s is %d", flag, args[flag], name, ports[name])
-			}
-		}
-		if ports["http"] != 8000 || ports["grpc"] != 8001 || ports["metrics"] != 8002 {
-			t.Errorf("ports %v: want Triton's 8000, 8001 and 8002", ports)
-		}
-		for kind, want := range map[string]struct {
-			p    *corev1.Probe
-			path string
-		}{
-			"startup":   {c.StartupProbe, "/v2/health/ready"},
-			"readiness": {c.ReadinessProbe, "/v2/health/ready"},
-			"liveness":  {c.LivenessProbe, "/v2/health/live"},
-		} {
-			if want.p == nil || want.p.HTTPGet == nil || want.p.HTTPGet.Path != want.path {
-				t.Errorf("%s probe: want GET %s", kind, want.path)
-			}
-		}
-		// Grace covers the preStop sleep and Triton's exit timeout.
-		exit, err := strconv.Atoi(args["exit-timeout-secs"])
-		if err != nil {
-			t.Fatalf("--exit-timeout-secs: %v", err)
-		}
-		if preStopSeconds(c) == 0 {
-			t.Error("no preStop sleep")
-		}
-		if grace := ptrValue(spec.TerminationGracePeriodSeconds, 30); grace <= preStopSeconds(c)+int64(exit) {
-			t.Errorf("terminationGracePeriodSeconds %d: want above preStop %ds + --exit-timeout-secs %d", grace, preStopSeconds(c), exit)
-		}
-		// /dev/shm is memory, bounded.
-		mounts := map[string]string{}
-		for _, m := range c.VolumeMounts {
-			mounts[m.MountPath] = m.Name
-		}
-		vols := map[string]corev1.Volume{}
-		for _, v := range spec.Volumes {
-			vols[v.Name] = v
-		}
-		if shm := vols[mounts["/dev/shm"]]; shm.EmptyDir == nil || shm.EmptyDir.Medium != corev1.StorageMediumMemory || shm.EmptyDir.SizeLimit == nil {
-			t.Error("/dev/shm: want a memory-backed emptyDir with a sizeLimit")
-		}
-		// Every file of deployments/triton/model_repository is mounted
-		// under its own path in the model repository.
-		repo := args["model-repository"]
-		models := vols[mounts[repo]]
-		if models.ConfigMap == nil {
-			t.Fatalf("--model-repository=%s: not a ConfigMap volume", repo)
-		}
-		var mounted []string
-		for _, it := range models.ConfigMap.Items {
-			mounted = append(mounted, it.Path)
-		}
-		var files []string
-		src := filepath.Join("..", "triton", "model_repository")
-		err = filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
-			if err != nil || e.IsDir() {
-				return err
-			}
-			rel, err := filepath.Rel(src, p)
-			files = append(files, filepath.ToSlash(rel))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(mounted)
-		if !slices.Equal(files, mounted) {
-			t.Errorf("model repository mounts %v; deployments/triton/model_repository holds %v", mounted, files)
-		}
-		// Only the gateway may call it.
-		if len(d.networkPolicies) == 0 {
-			t.Fatal("no NetworkPolicy")
-		}
-		gatewayPods := d.deployment(t, "colpali-gateway").Spec.Template.Labels
-		for _, np := range d.networkPolicies {
-			if !selects(&np.Spec.PodSelector, sts.Spec.Template.Labels) {
-				continue
-			}
-			for i, rule := range np.Spec.Ingress {
-				grpcOpen := slices.ContainsFunc(rule.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.IntValue() == 8001 }) || len(rule.Ports) == 0
-				for _, from := range rule.From {
-					gateway := from.PodSelector != nil && from.NamespaceSelector == nil && selects(from.PodSelector, gatewayPods)
-					if grpcOpen && !gateway {
-						t.Errorf("NetworkPolicy %s ingress[%d]: opens Triton's gRPC port to more than the gateway", np.Name, i)
-					}
+		tritonServer(t, sts)
+	})
+}
+
+// simulatorPorts checks the simulator's listen addresses against its
+// container's ports: Triton's gRPC and metrics ports, health on the latter.
+func simulatorPorts(t *testing.T, c corev1.Container) {
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for _, a := range c.Args {
+		for flag, name := range map[string]string{"-grpc-addr=": "grpc", "-metrics-addr=": "metrics"} {
+			if addr, ok := strings.CutPrefix(a, flag); ok {
+				if _, port, err := net.SplitHostPort(addr); err != nil || port != strconv.Itoa(int(ports[name])) {
+					t.Errorf("%s: not container port %s (%d)", a, name, ports[name])
 				}
 			}
 		}
+	}
+	if ports["grpc"] != 8001 || ports["metrics"] != 8002 {
+		t.Errorf("ports %v: want Triton's 8001 and 8002", ports)
+	}
+	for kind, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || !strings.HasPrefix(p.HTTPGet.Path, "/v2/health/") || p.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("%s probe: want /v2/health/* on the metrics port", kind)
+		}
+	}
+}
+
+// tritonServer checks the real Triton: GPUs, its options and ports, probes,
+// grace, shared memory and the model repository.
+func tritonServer(t *testing.T, sts *appsv1.StatefulSet) {
+	spec := sts.Spec.Template.Spec
+	c := container(t, spec, "triton")
+	if _, ok := c.Resources.Limits["nvidia.com/gpu"]; !ok {
+		t.Error("no nvidia.com/gpu limit")
+	}
+	if spec.NodeSelector["nvidia.com/gpu.present"] != "true" {
+		t.Error("not restricted to GPU nodes (nodeSelector nvidia.com/gpu.present)")
+	}
+	args := map[string]string{}
+	for _, a := range c.Args {
+		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !strings.HasPrefix(a, "--") || !ok || !slices.Contains(tritonFlags, name) {
+			t.Errorf("argument %q: want --NAME=VALUE with NAME one of tritonserver's options %v", a, tritonFlags)
+		}
+		args[name] = value
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for flag, name := range map[string]string{"http-port": "http", "grpc-port": "grpc", "metrics-port": "metrics"} {
+		if args[flag] != strconv.Itoa(int(ports[name])) {
+			t.Errorf("--%s=%s but container port %s is %d", flag, args[flag], name, ports[name])
+		}
+	}
+	if ports["http"] != 8000 || ports["grpc"] != 8001 || ports["metrics"] != 8002 {
+		t.Errorf("ports %v: want Triton's 8000, 8001 and 8002", ports)
+	}
+	for kind, want := range map[string]struct {
+		p    *corev1.Probe
+		path string
+	}{
+		"startup":   {c.StartupProbe, "/v2/health/ready"},
+		"readiness": {c.ReadinessProbe, "/v2/health/ready"},
+		"liveness":  {c.LivenessProbe, "/v2/health/live"},
+	} {
+		if want.p == nil || want.p.HTTPGet == nil || want.p.HTTPGet.Path != want.path {
+			t.Errorf("%s probe: want GET %s", kind, want.path)
+		}
+	}
+	// Grace covers the preStop sleep and Triton's exit timeout.
+	exit, err := strconv.Atoi(args["exit-timeout-secs"])
+	if err != nil {
+		t.Fatalf("--exit-timeout-secs: %v", err)
+	}
+	if preStopSeconds(c) == 0 {
+		t.Error("no preStop sleep")
+	}
+	if grace := ptrValue(spec.TerminationGracePeriodSeconds, 30); grace <= preStopSeconds(c)+int64(exit) {
+		t.Errorf("terminationGracePeriodSeconds %d: want above preStop %ds + --exit-timeout-secs %d", grace, preStopSeconds(c), exit)
+	}
+	// /dev/shm is memory, bounded.
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = v
+	}
+	if shm := vols[mounts["/dev/shm"]]; shm.EmptyDir == nil || shm.EmptyDir.Medium != corev1.StorageMediumMemory || shm.EmptyDir.SizeLimit == nil {
+		t.Error("/dev/shm: want a memory-backed emptyDir with a sizeLimit")
+	}
+	// Every file of deployments/triton/model_repository is mounted
+	// under its own path in the model repository.
+	repo := args["model-repository"]
+	models := vols[mounts[repo]]
+	if models.ConfigMap == nil {
+		t.Fatalf("--model-repository=%s: not a ConfigMap volume", repo)
+	}
+	var mounted []string
+	for _, it := range models.ConfigMap.Items {
+		mounted = append(mounted, it.Path)
+	}
+	var files []string
+	src := filepath.Join("..", "triton", "model_repository")
+	err = filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		files = append(files, filepath.ToSlash(rel))
+		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(mounted)
+	if !slices.Equal(files, mounted) {
+		t.Errorf("model repository mounts %v; deployments/triton/model_repository holds %v", mounted, files)
+	}
+}
+
+// tritonOnlyFromGateway checks that only the gateway may call Triton.
+func tritonOnlyFromGateway(t *testing.T, d *decoded, sts *appsv1.StatefulSet) {
+	if len(d.networkPolicies) == 0 {
+		t.Fatal("no NetworkPolicy")
+	}
+	gatewayPods := d.deployment(t, "colpali-gateway").Spec.Template.Labels
+	for _, np := range d.networkPolicies {
+		if !selects(&np.Spec.PodSelector, sts.Spec.Template.Labels) {
+			continue
+		}
+		for i, rule := range np.Spec.Ingress {
+			grpcOpen := slices.ContainsFunc(rule.Ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.IntValue() == 8001 }) || len(rule.Ports) == 0
+			for _, from := range rule.From {
+				gateway := from.PodSelector != nil && from.NamespaceSelector == nil && selects(from.PodSelector, gatewayPods)
+				if grpcOpen && !gateway {
+					t.Errorf("NetworkPolicy %s ingress[%d]: opens Triton's gRPC port to more than the gateway", np.Name, i)
+				}
+			}
+		}
+	}
 }
 
 func TestPostgres(t *testing.T) {

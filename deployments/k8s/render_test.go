@@ -14,7 +14,7 @@ import (
 )
 
 // overlays are the directories under overlays/ that a user applies.
-var overlays = []string{"dev", "prod"}
+var overlays = []string{"dev", "prod", "sim"}
 
 // object is one rendered resource: its identity and its JSON.
 type object struct {

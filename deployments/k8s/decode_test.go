@@ -1,8 +1,8 @@
 package k8s
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // scheme knows only the API versions the manifests may use: an object of
@@ -125,18 +126,15 @@ func (d *decoded) add(o object) error {
 	return nil
 }
 
-// decodeStrictJSON decodes data into v, refusing unknown fields and
-// trailing data: the custom resources' own schema (crd_test.go).
+// decodeStrictJSON decodes data into v as the API server would: field
+// names matched case-sensitively, and an unknown or duplicated field an
+// error. It serves the custom resources' own schema (crd_test.go).
 func decodeStrictJSON(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	strictErrs, err := sigsjson.UnmarshalStrict(data, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil {
 		return err
 	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the object")
-	}
-	return nil
+	return errors.Join(strictErrs...)
 }
 
 func TestObjectsDecodeStrictly(t *testing.T) {
@@ -158,6 +156,8 @@ func TestStrictDecodingCatches(t *testing.T) {
 		"old HPA API":   `{"apiVersion":"autoscaling/v2beta2","kind":"HorizontalPodAutoscaler","metadata":{"name":"x"},"spec":{}}`,
 		"typo in a ServiceMonitor": `{"apiVersion":"monitoring.coreos.com/v1","kind":"ServiceMonitor","metadata":{"name":"x"},` +
 			`"spec":{"selector":{},"endpoints":[{"port":"http","intervall":"15s"}]}}`,
+		"field in the wrong case in a Pooler": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +
+			`"spec":{"cluster":{"name":"c"},"type":"rw","instances":1,"pgbouncer":{"PoolMode":"transaction"}}}`,
 		"unknown field in a Pooler": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +
 			`"spec":{"cluster":{"name":"c"},"type":"rw","instances":1,"pgbouncer":{"poolMode":"transaction","pool_mode":"session"}}}`,
 		"Pooler without a cluster": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +

@@ -179,15 +179,39 @@ func (p *cnpgPooler) validate() error {
 	if s.Instances != nil && *s.Instances < 0 {
 		errs = append(errs, fmt.Errorf("spec.instances %d: must not be negative", *s.Instances))
 	}
+	if s.Cluster.Name == p.Metadata.Name {
+		errs = append(errs, fmt.Errorf("metadata.name %q: a Pooler may not share its Cluster's name", p.Metadata.Name))
+	}
 	if s.PgBouncer == nil {
 		errs = append(errs, errors.New("spec.pgbouncer: required"))
-	} else if s.PgBouncer.PoolMode != "" {
-		errs = append(errs, oneOf("spec.pgbouncer.poolMode", s.PgBouncer.PoolMode, "session", "transaction"))
+	} else {
+		if s.PgBouncer.PoolMode != "" {
+			errs = append(errs, oneOf("spec.pgbouncer.poolMode", s.PgBouncer.PoolMode, "session", "transaction"))
+		}
+		for k := range s.PgBouncer.Parameters {
+			if !slices.Contains(pgbouncerParameters, k) {
+				errs = append(errs, fmt.Errorf("spec.pgbouncer.parameters.%s: not one CloudNativePG lets through (the operator owns the others)", k))
+			}
+		}
 	}
 	if t := s.Template; t != nil && len(t.Spec.Containers) == 0 {
 		errs = append(errs, errors.New("spec.template.spec.containers: required when a template is given"))
 	}
 	return errors.Join(errs...)
+}
+
+// pgbouncerParameters are the PgBouncer settings CloudNativePG's webhook
+// accepts in a Pooler (its allowed list); it refuses the rest, which it
+// sets itself (listen address, auth, pool_mode).
+var pgbouncerParameters = []string{
+	"application_name_add_host", "autodb_idle_timeout", "client_idle_timeout", "client_login_timeout",
+	"default_pool_size", "disable_pqexec", "idle_transaction_timeout", "ignore_startup_parameters",
+	"log_connections", "log_disconnections", "log_pooler_errors", "log_stats", "max_client_conn",
+	"max_db_connections", "max_prepared_statements", "max_user_connections", "min_pool_size",
+	"query_timeout", "query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout",
+	"server_check_delay", "server_check_query", "server_connect_timeout", "server_fast_close",
+	"server_idle_timeout", "server_lifetime", "server_login_retry", "server_reset_query",
+	"server_reset_query_always", "server_round_robin", "stats_period", "verbose",
 }
 
 type kedaScaledObject struct {

@@ -160,6 +160,8 @@ func TestStrictDecodingCatches(t *testing.T) {
 			`"spec":{"cluster":{"name":"c"},"type":"rw","instances":1,"pgbouncer":{"PoolMode":"transaction"}}}`,
 		"unknown field in a Pooler": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +
 			`"spec":{"cluster":{"name":"c"},"type":"rw","instances":1,"pgbouncer":{"poolMode":"transaction","pool_mode":"session"}}}`,
+		"a PgBouncer setting CloudNativePG owns": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +
+			`"spec":{"cluster":{"name":"c"},"type":"rw","instances":1,"pgbouncer":{"poolMode":"transaction","parameters":{"pool_mode":"session"}}}}`,
 		"Pooler without a cluster": `{"apiVersion":"postgresql.cnpg.io/v1","kind":"Pooler","metadata":{"name":"x"},` +
 			`"spec":{"type":"rw","instances":1,"pgbouncer":{"poolMode":"transaction"}}}`,
 		"ScaledObject without triggers": `{"apiVersion":"keda.sh/v1alpha1","kind":"ScaledObject","metadata":{"name":"x"},` +

@@ -171,9 +171,9 @@ func TestGateway(t *testing.T) {
 	})
 }
 
-// tritonFlags are the tritonserver options the manifests may use, as
-// `tritonserver --help` lists them (r25.01): Triton is not built here, so
-// this list stands in for its flag parser.
+// tritonFlags are the tritonserver options the manifests may use, each one
+// tritonserver's --help documents (the 25.xx releases): Triton cannot run
+// here, so this list stands in for its flag parser.
 var tritonFlags = []string{
 	"model-repository", "model-control-mode", "strict-readiness", "http-port", "grpc-port",
 	"metrics-port", "allow-metrics", "allow-gpu-metrics", "exit-timeout-secs", "log-format",

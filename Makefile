@@ -22,14 +22,14 @@ PGLITE_STAMP := $(PGLITE_DIR)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: build tools install ## Start the local stack (two Triton simulators, the gateway, its embedded Postgres) on loopback.
 	deployments/local/run.sh
 
 .PHONY: test
-test: check-generate lint breaking install protoc ## Run every check and every test (go test -race).
+test: check-generate lint breaking install protoc k8s-check ## Run every check and every test (go test -race).
 	$(GO) test $(GO_TEST_FLAGS) $(PKGS)
 
 # proto/'s test compiles the public API with the oldest protoc it supports,
@@ -40,6 +40,20 @@ protoc: ## Install Debian's protoc (3.21) for proto/'s test, when missing and ro
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null; \
 	else echo "protoc not found and cannot install it: proto/'s protoc 3.21 test will skip"; fi
+# deployments/k8s is a Go module of its own (Kustomize, k8s.io/api,
+# prometheus-operator and Prometheus pinned in its go.mod, out of the
+# product's); the root's ./... leaves it out, so it is vetted and tested here.
+K8S_DIR := deployments/k8s
+
+.PHONY: k8s-check
+k8s-check: ## Check the Kubernetes manifests offline: Kustomize builds, strict decoding, project rules, PromQL, dashboards.
+	cd $(K8S_DIR) && $(GO) vet ./...
+	cd $(K8S_DIR) && $(GO) tool -modfile=../../tools/go.mod staticcheck ./...
+	cd $(K8S_DIR) && $(GO) test -count=1 -timeout=10m ./...
+
+.PHONY: k8s-dashboards
+k8s-dashboards: ## Regenerate the Grafana dashboards' JSON (deployments/k8s/base/monitoring/dashboards) from Go.
+	cd $(K8S_DIR) && $(GO) generate ./...
 
 .PHONY: install
 install: $(PGLITE_STAMP) ## Install the embedded Postgres's npm packages (npm ci; a no-op when up to date).

@@ -17,10 +17,6 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// The first signal starts the drain (-drain-delay, then
-	// -shutdown-timeout); a second one kills at once, as the default
-	// action does.
-	context.AfterFunc(ctx, stop)
 	err := app.Main(ctx, os.Args[1:], os.Stderr, os.Getenv)
 	stop()
 	switch {

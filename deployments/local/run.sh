@@ -28,9 +28,11 @@ bin/tritonsim -grpc-addr "$SIM2_GRPC" -metrics-addr "$SIM2_METRICS" &
 pids+=($!)
 
 # Each backend names its metrics address after "=", since the simulators do
-# not use Triton's default metrics port.
+# not use Triton's default metrics port. No load balancer routes to this
+# gateway, so Ctrl-C need not wait for -drain-delay.
 bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
-	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s &
+	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s \
+	-drain-delay 1ms &
 pids+=($!)
 
 # Wait until the gateway reports ready (its backend's models are ready).

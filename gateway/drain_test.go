@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/clock/clocktest"
@@ -157,4 +158,70 @@ func TestDrainConfigValidate(t *testing.T) {
 	if c.Delay != DefaultDrainDelay || c.MaxConnectionAge != DefaultMaxConnectionAge || c.MaxConnectionAgeGrace != DefaultMaxConnectionAgeGrace {
 		t.Errorf("defaults %+v", c)
 	}
+}
+
+// connCounter counts a client's connections.
+type connCounter struct{ conns atomic.Int32 }
+
+func (c *connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (c *connCounter) HandleRPC(context.Context, stats.RPCStats)                       {}
+func (c *connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (c *connCounter) HandleConn(_ context.Context, s stats.ConnStats) {
+	if _, ok := s.(*stats.ConnBegin); ok {
+		c.conns.Add(1)
+	}
+}
+
+// TestConnectionAgeFailsNoCall: past Drain.MaxConnectionAge the gateway
+// sends GOAWAY; the client reconnects (to whichever replica its balancer
+// picks), its new calls go on the new connection, and a call in flight on
+// the old one finishes there.
+func TestConnectionAgeFailsNoCall(t *testing.T) {
+	counter := &connCounter{}
+	started, reconnected := make(chan struct{}), make(chan struct{})
+	fake := &fakeEmbedder{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
+		if string(items[0]) == "long" {
+			// Held until the client has a second connection: the first
+			// one is past its age by then.
+			close(started)
+			select {
+			case <-reconnected:
+			case <-ctx.Done():
+			}
+		}
+		return constantEmbeddings(len(items), 1, 4), nil
+	}}
+	g := startGateway(t, Config{Drain: DrainConfig{MaxConnectionAge: 50 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}}, Deps{Embedder: fake})
+	conn, err := grpc.NewClient(g.srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithStatsHandler(counter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := colpaliv1.NewEmbeddingServiceClient(conn)
+	first := make(chan error, 1)
+	go func() {
+		_, err := client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"long"}})
+		first <- err
+	}()
+	<-started
+	calls := 0
+	for counter.conns.Load() < 3 {
+		if _, err := client.EmbedQueries(testContext(t), &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+			t.Fatalf("call %d, on connection %d: %v", calls, counter.conns.Load(), err)
+		}
+		calls++
+		if counter.conns.Load() >= 2 {
+			select {
+			case <-reconnected:
+			default:
+				close(reconnected)
+			}
+		}
+	}
+	if err := <-first; err != nil {
+		t.Errorf("the call in flight across the GOAWAY: %v", err)
+	}
+	t.Logf("%d calls over %d connections", calls, counter.conns.Load())
 }

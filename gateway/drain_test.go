@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -120,8 +121,13 @@ func TestDrainSequence(t *testing.T) {
 	clk.Advance(delay)
 	// No new connections now; the call in flight holds Serve.
 	testutil.Eventually(t, "the listeners closed", func() bool {
-		_, err := http.Get("http://" + srv.HTTPAddr() + "/healthz")
-		return err != nil
+		for _, addr := range []string{srv.HTTPAddr(), srv.GRPCAddr()} {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				return false
+			}
+		}
+		return true
 	})
 	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
 	defer cancel2()

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/morphik-org/colpali-gateway/internal/config"
@@ -110,6 +112,7 @@ func (s *Server) drain(ctx context.Context, delay bool) {
 	s.deps.Logger.Info("gateway draining: no new calls; finishing those in flight", "timeout", s.cfg.ShutdownTimeout)
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
+	close(s.stopping) // health Watch streams end: see healthService
 	if err := s.httpServer.Shutdown(drainCtx); err != nil {
 		s.httpServer.Close()
 	}
@@ -129,3 +132,38 @@ func (s *Server) drain(ctx context.Context, delay bool) {
 	}
 	s.loopback.Close()
 }
+
+// healthService is the gRPC health service: s.health, whose Watch streams
+// end when the drain stops taking calls (s.stopping). grpc-go's health
+// server keeps a Watch open until its client leaves, and GracefulStop
+// waits for every stream, so a watching client would hold the drain until
+// Config.ShutdownTimeout; ended, the client sees the server gone, as it is.
+func (s *Server) healthService() healthpb.HealthServer {
+	return drainingHealth{Server: s.health, stopping: s.stopping}
+}
+
+type drainingHealth struct {
+	*health.Server
+	stopping <-chan struct{}
+}
+
+func (h drainingHealth) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return h.Server.Watch(req, watchStream{Health_WatchServer: stream, ctx: ctx})
+}
+
+// watchStream is a Watch stream with a context of the drain's making.
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }

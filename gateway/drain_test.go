@@ -39,7 +39,7 @@ func TestDrainSequence(t *testing.T) {
 	clk := clocktest.New(time.Now())
 	const delay = 5 * time.Second
 	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HealthInterval: 20 * time.Millisecond,
-		Drain: DrainConfig{Delay: delay}},
+		Drain: DrainConfig{Delay: delay}, ShutdownTimeout: time.Minute},
 		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }, Clock: clk,
 			Flush: func(context.Context) error {
 				select {
@@ -78,6 +78,17 @@ func TestDrainSequence(t *testing.T) {
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	})
 
+	// A client watching health (grpc-go's client-side health checking
+	// does) learns of the drain at once, and its stream ends after the
+	// delay rather than hold the GracefulStop.
+	watch, err := hc.Watch(testContext(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch: %v %v, want SERVING", resp, err)
+	}
+
 	// One call in flight across the whole drain.
 	hold.Store(true)
 	inFlight := make(chan error, 1)
@@ -86,6 +97,9 @@ func TestDrainSequence(t *testing.T) {
 	hold.Store(false)
 
 	cancel() // SIGTERM, in effect
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch at the drain: %v %v, want NOT_SERVING", resp, err)
+	}
 	testutil.Eventually(t, "the drain delay's timer armed", func() bool { return clk.Armed() == 1 })
 	for _, svc := range []string{"", embeddingServiceName, documentServiceName} {
 		resp, err := hc.Check(testContext(t), &healthpb.HealthCheckRequest{Service: svc})
@@ -119,6 +133,9 @@ func TestDrainSequence(t *testing.T) {
 	}
 
 	clk.Advance(delay)
+	if resp, err := watch.Recv(); err == nil {
+		t.Errorf("Watch after the delay: %v, want the stream ended", resp)
+	}
 	// No new connections now; the call in flight holds Serve.
 	testutil.Eventually(t, "the listeners closed", func() bool {
 		for _, addr := range []string{srv.HTTPAddr(), srv.GRPCAddr()} {

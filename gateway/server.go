@@ -80,6 +80,8 @@ type Server struct {
 	httpServer       *http.Server
 	loopback         *grpc.ClientConn
 
+	stopping chan struct{} // closed when the drain stops taking calls (drain.go)
+
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
 	draining bool  // set once on shutdown; readiness stays false; guarded by mu
@@ -126,7 +128,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
+	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet")}, nil
 }
 
 // Listen binds both listeners and wires the servers; afterwards GRPCAddr and
@@ -197,7 +199,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
 	s.registerDocuments(srv)
-	healthpb.RegisterHealthServer(srv, s.health)
+	healthpb.RegisterHealthServer(srv, s.healthService()) // drain.go
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)
 	s.setServing(false, false)

@@ -86,7 +86,8 @@ func (s *Server) keepaliveParams() keepalive.ServerParameters {
 //     so that load balancers and health-checking clients stop picking it;
 //  2. it keeps serving for Config.Drain.Delay while they notice (skipped
 //     when a server failed: then nothing is served anyway);
-//  3. it stops taking calls and waits for those in flight, REST first
+//  3. it stops taking calls (and ends health Watch streams) and waits
+//     for those in flight, REST first
 //     (a REST call in flight still needs the gRPC server behind it), then
 //     gRPC's GracefulStop, which sends GOAWAY so that clients move their
 //     new calls elsewhere without failing them; the calls in flight

@@ -116,8 +116,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
-	// The gateway drains its calls first (they wait on the batcher), so
-	// this Close normally finds nothing left to flush.
+	// The gateway's drain flushes the batcher once its calls are done
+	// (gateway.Deps.Flush); this Close covers a gateway that never
+	// served, and is a no-op after that flush.
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.gateway.ShutdownTimeout)
 		defer cancel()

@@ -29,8 +29,10 @@ pids+=($!)
 
 # Each backend names its metrics address after "=", since the simulators do
 # not use Triton's default metrics port. No load balancer routes to this
-# gateway, so Ctrl-C need not wait for -drain-delay.
-bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+# gateway, so Ctrl-C need not wait for -drain-delay. A development
+# workspace may itself run in a Kubernetes pod, where the gateway would
+# refuse the embedded Postgres: this stack is local whatever hosts it.
+env -u KUBERNETES_SERVICE_HOST bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
 	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s \
 	-drain-delay 1ms &
 pids+=($!)

@@ -73,9 +73,12 @@ type Config struct {
 	MaxConcurrentStreams int
 	// HealthInterval is how often backend readiness is checked. Default 5s.
 	HealthInterval time.Duration
-	// ShutdownTimeout bounds the drain of calls in flight on shutdown.
-	// Default 15s.
+	// ShutdownTimeout bounds the drain of calls in flight on shutdown,
+	// counted from the end of Drain.Delay. Default 15s.
 	ShutdownTimeout time.Duration
+	// Drain is how the gateway leaves: the delay on shutdown and the
+	// connection ages (drain.go).
+	Drain DrainConfig
 
 	// MaxDocumentPages is the most pages in one IngestDocument call.
 	// Default 64. The whole request must also fit in MaxRecvMsgSize, so with
@@ -124,6 +127,7 @@ func (c Config) WithDefaults() Config {
 	c.MaxTopK = cmp.Or(c.MaxTopK, DefaultMaxTopK)
 	c.MaxFilters = cmp.Or(c.MaxFilters, DefaultMaxFilters)
 	c.StreamTimeout = cmp.Or(c.StreamTimeout, DefaultStreamTimeout)
+	c.Drain = c.Drain.WithDefaults()
 	if c.MaxRecvMsgSize == 0 && c.MaxImages > 0 && c.MaxImageBytes > 0 {
 		c.MaxRecvMsgSize = c.MaxImages*c.MaxImageBytes + 1<<20
 	}
@@ -160,6 +164,7 @@ func (c Config) Validate() error {
 	errs.Add(config.Positive("MaxTopK", c.MaxTopK))
 	errs.Add(config.Positive("MaxFilters", c.MaxFilters))
 	errs.Add(config.Positive("StreamTimeout", c.StreamTimeout))
+	errs.Nest("Drain.", c.Drain.Validate())
 	if c.MaxTopK > store.MaxTopK {
 		errs.Bad("MaxTopK", c.MaxTopK, "exceeds %d, the most the store's first stage returns", store.MaxTopK)
 	}

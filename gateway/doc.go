@@ -52,7 +52,9 @@
 //
 // A loop asks the Embedder's readiness check on an interval and sets the
 // gRPC health status (overall and per service) and /readyz from it; on
-// shutdown both turn NOT_SERVING before the servers drain. The
+// shutdown both turn NOT_SERVING, the gateway serves on for
+// Config.Drain.Delay so that load balancers notice, and then the servers
+// drain (drain.go). The
 // DocumentService's own health status also needs the database to answer
 // (DocumentStore.Ping); the overall status and /readyz do not, so that a
 // database outage does not stop the embedding API.

@@ -542,7 +542,7 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 		<-release
 		return constantEmbeddings(len(items), 1, 4), nil
 	}}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second},
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second, Drain: DrainConfig{Delay: time.Millisecond}},
 		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,9 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = 20 * time.Millisecond
 	}
+	if cfg.Drain.Delay == 0 {
+		cfg.Drain.Delay = time.Millisecond // nothing routes to a test gateway; drain_test.go tests the delay
+	}
 	if deps.Logger == nil {
 		deps.Logger = testLogger(t)
 	}

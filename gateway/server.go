@@ -31,6 +31,7 @@ import (
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
+	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
 )
 
@@ -57,6 +58,13 @@ type Deps struct {
 	// EmbeddingService works as ever. The EmbeddingService never depends on
 	// it, so embeddings are served while the database is down.
 	Documents DocumentStore
+	// Flush, when set, is called once the drain on shutdown has finished
+	// the calls in flight, with what is left of Config.ShutdownTimeout: it
+	// sends whatever is still queued (the batcher's Close). Default: none.
+	Flush func(context.Context) error
+	// Clock times the drain delay (Config.Drain.Delay). Default:
+	// clock.System.
+	Clock clock.Clock
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -71,6 +79,8 @@ type Server struct {
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
 	loopback         *grpc.ClientConn
+
+	stopping chan struct{} // closed when the drain stops taking calls (drain.go)
 
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
@@ -111,11 +121,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Registry = prometheus.NewRegistry()
 		deps.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	if deps.Clock == nil {
+		deps.Clock = clock.System{}
+	}
 	registerDocuments, err := documentRegistration(cfg, deps)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
+	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet")}, nil
 }
 
 // Listen binds both listeners and wires the servers; afterwards GRPCAddr and
@@ -165,6 +178,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(s.keepaliveParams()),
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
 			loggingInterceptor(s.deps.Logger),
@@ -185,7 +199,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
 	s.registerDocuments(srv)
-	healthpb.RegisterHealthServer(srv, s.health)
+	healthpb.RegisterHealthServer(srv, s.healthService()) // drain.go
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)
 	s.setServing(false, false)
@@ -284,9 +298,10 @@ func (s *Server) newHTTPServer() error {
 	return nil
 }
 
-// Serve runs until ctx ends or a server fails, then drains: health turns
-// NOT_SERVING, the HTTP server and then the gRPC server finish the calls in
-// flight within Config.ShutdownTimeout, and are then stopped hard.
+// Serve runs until ctx ends or a server fails, then drains (see drain in
+// drain.go): health turns NOT_SERVING, the gateway serves on for
+// Config.Drain.Delay, then the HTTP server and the gRPC server finish the
+// calls in flight within Config.ShutdownTimeout, and are then stopped hard.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.grpcServer == nil {
 		return errors.New("gateway: Serve called before Listen")
@@ -314,27 +329,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	cancel()
-	s.health.Shutdown()
-	s.mu.Lock()
-	s.draining = true
-	s.ready = errors.New("shutting down")
-	s.mu.Unlock()
-	s.deps.Logger.Info("gateway draining", "timeout", s.cfg.ShutdownTimeout)
-	drainCtx, drainCancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-	defer drainCancel()
-	if err := s.httpServer.Shutdown(drainCtx); err != nil {
-		s.httpServer.Close()
-	}
-	stopped := make(chan struct{})
-	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-drainCtx.Done():
-		s.deps.Logger.Warn("drain timed out; stopping calls in flight")
-		s.grpcServer.Stop()
-		<-stopped
-	}
-	s.loopback.Close()
+	s.drain(ctx, serveErr == nil) // drain.go
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")
 	return serveErr

@@ -107,7 +107,7 @@ func preStopSeconds(c corev1.Container) int64 {
 }
 
 func TestGateway(t *testing.T) {
-	eachOverlay(t, func(t *testing.T, _ string, objs []object) {
+	eachOverlay(t, func(t *testing.T, overlay string, objs []object) {
 		d := decodeAll(t, objs)
 		dep := d.deployment(t, "colpali-gateway")
 		spec := dep.Spec.Template.Spec
@@ -143,15 +143,21 @@ func TestGateway(t *testing.T) {
 		if from["GOMAXPROCS"] != "limits.cpu" || !strings.HasSuffix(from["GOMEMLIMIT"], ".memory") {
 			t.Errorf("GOMAXPROCS and GOMEMLIMIT from %v: want limits.cpu and a memory figure", from)
 		}
-		// The kubelet's SIGKILL must not cut the drain short.
+		// The kubelet's SIGKILL must not cut the drain short: a preStop
+		// sleep if any, then the gateway's -drain-delay and
+		// -shutdown-timeout (set explicitly: their defaults are the
+		// binary's business, the grace period this file's).
 		env := d.gatewayEnv(t)
-		shutdown, err := time.ParseDuration(env["COLPALI_SHUTDOWN_TIMEOUT"])
-		if err != nil {
-			t.Fatalf("COLPALI_SHUTDOWN_TIMEOUT: %v", err)
+		need := time.Duration(preStopSeconds(c)) * time.Second
+		for _, v := range []string{"COLPALI_DRAIN_DELAY", "COLPALI_SHUTDOWN_TIMEOUT"} {
+			d, err := time.ParseDuration(env[v])
+			if err != nil {
+				t.Fatalf("%s: %v", v, err)
+			}
+			need += d
 		}
-		need := time.Duration(preStopSeconds(c))*time.Second + shutdown
 		if grace := time.Duration(ptrValue(spec.TerminationGracePeriodSeconds, 30)) * time.Second; grace <= need {
-			t.Errorf("terminationGracePeriodSeconds %v: want above preStop + -shutdown-timeout = %v", grace, need)
+			t.Errorf("terminationGracePeriodSeconds %v: want above preStop + -drain-delay + -shutdown-timeout = %v", grace, need)
 		}
 		// Its DNS discovery reads Triton's headless Service, on its gRPC port.
 		host, port, err := net.SplitHostPort(env["COLPALI_TRITON_DNS"])
@@ -164,6 +170,13 @@ func TestGateway(t *testing.T) {
 		}
 		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port && p.Name == "grpc" }) {
 			t.Errorf("COLPALI_TRITON_DNS port %s: not the gRPC port of Service %s", port, host)
+		}
+		// Stateless for real: production's replicas share DATABASE_URL's
+		// Postgres, and a gateway without it stops rather than keep
+		// documents of its own (elsewhere it refuses the embedded Postgres
+		// in a pod and serves embeddings only).
+		if overlay == "prod" && env["COLPALI_REQUIRE_DATABASE_URL"] != "true" {
+			t.Error("prod: COLPALI_REQUIRE_DATABASE_URL is not true")
 		}
 		if env["COLPALI_TRITON_METRICS_PORT"] != "8002" {
 			t.Errorf("COLPALI_TRITON_METRICS_PORT %q: want Triton's metrics port 8002", env["COLPALI_TRITON_METRICS_PORT"])

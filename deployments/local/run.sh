@@ -28,9 +28,13 @@ bin/tritonsim -grpc-addr "$SIM2_GRPC" -metrics-addr "$SIM2_METRICS" &
 pids+=($!)
 
 # Each backend names its metrics address after "=", since the simulators do
-# not use Triton's default metrics port.
-bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
-	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s &
+# not use Triton's default metrics port. No load balancer routes to this
+# gateway, so Ctrl-C need not wait for -drain-delay. A development
+# workspace may itself run in a Kubernetes pod, where the gateway would
+# refuse the embedded Postgres: this stack is local whatever hosts it.
+env -u KUBERNETES_SERVICE_HOST bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s \
+	-drain-delay 1ms &
 pids+=($!)
 
 # Wait until the gateway reports ready (its backend's models are ready).

@@ -136,7 +136,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	gb.int(&g.MaxFilters, "max-filters", "MaxFilters", "most filters of one Search")
 	gb.duration(&g.StreamTimeout, "stream-timeout", "StreamTimeout", "longest an IngestDocumentStream call may last")
 	gb.duration(&g.HealthInterval, "health-interval", "HealthInterval", "how often backend readiness is checked")
-	gb.duration(&g.ShutdownTimeout, "shutdown-timeout", "ShutdownTimeout", "how long calls in flight may drain on shutdown")
+	gb.duration(&g.ShutdownTimeout, "shutdown-timeout", "ShutdownTimeout", "how long calls in flight may drain on shutdown, after -drain-delay")
+	registerDrainFlags(gb, &g.Drain) // shutdown.go
 
 	rc, rb := &o.router, b.with(routerFields)
 	fs.StringVar(&o.tritonAddrs, "triton-addrs", "", "Triton backends, comma-separated host:port, each optionally =METRICS (host:port or URL of its Prometheus metrics; default http://host:<triton-metrics-port>/metrics); with neither this nor -triton-dns: "+defaultTritonAddr)
@@ -235,6 +236,7 @@ func parseOptions(args []string, stderr io.Writer, getenv func(string) string) (
 	}
 	errs := []error{err, o.log.Validate()}
 	o.db.resolve(getenv)
+	errs = append(errs, o.db.validateStateless())
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	o.derive(given)

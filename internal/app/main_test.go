@@ -131,6 +131,9 @@ func startRun(t *testing.T, ctx context.Context, simAddr string, args []string, 
 				if k == "COLPALI_TRITON_ADDRS" {
 					return simAddr
 				}
+				if _, ok := env[k]; !ok && k == "COLPALI_DRAIN_DELAY" {
+					return "1ms" // nothing routes to a test gateway: stop at once
+				}
 				return env[k]
 			})
 		logW.Close()

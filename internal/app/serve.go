@@ -93,6 +93,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	var documents gateway.DocumentStore
 	st, closeDB, err := openStore(ctx, o.db, logger)
 	switch {
+	case storageRefused(err): // in a cluster without a database URL: stateless.go
+		logger.Error("document storage disabled", "error", err.Error())
 	case errors.Is(err, embeddedpg.ErrNotInstalled) || errors.Is(err, exec.ErrNotFound):
 		logger.Error("document storage disabled: the embedded Postgres cannot run here; set -database-url (or DATABASE_URL), or run `make install`",
 			"error", err.Error())
@@ -114,8 +116,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
-	// The gateway drains its calls first (they wait on the batcher), so
-	// this Close normally finds nothing left to flush.
+	// The gateway's drain flushes the batcher once its calls are done
+	// (gateway.Deps.Flush); this Close covers a gateway that never
+	// served, and is a no-op after that flush.
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.gateway.ShutdownTimeout)
 		defer cancel()
@@ -126,6 +129,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 
 	srv, err := gateway.New(o.gateway, gateway.Deps{
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
+		Flush: batcher.Close,
 	})
 	if err != nil {
 		return err

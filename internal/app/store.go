@@ -29,11 +29,15 @@ const defaultMigrateTimeout = 5 * time.Minute
 type dbFlags struct {
 	URL     string
 	DataDir string
+	// Require and InCluster refuse the embedded Postgres (stateless.go).
+	Require   bool
+	InCluster bool
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.URL, "database-url", "", "Postgres (with pgvector) URL, e.g. postgres://user:pass@host:5432/db; also read from "+databaseURLEnv+"; empty: run the embedded Postgres")
 	fs.StringVar(&d.DataDir, "data-dir", defaultDataDir, "data directory of the embedded Postgres (used without -database-url); empty: in memory, lost on exit")
+	d.registerStateless(fs)
 }
 
 // resolve applies DATABASE_URL when no flag or COLPALI_ variable set the URL.
@@ -41,6 +45,7 @@ func (d *dbFlags) resolve(getenv func(string) string) {
 	if d.URL == "" {
 		d.URL = getenv(databaseURLEnv)
 	}
+	d.InCluster = getenv(kubernetesEnv) != ""
 }
 
 // openStore opens the document store on d.URL, or on an embedded Postgres
@@ -52,6 +57,9 @@ func openStore(ctx context.Context, d dbFlags, logger *slog.Logger) (st *store.S
 	cfg := store.Config{URL: d.URL}
 	stopPG := func() {}
 	if cfg.URL == "" {
+		if err := d.embeddedAllowed(); err != nil {
+			return nil, nil, err
+		}
 		pg, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: d.DataDir, Logger: logger.With("component", "embeddedpg")})
 		if err != nil {
 			return nil, nil, fmt.Errorf("embedded Postgres (set -database-url or %s to use another): %w", databaseURLEnv, err)
@@ -100,7 +108,7 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, getenv func(s
 		return err
 	}
 	d.resolve(getenv)
-	errs := []error{err, logFlags.Validate()}
+	errs := []error{err, logFlags.Validate(), d.validateStateless()}
 	if *timeout <= 0 {
 		errs = append(errs, fmt.Errorf("-timeout %v: must be positive", *timeout))
 	}

@@ -26,6 +26,11 @@ type Observation struct {
 	TimeoutParam int64
 	// Priority is the "priority" request parameter, 0 if absent.
 	Priority int64
+	// Traceparent is the call's W3C trace context header (gRPC metadata
+	// "traceparent"), as sent; empty if absent. Triton reads it to join its
+	// own spans to the caller's trace; tests read it to check that the
+	// gateway's trace reaches the backend.
+	Traceparent string
 }
 
 // observations keeps the last maxObservations in arrival order, in a ring.

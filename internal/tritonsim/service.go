@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
@@ -276,6 +277,9 @@ func (s *Server) observe(ctx context.Context, req *inference.ModelInferRequest, 
 	}
 	if p, ok := req.GetParameters()["priority"]; ok {
 		ob.Priority, _ = intParam(p)
+	}
+	if v := metadata.ValueFromIncomingContext(ctx, "traceparent"); len(v) > 0 {
+		ob.Traceparent = v[0]
 	}
 	s.obs.add(ob)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -356,7 +357,8 @@ func TestObservedRecordsWhatArrived(t *testing.T) {
 	s, c := startServer(t, fastConfig())
 
 	req := defaultCodec.Request(model.Query, [][]byte{[]byte("a"), []byte("b")}, triton.EmbedOptions{Timeout: 250 * time.Millisecond, Priority: 2})
-	if _, err := c.ModelInfer(ctx, req); err != nil { // ctx has a deadline
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if _, err := c.ModelInfer(metadata.AppendToOutgoingContext(ctx, "traceparent", traceparent), req); err != nil { // ctx has a deadline
 		t.Fatal(err)
 	}
 	// No timeout here on purpose: the observation of a call without a
@@ -373,7 +375,7 @@ func TestObservedRecordsWhatArrived(t *testing.T) {
 		t.Fatalf("Observed() = %v, want 2 calls", obs)
 	}
 	first := obs[0]
-	if first.Model != model.DefaultQueryModel || first.BatchSize != 2 || first.TimeoutParam != 250000 || first.Priority != 2 {
+	if first.Model != model.DefaultQueryModel || first.BatchSize != 2 || first.TimeoutParam != 250000 || first.Priority != 2 || first.Traceparent != traceparent {
 		t.Errorf("first observation %+v", first)
 	}
 	if first.DeadlineLeft <= 0 || first.DeadlineLeft > testutil.Timeout {

@@ -100,15 +100,17 @@ func internalError(ctx context.Context, base *slog.Logger, err error) string {
 
 // classCodes is the code of each class.
 var classCodes = map[error]codes.Code{
-	errclass.Invalid:       codes.InvalidArgument,
-	errclass.NotFound:      codes.NotFound,
-	errclass.Conflict:      codes.AlreadyExists,
-	errclass.Aborted:       codes.Aborted,
-	errclass.Overloaded:    codes.ResourceExhausted,
-	errclass.Unavailable:   codes.Unavailable,
-	errclass.TimedOut:      codes.DeadlineExceeded,
-	errclass.Unimplemented: codes.Unimplemented,
-	errclass.Internal:      codes.Internal,
+	errclass.Unauthenticated:  codes.Unauthenticated,  // HTTP 401
+	errclass.PermissionDenied: codes.PermissionDenied, // HTTP 403
+	errclass.Invalid:          codes.InvalidArgument,
+	errclass.NotFound:         codes.NotFound,
+	errclass.Conflict:         codes.AlreadyExists,
+	errclass.Aborted:          codes.Aborted,
+	errclass.Overloaded:       codes.ResourceExhausted,
+	errclass.Unavailable:      codes.Unavailable,
+	errclass.TimedOut:         codes.DeadlineExceeded,
+	errclass.Unimplemented:    codes.Unimplemented,
+	errclass.Internal:         codes.Internal,
 }
 
 // details are the error details err carries: a BadRequest for fe, a

@@ -29,7 +29,10 @@ pids+=($!)
 
 # Each backend names its metrics address after "=", since the simulators do
 # not use Triton's default metrics port.
-bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+# -auth none: no API keys locally. The gateway then refuses any listen
+# address that is not loopback, and says so in its log; see the README's
+# Security section for running with keys.
+bin/gateway -auth none -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
 	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s &
 pids+=($!)
 

@@ -50,6 +50,7 @@ type subcommand struct {
 // subcommands are the gateway's subcommands, in the order usage lists them.
 var subcommands = []subcommand{
 	{"migrate", "apply the database migrations and exit", migrate},
+	{"keys", "create, list or revoke API keys: keys create -tenant T", keys},
 }
 
 // Main runs the gateway command: args are the arguments after the program

@@ -744,7 +744,7 @@ func TestStorageQuota(t *testing.T) {
 // TestCredentialsNeverLogged: neither the token nor the Authorization
 // header reaches the log, from gRPC or REST, accepted or refused.
 func TestCredentialsNeverLogged(t *testing.T) {
-	var logs safeBuffer
+	var logs syncBuffer
 	keys, err := apikey.NewAuthenticator(newFakeKeys(), apikey.CacheConfig{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -771,24 +771,6 @@ func TestCredentialsNeverLogged(t *testing.T) {
 	if strings.Contains(strings.ToLower(out), "bearer") {
 		t.Errorf("an Authorization value is in the log")
 	}
-}
-
-// safeBuffer is a bytes.Buffer for concurrent writers.
-type safeBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *safeBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *safeBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // newBufferLogger logs everything, debug included, as JSON into w.

@@ -777,3 +777,56 @@ func TestCredentialsNeverLogged(t *testing.T) {
 func newBufferLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestStreamPagesCountAsTheyCome: a stream's pages draw on the page rate
+// one by one, so a document larger than the page burst may be streamed
+// while tokens last; past them the stream is refused with
+// RESOURCE_EXHAUSTED and nothing of the document stays.
+func TestStreamPagesCountAsTheyCome(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(0, 0)}
+	q, err := quota.New(quota.Config{Default: quota.Limits{PagesPerSecond: 1, PageBurst: 6}}, quota.Deps{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startAuthGateway(t, Config{MaxImages: 2}, q)
+	ctx := testContext(t)
+	stream := func(n int) error {
+		s, err := g.docs.IngestDocumentStream(ctx, bearer(keyA))
+		if err != nil {
+			return err
+		}
+		pgs := pages(t, 1, n)
+		go func() {
+			if s.Send(streamHeader(int32(n), "")) != nil {
+				return
+			}
+			for _, p := range pgs {
+				if s.Send(streamPage(p.GetImage())) != nil {
+					return
+				}
+			}
+			_ = s.CloseSend()
+		}()
+		for {
+			if _, err := s.Recv(); err != nil {
+				if err == io.EOF {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	if err := stream(4); err != nil {
+		t.Fatalf("4 pages within a burst of 6: %v", err)
+	}
+	if err := stream(4); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("4 more pages with 2 tokens left: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if ids := g.store.ids("team-a"); len(ids) != 1 {
+		t.Errorf("team-a's documents %v, want only the first", ids)
+	}
+	// team-b's pages are its own.
+	if _, err := g.docs.IngestDocument(ctx, &colpaliv1.IngestDocumentRequest{Pages: pages(t, 1, 6)}, bearer(keyB)); err != nil {
+		t.Errorf("team-b's 6 pages: %v", err)
+	}
+}

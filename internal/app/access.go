@@ -149,7 +149,7 @@ func buildAccess(ctx context.Context, a accessFlags, st *store.Store, reg promet
 		keyAuth = ka
 		hintCtx, stopHint := context.WithCancel(context.WithoutCancel(ctx))
 		var hint sync.WaitGroup
-		hint.Go(func() { hintWithoutKeys(hintCtx, keys, logger) })
+		hint.Go(func() { hintWithoutKeys(hintCtx, st, keys, logger) })
 		closers = append(closers, func() { stopHint(); hint.Wait() })
 	}
 	if a.mode.JWT() {
@@ -180,12 +180,18 @@ func buildAccess(ctx context.Context, a accessFlags, st *store.Store, reg promet
 // a gateway in mode keys without keys refuses every call, which is right,
 // but the operator should learn why from the log. The key table exists
 // once the store's migrations (run in the background) are done, so the
-// check is retried until it answers.
-func hintWithoutKeys(ctx context.Context, keys *apikey.Store, logger *slog.Logger) {
+// check is retried until it answers; only while the database answers
+// (st.Ping, which logs nothing), so that a database that is down is
+// logged once, by the store, and not again here.
+func hintWithoutKeys(ctx context.Context, st *store.Store, keys *apikey.Store, logger *slog.Logger) {
 	delay := time.Second
 	for {
-		listCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		recs, err := keys.List(listCtx, "")
+		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := st.Ping(checkCtx)
+		var recs []apikey.Record
+		if err == nil {
+			recs, err = keys.List(checkCtx, "")
+		}
 		cancel()
 		if err == nil {
 			if len(recs) == 0 {

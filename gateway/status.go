@@ -100,17 +100,19 @@ func internalError(ctx context.Context, base *slog.Logger, err error) string {
 
 // classCodes is the code of each class.
 var classCodes = map[error]codes.Code{
-	errclass.Unauthenticated:  codes.Unauthenticated,  // HTTP 401
-	errclass.PermissionDenied: codes.PermissionDenied, // HTTP 403
-	errclass.Invalid:          codes.InvalidArgument,
-	errclass.NotFound:         codes.NotFound,
-	errclass.Conflict:         codes.AlreadyExists,
-	errclass.Aborted:          codes.Aborted,
-	errclass.Overloaded:       codes.ResourceExhausted,
-	errclass.Unavailable:      codes.Unavailable,
-	errclass.TimedOut:         codes.DeadlineExceeded,
-	errclass.Unimplemented:    codes.Unimplemented,
-	errclass.Internal:         codes.Internal,
+	errclass.Invalid:       codes.InvalidArgument,
+	errclass.NotFound:      codes.NotFound,
+	errclass.Conflict:      codes.AlreadyExists,
+	errclass.Aborted:       codes.Aborted,
+	errclass.Overloaded:    codes.ResourceExhausted,
+	errclass.Unavailable:   codes.Unavailable,
+	errclass.TimedOut:      codes.DeadlineExceeded,
+	errclass.Unimplemented: codes.Unimplemented,
+	errclass.Internal:      codes.Internal,
+
+	// Credentials (package auth): HTTP 401 and 403 through grpc-gateway.
+	errclass.Unauthenticated:  codes.Unauthenticated,
+	errclass.PermissionDenied: codes.PermissionDenied,
 }
 
 // details are the error details err carries: a BadRequest for fe, a

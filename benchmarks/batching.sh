@@ -31,7 +31,7 @@ sim=$(log_field "$tmp/sim.log" grpc_addr)
 declare -A grpc http
 for mode in "${MODES[@]}"; do
 	# Info-level logs, one line per call, as in production: part of the cost.
-	bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
+	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
 		-batching-mode "$mode" >"$tmp/gw-$mode.log" 2>&1 &
 	pids+=($!)
 	grpc[$mode]=$(log_field "$tmp/gw-$mode.log" grpc_addr)

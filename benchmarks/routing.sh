@@ -44,7 +44,7 @@ start_sim() {
 
 # start_gateway POLICY BACKENDS: starts a gateway; sets gw_pid, gw and gw_http.
 start_gateway() {
-	bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -log-format json \
+	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -log-format json \
 		-router-policy "$1" -triton-addrs "$2" -health-interval 100ms >"$tmp/gw.log" 2>&1 &
 	gw_pid=$!
 	pids+=("$gw_pid")

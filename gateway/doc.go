@@ -46,7 +46,19 @@
 // method answering UNIMPLEMENTED. What the gateway and the store both
 // check (document ids, filter fields, text Postgres can hold, the default
 // top_k) is defined once, in the store (store/rules.go). Every call acts for one tenant,
-// decided in tenantOf: the default tenant until authentication arrives.
+// decided in tenantOf: the tenant of the call's credential.
+//
+// # Access
+//
+// Every call but health checks passes the access interceptor (access.go)
+// before any validation or backend work: the credential (Deps.Authenticator,
+// package auth) names the principal, its scopes must cover the method
+// (auth.MethodScopes: ListBackends and reflection need "admin"), and its
+// tenant must be within its quotas (Deps.Quotas, package quota: calls and
+// pages per second, calls at once; the storage quota is checked when an
+// ingestion has begun, before any page is embedded). A missing or bad
+// credential is UNAUTHENTICATED (401), a missing scope PERMISSION_DENIED
+// (403), a quota RESOURCE_EXHAUSTED (429) with a RetryInfo delay.
 //
 // # Readiness
 //

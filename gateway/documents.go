@@ -14,6 +14,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/ingest"
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/quota"
 	"github.com/morphik-org/colpali-gateway/store"
 )
 
@@ -45,11 +46,6 @@ const (
 // here, which no retry will change.
 var errNoStorage = errclass.Wrap(errclass.Unimplemented, errors.New("document storage is not configured on this gateway"))
 
-// tenantOf is the tenant a call acts for. Until authentication arrives every
-// call acts for the default tenant; authentication will derive the tenant
-// from the caller's identity here, and only here.
-func tenantOf(context.Context) string { return store.DefaultTenant }
-
 // documentService implements colpali.v1.DocumentService over a
 // DocumentStore, embedding queries through the Embedder and ingesting
 // documents through the ingest package (whose Embedder is the same, the
@@ -62,6 +58,8 @@ type documentService struct {
 	store    DocumentStore
 	ingest   *ingest.Service
 	logger   *slog.Logger
+	// quotas, when set, limit the pages and the storage of each tenant.
+	quotas *quota.Quotas
 }
 
 // documentRegistration decides once whether this gateway stores
@@ -78,7 +76,7 @@ func documentRegistration(cfg Config, deps Deps) (register func(grpc.ServiceRegi
 	if err != nil {
 		return nil, err
 	}
-	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger}
+	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger, quotas: deps.Quotas}
 	return func(r grpc.ServiceRegistrar) { colpaliv1.RegisterDocumentServiceServer(r, svc) }, nil
 }
 
@@ -114,7 +112,11 @@ func (s *documentService) GetDocument(ctx context.Context, req *colpaliv1.GetDoc
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	doc, err := s.store.GetDocument(ctx, tenantOf(ctx), req.GetDocumentId())
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	doc, err := s.store.GetDocument(ctx, tenant, req.GetDocumentId())
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +140,11 @@ func (s *documentService) ListDocuments(ctx context.Context, req *colpaliv1.List
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	docs, next, err := s.store.ListDocuments(ctx, tenantOf(ctx), size, req.GetPageToken())
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	docs, next, err := s.store.ListDocuments(ctx, tenant, size, req.GetPageToken())
 	if err != nil {
 		return nil, fieldOf(err)
 	}
@@ -155,7 +161,11 @@ func (s *documentService) DeleteDocument(ctx context.Context, req *colpaliv1.Del
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	if err := s.store.DeleteDocument(ctx, tenantOf(ctx), req.GetDocumentId()); err != nil {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.DeleteDocument(ctx, tenant, req.GetDocumentId()); err != nil {
 		return nil, err
 	}
 	return &colpaliv1.DeleteDocumentResponse{}, nil
@@ -163,6 +173,10 @@ func (s *documentService) DeleteDocument(ctx context.Context, req *colpaliv1.Del
 
 func (s *documentService) Search(ctx context.Context, req *colpaliv1.SearchRequest) (*colpaliv1.SearchResponse, error) {
 	if err := s.validateSearch(req); err != nil {
+		return nil, err
+	}
+	tenant, err := tenantOf(ctx)
+	if err != nil {
 		return nil, err
 	}
 	embs, err := s.embedder.Embed(ctx, model.Query, [][]byte{[]byte(req.GetQuery())}, 0)
@@ -176,7 +190,7 @@ func (s *documentService) Search(ctx context.Context, req *colpaliv1.SearchReque
 	for _, f := range req.GetFilters() {
 		opts.Filters = append(opts.Filters, store.Filter{Field: f.GetField(), Values: f.GetValues()})
 	}
-	hits, err := s.store.Search(ctx, tenantOf(ctx), embs[0], opts)
+	hits, err := s.store.Search(ctx, tenant, embs[0], opts)
 	if err != nil {
 		return nil, fieldOf(err)
 	}

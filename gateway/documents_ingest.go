@@ -29,11 +29,19 @@ func (s *documentService) IngestDocument(ctx context.Context, req *colpaliv1.Ing
 	if err := s.validateIngest(req); err != nil {
 		return nil, err
 	}
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	pages := req.GetPages()
+	if err := chargePages(ctx, s.quotas, len(pages)); err != nil {
+		return nil, err
+	}
 	doc, created, err := s.ingest.Ingest(ctx, ingest.Document{
-		Tenant: tenantOf(ctx), IdempotencyKey: req.GetIdempotencyKey(), Metadata: req.GetMetadata(),
+		Tenant: tenant, IdempotencyKey: req.GetIdempotencyKey(), Metadata: req.GetMetadata(),
 		RequestDigest: pagesDigest(pages),
 		PageCount:     len(pages),
+		Check:         storageCheck(s.quotas, tenant, len(pages)),
 		Next: func(context.Context) ([]byte, error) {
 			if len(pages) == 0 {
 				return nil, io.EOF
@@ -73,14 +81,19 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 	if err := s.validateHeader(first); err != nil {
 		return err
 	}
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
 	header := first.GetHeader()
 	want := int(header.GetPageCount())
 	n := 0
 	doc, created, err := s.ingest.Ingest(ctx, ingest.Document{
-		Tenant: tenantOf(ctx), IdempotencyKey: header.GetIdempotencyKey(), Metadata: header.GetMetadata(),
+		Tenant: tenant, IdempotencyKey: header.GetIdempotencyKey(), Metadata: header.GetMetadata(),
 		// The pages come later, so a stream's digest is its announced length.
 		RequestDigest: fmt.Appendf(nil, "stream of %d pages", want),
 		PageCount:     want,
+		Check:         storageCheck(s.quotas, tenant, want),
 		Next: func(ctx context.Context) ([]byte, error) {
 			n++
 			msg, err := recv(ctx)
@@ -93,6 +106,11 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 				return nil, recvError(err, fmt.Sprintf("page %d", n))
 			}
 			if err := s.validatePageMessage(msg, n); err != nil {
+				return nil, err
+			}
+			// A stream's pages are counted as they come: the whole
+			// document may be larger than the page burst.
+			if err := chargePages(ctx, s.quotas, 1); err != nil {
 				return nil, err
 			}
 			return msg.GetPage().GetImage(), nil

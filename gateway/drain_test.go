@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/stats"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/clock/clocktest"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
@@ -40,7 +41,7 @@ func TestDrainSequence(t *testing.T) {
 	const delay = 5 * time.Second
 	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HealthInterval: 20 * time.Millisecond,
 		Drain: DrainConfig{Delay: delay}, ShutdownTimeout: time.Minute},
-		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }, Clock: clk,
+		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }, Clock: clk, Authenticator: auth.None(),
 			Flush: func(context.Context) error {
 				select {
 				case <-release:

@@ -6,6 +6,7 @@ import (
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/quota"
 )
 
 // Embedder computes embeddings for the items of one call, at a priority
@@ -37,6 +38,8 @@ type embeddingService struct {
 	colpaliv1.UnimplementedEmbeddingServiceServer
 	cfg      Config
 	embedder Embedder
+	// quotas, when set, limit each tenant's pages per second.
+	quotas *quota.Quotas
 }
 
 var _ colpaliv1.EmbeddingServiceServer = (*embeddingService)(nil)
@@ -61,6 +64,9 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 
 func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.EmbedImagesRequest) (*colpaliv1.EmbedImagesResponse, error) {
 	if err := s.validateImages(req); err != nil {
+		return nil, err
+	}
+	if err := chargePages(ctx, s.quotas, len(req.GetImages())); err != nil {
 		return nil, err
 	}
 	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages(), int(req.GetPriority()))

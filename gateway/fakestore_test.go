@@ -81,6 +81,9 @@ func (f *fakeStore) BeginDocument(ctx context.Context, d store.NewDocument) (sto
 	if d.IdempotencyKey != "" {
 		for _, id := range f.order {
 			doc := f.docs[id]
+			if doc == nil { // aborted or deleted
+				continue
+			}
 			if doc.Tenant == d.Tenant && doc.IdempotencyKey == d.IdempotencyKey {
 				if doc.committed {
 					return doc.Document, true, nil

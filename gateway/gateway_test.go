@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	"github.com/morphik-org/colpali-gateway/batching"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
@@ -543,7 +544,7 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 		return constantEmbeddings(len(items), 1, 4), nil
 	}}
 	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second, Drain: DrainConfig{Delay: time.Millisecond}},
-		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }})
+		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }, Authenticator: auth.None()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -112,6 +113,10 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 	}
 	if deps.Ready == nil {
 		deps.Ready = func(context.Context) error { return nil }
+	}
+	if deps.Authenticator == nil {
+		// As `make run` (-auth none): tenant "default" with every scope.
+		deps.Authenticator = auth.None()
 	}
 	srv, err := New(cfg, deps)
 	if err != nil {

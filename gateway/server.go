@@ -29,10 +29,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
 	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
+	"github.com/morphik-org/colpali-gateway/quota"
 )
 
 // ReadinessFunc reports nil when the gateway can serve, or why not.
@@ -65,6 +67,13 @@ type Deps struct {
 	// Clock times the drain delay (Config.Drain.Delay). Default:
 	// clock.System.
 	Clock clock.Clock
+	// Authenticator checks the credential of every call but health checks
+	// (package auth; see access.go). Required: auth.None() for a gateway
+	// without authentication, on loopback listeners only.
+	Authenticator auth.Authenticator
+	// Quotas, when set, keep each tenant within its call and page rates,
+	// concurrency and storage (package quota). Default: no quotas.
+	Quotas *quota.Quotas
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -113,6 +122,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Ready == nil {
 		errs = append(errs, errors.New("gateway: Deps.Ready is required"))
+	}
+	if deps.Authenticator == nil {
+		errs = append(errs, errors.New("gateway: Deps.Authenticator is required (auth.None() for no authentication)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -183,6 +195,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			metrics.UnaryServerInterceptor(),
 			loggingInterceptor(s.deps.Logger),
 			recovery.UnaryServerInterceptor(panicHandler),
+			s.accessUnary(), // auth, scopes, quotas: access.go
 			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
 			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
 		),
@@ -190,11 +203,12 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			metrics.StreamServerInterceptor(),
 			streamLoggingInterceptor(s.deps.Logger),
 			recovery.StreamServerInterceptor(panicHandler),
+			s.accessStream(),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 			streamStatusInterceptor(s.deps.Logger),
 		),
 	)
-	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
+	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder, quotas: s.deps.Quotas})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}

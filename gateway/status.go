@@ -109,6 +109,10 @@ var classCodes = map[error]codes.Code{
 	errclass.TimedOut:      codes.DeadlineExceeded,
 	errclass.Unimplemented: codes.Unimplemented,
 	errclass.Internal:      codes.Internal,
+
+	// Credentials (package auth): HTTP 401 and 403 through grpc-gateway.
+	errclass.Unauthenticated:  codes.Unauthenticated,
+	errclass.PermissionDenied: codes.PermissionDenied,
 }
 
 // details are the error details err carries: a BadRequest for fe, a

@@ -69,6 +69,8 @@ func TestEveryClassAtTheEdge(t *testing.T) {
 		{name: "unavailable", err: fmt.Errorf("wrapped: %w", errclass.Errorf(errclass.Unavailable, "database down")), code: codes.Unavailable, httpCode: http.StatusServiceUnavailable, text: "database down"},
 		{name: "timed out", err: errclass.Errorf(errclass.TimedOut, "waited 2s"), code: codes.DeadlineExceeded, httpCode: http.StatusGatewayTimeout, text: "waited 2s"},
 		{name: "unimplemented", err: errclass.Errorf(errclass.Unimplemented, "not here"), code: codes.Unimplemented, httpCode: http.StatusNotImplemented, text: "not here"},
+		{name: "unauthenticated", err: errclass.Errorf(errclass.Unauthenticated, "unknown API key"), code: codes.Unauthenticated, httpCode: http.StatusUnauthorized, text: "unknown API key"},
+		{name: "permission denied", err: errclass.Errorf(errclass.PermissionDenied, "needs scope"), code: codes.PermissionDenied, httpCode: http.StatusForbidden, text: "needs scope"},
 		{name: "internal", err: errclass.Errorf(errclass.Internal, "%s", secret), code: codes.Internal, httpCode: http.StatusInternalServerError, text: "internal error; request id", internal: true},
 		{name: "unclassified", err: errors.New(secret), code: codes.Internal, httpCode: http.StatusInternalServerError, text: "internal error; request id", internal: true},
 		{name: "a gRPC status passes", err: status.Error(codes.FailedPrecondition, "as it is"), code: codes.FailedPrecondition, httpCode: http.StatusBadRequest, text: "as it is"},

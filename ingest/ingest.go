@@ -13,7 +13,8 @@
 // The pending document is begun before any page is read or embedded: a
 // retry of a committed document (same idempotency key, same request) is
 // answered at once without spending GPU time, and a database that cannot
-// be reached fails the call before any embedding is computed.
+// be reached fails the call before any embedding is computed. Then
+// Document.Check runs (the tenant's storage quota), still before any page.
 //
 // # Concurrency and memory
 //
@@ -135,6 +136,13 @@ type Document struct {
 	// times, on the goroutine that called Ingest; io.EOF before that is a
 	// document shorter than announced (class Invalid).
 	Next func(ctx context.Context) ([]byte, error)
+	// Check, if set, runs once the pending document is begun and before
+	// any page is read or embedded (a retry answered from the store never
+	// runs it): the gateway checks the tenant's storage quota here, so
+	// that a refused ingestion spends no GPU time and an idempotent retry
+	// of a stored document is still answered. An error fails the
+	// ingestion.
+	Check func(ctx context.Context) error
 	// Progress, if set, is told of the new document's id once it is begun
 	// (nothing stored yet) and after every stored group but the last; the
 	// committed document reports the end. Calls do not overlap. An error
@@ -176,6 +184,12 @@ func (s *Service) Ingest(ctx context.Context, d Document) (doc store.Document, c
 	}
 	if existing {
 		return pending, false, nil
+	}
+	if d.Check != nil {
+		if err := d.Check(ctx); err != nil {
+			s.abort(ctx, logger, d.Tenant, pending.ID, err)
+			return store.Document{}, false, err
+		}
 	}
 	committed, err := s.run(ctx, d, pending.ID)
 	if err != nil {

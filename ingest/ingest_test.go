@@ -270,3 +270,36 @@ func TestNewNamesBadConfig(t *testing.T) {
 		t.Error("New accepted GroupSize 0")
 	}
 }
+
+// TestIngestCheckRunsBeforeAnyPage: Document.Check runs once the pending
+// document is begun; its refusal aborts that document before a page is
+// read or embedded, and a retry answered from the store does not run it.
+func TestIngestCheckRunsBeforeAnyPage(t *testing.T) {
+	fs, emb := &fakeStore{}, &fakeEmbedder{}
+	svc := newService(t, Config{GroupSize: 3}, emb, fs)
+	full := errclass.Errorf(errclass.Overloaded, "storage quota")
+	checks := 0
+	_, _, err := svc.Ingest(testutil.Context(t), Document{
+		Tenant: "t", PageCount: 2,
+		Check: func(context.Context) error { checks++; return full },
+		Next: func(context.Context) ([]byte, error) {
+			t.Error("a page was read after the check refused")
+			return nil, io.EOF
+		},
+	})
+	if !errors.Is(err, full) || checks != 1 || emb.calls.Load() != 0 {
+		t.Errorf("err = %v after %d checks and %d Embed calls; want the check's refusal before any", err, checks, emb.calls.Load())
+	}
+	if got, want := fs.Calls(), []string{"begin", "abort"}; !slices.Equal(got, want) {
+		t.Errorf("store calls %v, want %v", got, want)
+	}
+
+	fs.begin = func() (store.Document, bool, error) { return store.Document{ID: "old", PageCount: 2}, true, nil }
+	doc, created, err := svc.Ingest(testutil.Context(t), Document{
+		Tenant: "t", PageCount: 2, Next: pagesUpTo(2),
+		Check: func(context.Context) error { checks++; return full },
+	})
+	if err != nil || created || doc.ID != "old" || checks != 1 {
+		t.Errorf("retry of a stored document = %+v, %v, %v after %d checks; want it answered without a check", doc, created, err, checks)
+	}
+}

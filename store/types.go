@@ -21,7 +21,9 @@ var (
 	ErrConflict = errclass.Wrap(errclass.Conflict, errors.New("idempotency key reused with a different document"))
 )
 
-// DefaultTenant scopes every call until authentication arrives.
+// DefaultTenant is the tenant of every call when authentication is off
+// (auth.DefaultTenant, the gateway's -auth none), and so of the documents
+// stored before authentication existed.
 const DefaultTenant = "default"
 
 // Document is a stored document without its vectors.

@@ -24,7 +24,7 @@ type Config struct {
 	// document store. Required.
 	URL string
 	// Schema holds the api_keys table (the store's schema, where its
-	// migration 010 created it). Default "public".
+	// migration 003 created it). Default "public".
 	Schema string
 	// MaxConns bounds the pool. Default 2: with the cache in front, the
 	// database sees one lookup per key per CacheTTL.
@@ -81,7 +81,7 @@ func (r Record) Display() string { return Scheme + r.Prefix }
 
 // Store keeps API keys in Postgres. Its methods are safe for concurrent
 // use. Open does not create the table: the document store's Migrate does
-// (store/migrations/010_api_keys.up.sql).
+// (store/migrations/003_api_keys.up.sql).
 type Store struct {
 	pool   *pgxpool.Pool
 	table  string

@@ -259,16 +259,16 @@ func resourceFigure(t *testing.T, c corev1.Container, r *corev1.ResourceFieldSel
 // on loopback, its backend the simulator instead of the Triton Service
 // (flags on the command line win over COLPALI_ variables), and waits until
 // it is ready. It returns the gateway's HTTP address.
-func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string) string {
+func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string, extraArgs ...string) string {
 	t.Helper()
-	gw := startProcess(t, filepath.Join(binaries(t), "gateway"), []string{
+	gw := startProcess(t, filepath.Join(binaries(t), "gateway"), append([]string{
 		"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0",
 		"-triton-dns=", "-triton-addrs=" + simGRPC + "=" + simMetrics,
 		// The overlay's drain delay is still parsed and validated (the
 		// environment is read first); nothing routes to this gateway, so
 		// its stop at the test's end need not wait for it.
 		"-drain-delay=1ms",
-	}, renderedGatewayEnv(t, d))
+	}, extraArgs...), renderedGatewayEnv(t, d))
 	line, err := gw.waitLog(ctx, "gateway serving")
 	if err != nil {
 		t.Fatalf("gateway with the rendered configuration: %v", err)
@@ -336,7 +336,9 @@ func exportedMetrics(t *testing.T) map[string]string {
 		t.Run("scrape", func(t *testing.T) {
 			ctx := testContext(t)
 			simGRPC, simMetrics := simulator(t, ctx)
-			gw := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics)
+			// -auth=none: the API keys live in the database, which is
+			// not here; the call only has to make the series exist.
+			gw := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics, "-auth=none")
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gw+"/v1/queries:embed", strings.NewReader(`{"queries": ["late interaction"]}`))
 			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
 				t.Fatalf("EmbedQueries through the gateway: %v %v", resp, err)

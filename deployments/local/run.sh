@@ -32,7 +32,10 @@ pids+=($!)
 # gateway, so Ctrl-C need not wait for -drain-delay. A development
 # workspace may itself run in a Kubernetes pod, where the gateway would
 # refuse the embedded Postgres: this stack is local whatever hosts it.
-env -u KUBERNETES_SERVICE_HOST bin/gateway -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+# -auth none: no API keys locally. The gateway then refuses any listen
+# address that is not loopback, and says so in its log; see the README's
+# Security section for running with keys.
+env -u KUBERNETES_SERVICE_HOST bin/gateway -auth none -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
 	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s \
 	-drain-delay 1ms &
 pids+=($!)

@@ -13,6 +13,12 @@
 // `gateway migrate [flags]` applies the database migrations and exits; the
 // gateway also applies them at start-up.
 //
+// Access (access.go): -auth chooses the credentials accepted, API keys
+// (the default; kept in the same database, managed by `gateway keys
+// create|list|revoke`, keys.go), JWTs (-jwt-*), both, or none (loopback
+// listen addresses only, which are then the default); -quota-* set each
+// tenant's limits.
+//
 // # Configuration
 //
 // Each component validates its own Config and names a bad field by its Go
@@ -50,6 +56,7 @@ type subcommand struct {
 // subcommands are the gateway's subcommands, in the order usage lists them.
 var subcommands = []subcommand{
 	{"migrate", "apply the database migrations and exit", migrate},
+	{"keys", "create, list or revoke API keys: keys create -tenant T", keys},
 }
 
 // Main runs the gateway command: args are the arguments after the program

@@ -38,6 +38,7 @@ type options struct {
 	nvmlBackends            string
 	db                      dbFlags
 	log                     cli.LogFlags
+	access                  accessFlags // -auth, -jwt-*, -quota-*: access.go
 
 	// flags maps a Config field, as the Config's Validate names it with
 	// the component's prefix ("gateway.MaxQueries"), to its flag.
@@ -182,6 +183,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 
 	o.db.register(fs)
 	o.log.Register(fs)
+	o.access.register(fs)
 	return fs
 }
 
@@ -240,6 +242,7 @@ func parseOptions(args []string, stderr io.Writer, getenv func(string) string) (
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	o.derive(given)
+	errs = append(errs, o.access.resolve(given, &o.gateway))
 
 	list := strings.Trim(o.tritonAddrs+","+o.tritonAddr, ",")
 	if list == "" && o.router.DNS == "" {

@@ -127,9 +127,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		}
 	}()
 
+	acc, err := buildAccess(ctx, o.access, st, registry, logger)
+	if err != nil {
+		return err
+	}
+	defer acc.close()
 	srv, err := gateway.New(o.gateway, gateway.Deps{
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
-		Flush: batcher.Close,
+		Flush:         batcher.Close,
+		Authenticator: acc.authn, Quotas: acc.quotas,
 	})
 	if err != nil {
 		return err
@@ -143,6 +149,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	logger.Info("colpali-gateway starting", "version", Version, "triton_addrs", strings.Join(static, ","),
 		"triton_dns", o.router.DNS, "router_policy", o.router.Policy, "batching_mode", string(o.batching.Mode),
-		"query_model", o.router.Models.QueryModel, "image_model", o.router.Models.ImageModel, "trace_export", exporting)
+		"query_model", o.router.Models.QueryModel, "image_model", o.router.Models.ImageModel, "trace_export", exporting, "auth", o.access.mode.String())
 	return srv.Serve(ctx)
 }

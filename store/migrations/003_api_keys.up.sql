@@ -4,9 +4,9 @@
 -- auth/apikey/key.go). The prefix is unique across tenants: a key names its
 -- tenant, the caller does not.
 --
--- Numbered 010 so as not to clash with migrations written alongside it;
--- renumber to the next free number when merging if a database may already
--- have run a higher one (Migrate skips versions below the highest applied).
+-- Numbered 003: 002 is taken by a migration written alongside this one.
+-- Migrate skips versions below the highest applied, so a number must never
+-- be lower than one a database may already have run.
 
 CREATE TABLE api_keys (
     id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -17,8 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,6 +30,7 @@ import (
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
 	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
+	"github.com/morphik-org/colpali-gateway/internal/telemetry"
 )
 
 // ReadinessFunc reports nil when the gateway can serve, or why not.
@@ -71,6 +70,10 @@ type Server struct {
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
 	loopback         *grpc.ClientConn
+	// restServer serves the REST side's gRPC calls over restLis, in
+	// memory (see restHop).
+	restServer *grpc.Server
+	restLis    *memListener
 
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
@@ -156,11 +159,11 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
 		// field (from validation), not grpc-go's INTERNAL parse error.
 		grpc.ForceServerCodecV2(protoutf8.NewServerCodec()),
-		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.StatsHandler(telemetry.GRPCServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
@@ -179,32 +182,40 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 			streamStatusInterceptor(s.deps.Logger),
 		),
-	)
-	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
-	if s.deps.Backends != nil {
-		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
-	s.registerDocuments(srv)
-	healthpb.RegisterHealthServer(srv, s.health)
+	// opts are shared with the REST side's in-memory server: options for
+	// the public listener alone (transport credentials) go to its
+	// grpc.NewServer only.
+	s.restServer = grpc.NewServer(opts...)
+	s.registerServices(s.restServer)
+	srv := grpc.NewServer(opts...)
+	s.registerServices(srv)
 	reflection.Register(srv)
 	metrics.InitializeMetrics(srv)
 	s.setServing(false, false)
 	return srv
 }
 
-// newHTTPServer builds the REST side: grpc-gateway's mux over a loopback
-// client connection to our own gRPC server, so that REST calls pass the
-// same interceptors (the in-process RegisterXHandlerServer would skip them).
-func (s *Server) newHTTPServer() error {
-	target := s.grpcLis.Addr().String()
-	if host, port, err := net.SplitHostPort(target); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-			target = net.JoinHostPort("127.0.0.1", port)
-		}
+// registerServices registers the API's services and health on srv.
+func (s *Server) registerServices(srv *grpc.Server) {
+	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
+	if s.deps.Backends != nil {
+		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
-	conn, err := grpc.NewClient(target,
+	s.registerDocuments(srv)
+	healthpb.RegisterHealthServer(srv, s.health)
+}
+
+// newHTTPServer builds the REST side: grpc-gateway's mux over a client
+// connection to our own gRPC services, so that REST calls pass the same
+// interceptors (the in-process RegisterXHandlerServer would skip them). The
+// connection is in memory, to a plaintext server of its own (restHop).
+func (s *Server) newHTTPServer() error {
+	s.restLis = newMemListener()
+	conn, err := grpc.NewClient(memTarget,
+		grpc.WithContextDialer(s.restLis.DialContext),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithStatsHandler(telemetry.GRPCClientHandler()),
 		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
 		// the field, not grpc-go's INTERNAL marshalling error.
 		grpc.WithUnaryInterceptor(protoutf8.UnaryClientInterceptor()),
@@ -273,7 +284,7 @@ func (s *Server) newHTTPServer() error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.httpServer = &http.Server{
-		Handler:           otelhttp.NewHandler(root, "colpali-gateway"),
+		Handler:           telemetry.HTTPHandler(root, "colpali-gateway"),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A body must arrive within the longest deadline a call may have,
 		// so a slow client cannot hold a connection and its memory longer.
@@ -293,11 +304,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.grpcServer.Serve(s.grpcLis); err != nil {
 			errc <- fmt.Errorf("gRPC server: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.restServer.Serve(s.restLis); err != nil {
+			errc <- fmt.Errorf("REST side's gRPC server: %w", err)
 		}
 	})
 	wg.Go(func() {
@@ -326,11 +342,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.httpServer.Close()
 	}
 	stopped := make(chan struct{})
-	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+	go func() {
+		// The REST calls have ended with the HTTP server's drain, or are
+		// stopped here with the gRPC ones when the drain times out.
+		var both sync.WaitGroup
+		both.Go(s.restServer.GracefulStop)
+		both.Go(s.grpcServer.GracefulStop)
+		both.Wait()
+		close(stopped)
+	}()
 	select {
 	case <-stopped:
 	case <-drainCtx.Done():
 		s.deps.Logger.Warn("drain timed out; stopping calls in flight")
+		s.restServer.Stop()
 		s.grpcServer.Stop()
 		<-stopped
 	}

@@ -231,11 +231,11 @@ func (s *Server) newHTTPServer() error {
 
 	mux := runtime.NewServeMux(
 		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler{&runtime.JSONPb{
 			// Unknown JSON fields are refused, so a misspelt field is a 400
 			// naming it rather than a silently ignored option.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		}}),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, requestIDHeader) {
 				return requestIDHeader, true

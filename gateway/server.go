@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
@@ -151,9 +150,7 @@ func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
 func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 
 func (s *Server) newGRPCServer() *grpc.Server {
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
-	))
+	metrics := newServerMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
 	s.deps.Registry.MustRegister(metrics)
 	panicHandler := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
@@ -169,14 +166,14 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
-			metrics.UnaryServerInterceptor(),
+			metrics.unaryInterceptor(),
 			loggingInterceptor(s.deps.Logger),
 			recovery.UnaryServerInterceptor(panicHandler),
 			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
 			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
 		),
 		grpc.ChainStreamInterceptor(
-			metrics.StreamServerInterceptor(),
+			metrics.streamInterceptor(),
 			streamLoggingInterceptor(s.deps.Logger),
 			recovery.StreamServerInterceptor(panicHandler),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
@@ -191,7 +188,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(opts...)
 	s.registerServices(srv)
 	reflection.Register(srv)
-	metrics.InitializeMetrics(srv)
+	metrics.initialize(srv)
 	s.setServing(false, false)
 	return srv
 }

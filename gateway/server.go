@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -68,11 +67,8 @@ type Server struct {
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
-	loopback         *grpc.ClientConn
-	// restServer serves the REST side's gRPC calls over restLis, in
-	// memory (see restHop).
-	restServer *grpc.Server
-	restLis    *memListener
+	// rest is the REST side's connection to the services (restconn.go).
+	rest *inprocConn
 
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
@@ -156,6 +152,16 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
+	unary := []grpc.UnaryServerInterceptor{
+		metrics.unaryInterceptor(),
+		loggingInterceptor(s.deps.Logger),
+		recovery.UnaryServerInterceptor(panicHandler),
+		deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
+		statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
+	}
+	// REST calls pass the same interceptors, in process.
+	s.rest = newInprocConn(unary...)
+	s.registerServices(s.rest)
 	opts := []grpc.ServerOption{
 		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
 		// field (from validation), not grpc-go's INTERNAL parse error.
@@ -165,13 +171,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(
-			metrics.unaryInterceptor(),
-			loggingInterceptor(s.deps.Logger),
-			recovery.UnaryServerInterceptor(panicHandler),
-			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
-			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
-		),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			metrics.streamInterceptor(),
 			streamLoggingInterceptor(s.deps.Logger),
@@ -180,11 +180,6 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			streamStatusInterceptor(s.deps.Logger),
 		),
 	}
-	// opts are shared with the REST side's in-memory server: options for
-	// the public listener alone (transport credentials) go to its
-	// grpc.NewServer only.
-	s.restServer = grpc.NewServer(opts...)
-	s.registerServices(s.restServer)
 	srv := grpc.NewServer(opts...)
 	s.registerServices(srv)
 	reflection.Register(srv)
@@ -194,7 +189,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 }
 
 // registerServices registers the API's services and health on srv.
-func (s *Server) registerServices(srv *grpc.Server) {
+func (s *Server) registerServices(srv grpc.ServiceRegistrar) {
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
@@ -206,25 +201,9 @@ func (s *Server) registerServices(srv *grpc.Server) {
 // newHTTPServer builds the REST side: grpc-gateway's mux over a client
 // connection to our own gRPC services, so that REST calls pass the same
 // interceptors (the in-process RegisterXHandlerServer would skip them). The
-// connection is in memory, to a plaintext server of its own (restHop).
+// connection calls the handlers in process (restconn.go).
 func (s *Server) newHTTPServer() error {
-	s.restLis = newMemListener()
-	conn, err := grpc.NewClient(memTarget,
-		grpc.WithContextDialer(s.restLis.DialContext),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(telemetry.GRPCClientHandler()),
-		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
-		// the field, not grpc-go's INTERNAL marshalling error.
-		grpc.WithUnaryInterceptor(protoutf8.UnaryClientInterceptor()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallSendMsgSize(s.cfg.MaxRecvMsgSize),
-			grpc.MaxCallRecvMsgSize(s.cfg.MaxSendMsgSize),
-		),
-	)
-	if err != nil {
-		return fmt.Errorf("loopback gRPC client: %w", err)
-	}
-	s.loopback = conn
+	conn := s.rest
 
 	mux := runtime.NewServeMux(
 		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
@@ -250,15 +229,13 @@ func (s *Server) newHTTPServer() error {
 		}),
 	)
 	if err := errors.Join(
-		colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn),
-		colpaliv1.RegisterDocumentServiceHandler(context.Background(), mux, conn),
+		colpaliv1.RegisterEmbeddingServiceHandlerClient(context.Background(), mux, colpaliv1.NewEmbeddingServiceClient(conn)),
+		colpaliv1.RegisterDocumentServiceHandlerClient(context.Background(), mux, colpaliv1.NewDocumentServiceClient(conn)),
 	); err != nil {
-		conn.Close()
 		return fmt.Errorf("REST handlers: %w", err)
 	}
 	if s.deps.Backends != nil {
-		if err := colpaliv1.RegisterBackendServiceHandler(context.Background(), mux, conn); err != nil {
-			conn.Close()
+		if err := colpaliv1.RegisterBackendServiceHandlerClient(context.Background(), mux, colpaliv1.NewBackendServiceClient(conn)); err != nil {
 			return fmt.Errorf("REST handlers: %w", err)
 		}
 	}
@@ -301,16 +278,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.grpcServer.Serve(s.grpcLis); err != nil {
 			errc <- fmt.Errorf("gRPC server: %w", err)
-		}
-	})
-	wg.Go(func() {
-		if err := s.restServer.Serve(s.restLis); err != nil {
-			errc <- fmt.Errorf("REST side's gRPC server: %w", err)
 		}
 	})
 	wg.Go(func() {
@@ -339,24 +311,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.httpServer.Close()
 	}
 	stopped := make(chan struct{})
-	go func() {
-		// The REST calls have ended with the HTTP server's drain, or are
-		// stopped here with the gRPC ones when the drain times out.
-		var both sync.WaitGroup
-		both.Go(s.restServer.GracefulStop)
-		both.Go(s.grpcServer.GracefulStop)
-		both.Wait()
-		close(stopped)
-	}()
+	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-drainCtx.Done():
 		s.deps.Logger.Warn("drain timed out; stopping calls in flight")
-		s.restServer.Stop()
 		s.grpcServer.Stop()
 		<-stopped
 	}
-	s.loopback.Close()
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")
 	return serveErr

@@ -173,6 +173,8 @@ var paths = []struct{ name, what string }{
 	{"gateway-grpc", "ghz → gateway EmbedQueries (gRPC) → simulator"},
 	{"gateway-grpc-lg", "loadgen → gateway EmbedQueries (gRPC) → simulator"},
 	{"gateway-rest-lg", "loadgen → gateway POST /v1/queries:embed (REST) → simulator"},
+	{"baseline-grpc", "ghz → baseline gateway EmbedQueries (gRPC) → simulator"},
+	{"baseline-rest-lg", "loadgen → baseline gateway POST /v1/queries:embed (REST) → simulator"},
 }
 
 // stat is a median with its range, over rounds.
@@ -283,6 +285,9 @@ func writeReport(w io.Writer, results []result) {
 		ratio("gateway gRPC CPU / forwarder CPU", level, "≤ 1.3", cpuRatio("gateway-grpc", "forwarder", level))
 		ratio("gateway REST CPU / gateway gRPC CPU (both loadgen)", level, "≤ 1.2", cpuRatio("gateway-rest-lg", "gateway-grpc-lg", level))
 		ratio("gateway gRPC CPU / simulator CPU (direct)", level, "", cpuRatio("gateway-grpc", "direct", level))
+		ratio("baseline gRPC CPU / forwarder CPU", level, "", cpuRatio("baseline-grpc", "forwarder", level))
+		ratio("gateway gRPC CPU / baseline gRPC CPU", level, "", cpuRatio("gateway-grpc", "baseline-grpc", level))
+		ratio("gateway REST CPU / baseline REST CPU", level, "", cpuRatio("gateway-rest-lg", "baseline-rest-lg", level))
 	}
 	for _, level := range levels {
 		if !strings.HasPrefix(level, "rate") {
@@ -294,6 +299,8 @@ func writeReport(w io.Writer, results []result) {
 		ratio("gateway added p99 ms", level, "", addedMS("gateway-grpc", level, p99))
 		ratio("gateway added p50 / forwarder added p50", level, "≤ 1.5", added(level, p50))
 		ratio("gateway added p99 / forwarder added p99", level, "≤ 1.5", added(level, p99))
+		ratio("baseline added p50 ms", level, "", addedMS("baseline-grpc", level, p50))
+		ratio("baseline added p99 ms", level, "", addedMS("baseline-grpc", level, p99))
 	}
 
 	fmt.Fprintln(w, "\n## Every run")

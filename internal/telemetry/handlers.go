@@ -7,8 +7,10 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 )
@@ -83,9 +85,14 @@ func (propagatingServer) HandleConn(context.Context, stats.ConnStats) {}
 type propagatingClient struct{}
 
 func (propagatingClient) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	// A propagator injects what the context carries, a span context or
+	// baggage; without either (the common case) there is nothing to do.
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return ctx
+	}
 	var c outgoingCarrier
 	otel.GetTextMapPropagator().Inject(ctx, &c)
-	if len(c.pairs) == 0 { // no trace, no baggage: the common case costs nothing
+	if len(c.pairs) == 0 {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, c.pairs...)

@@ -47,7 +47,7 @@ func (d *direct) embed(ctx context.Context, items [][]byte, level int) ([]model.
 	errs := make([]error, len(chunks))
 	var wg sync.WaitGroup
 	for i, ch := range chunks {
-		wg.Go(func() {
+		run := func() {
 			part := items[ch.start:ch.end]
 			cost := 0
 			for _, item := range part {
@@ -67,7 +67,14 @@ func (d *direct) embed(ctx context.Context, items [][]byte, level int) ([]model.
 				copy(out[ch.start:ch.end], embs)
 			}
 			errs[i] = err
-		})
+		}
+		// One chunk (the usual call) runs in the caller's goroutine: a
+		// goroutine of its own would only add a park and a wake-up.
+		if len(chunks) == 1 {
+			run()
+			break
+		}
+		wg.Go(run)
 	}
 	wg.Wait()
 	for _, err := range errs {

@@ -63,7 +63,7 @@ func (s *Server) admit(ctx context.Context, check *auth.Interceptor, method stri
 	if !ok {
 		return ctx, func() {}, nil
 	}
-	ctx = withRequest(ctx, RequestID(ctx), Logger(ctx, s.deps.Logger).With("tenant", p.Tenant, "subject", p.Subject))
+	addLogAttrs(ctx, "tenant", p.Tenant, "subject", p.Subject)
 	if s.deps.Quotas == nil {
 		return ctx, func() {}, nil
 	}

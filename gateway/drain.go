@@ -131,7 +131,6 @@ func (s *Server) drain(ctx context.Context, delay bool) {
 			s.deps.Logger.Warn("flushing the batcher", "error", err.Error())
 		}
 	}
-	s.loopback.Close()
 }
 
 // healthService is the gRPC health service: s.health, whose Watch streams

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,28 +19,48 @@ import (
 // grpc-gateway's header matchers, as the X-Request-Id HTTP header.
 const requestIDHeader = "x-request-id"
 
-type (
-	loggerKey    struct{}
-	requestIDKey struct{}
-)
+// requestKey is the context key of a call's *callInfo.
+type requestKey struct{}
+
+// callInfo is what the logging interceptor knows of a call. Its logger is
+// built on first use: slog's With formats the attributes at once, which a
+// successful call, logged at debug level, would pay for nothing.
+type callInfo struct {
+	id, method string
+	base       *slog.Logger
+	attrs      []any // added by later interceptors (the tenant); see addLogAttrs
+	once       sync.Once
+	logger     *slog.Logger
+}
+
+func (c *callInfo) log() *slog.Logger {
+	c.once.Do(func() { c.logger = c.base.With(append([]any{"request_id", c.id, "method", c.method}, c.attrs...)...) })
+	return c.logger
+}
+
+// addLogAttrs adds attributes to the call's log lines (its logger is built
+// on first use, so an interceptor that runs before the handler logs anything
+// reaches every line of the call). Outside a call it does nothing.
+func addLogAttrs(ctx context.Context, attrs ...any) {
+	if c, ok := ctx.Value(requestKey{}).(*callInfo); ok {
+		c.attrs = append(c.attrs, attrs...)
+	}
+}
 
 // RequestID is the request id the logging interceptor gave the call, or ""
 // outside a request.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if c, ok := ctx.Value(requestKey{}).(*callInfo); ok {
+		return c.id
+	}
+	return ""
 }
 
-// withRequest stores a call's request id and its logger in ctx.
-func withRequest(ctx context.Context, id string, logger *slog.Logger) context.Context {
-	return context.WithValue(context.WithValue(ctx, requestIDKey{}, id), loggerKey{}, logger)
-}
-
-// Logger returns the request-scoped logger stored by the logging
-// interceptor, or fallback outside a request.
+// Logger returns the request-scoped logger of the logging interceptor (with
+// the request id and method), or fallback outside a request.
 func Logger(ctx context.Context, fallback *slog.Logger) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
+	if c, ok := ctx.Value(requestKey{}).(*callInfo); ok {
+		return c.log()
 	}
 	return fallback
 }
@@ -47,11 +68,11 @@ func Logger(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 // requestID returns the caller's request id, if it sent a sane one, or a new
 // random one.
 func requestID(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if ids := md.Get(requestIDHeader); len(ids) > 0 {
-			if id := ids[0]; id != "" && len(id) <= 128 && !strings.ContainsAny(id, "\r\n") {
-				return id
-			}
+	// ValueFromIncomingContext, unlike FromIncomingContext, does not copy
+	// every header.
+	if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(ids) > 0 {
+		if id := ids[0]; id != "" && len(id) <= 128 && !strings.ContainsAny(id, "\r\n") {
+			return id
 		}
 	}
 	var b [8]byte
@@ -59,7 +80,8 @@ func requestID(ctx context.Context) string {
 	return hex.EncodeToString(b[:])
 }
 
-// quietMethods are logged at debug level: probes would drown the rest.
+// quietMethods are logged at debug level even when they fail: probes would
+// drown the rest.
 var quietMethods = map[string]bool{
 	"/grpc.health.v1.Health/Check": true,
 	"/grpc.health.v1.Health/Watch": true,
@@ -69,35 +91,38 @@ var quietMethods = map[string]bool{
 // header) and a logger carrying it, and logs the call's outcome once.
 func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		id := requestID(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
-		logger := base.With("request_id", id, "method", info.FullMethod)
+		call := &callInfo{id: requestID(ctx), method: info.FullMethod, base: base}
+		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, call.id))
 		start := time.Now()
-		resp, err := handler(withRequest(ctx, id, logger), req)
-		logOutcome(ctx, logger, info.FullMethod, start, err)
+		resp, err := handler(context.WithValue(ctx, requestKey{}, call), req)
+		logOutcome(ctx, call, start, err)
 		return resp, err
 	}
 }
 
 // logOutcome logs a call's code and duration once: errors the server must
 // look at (INTERNAL, UNKNOWN, DATA_LOSS) at error level, other failures at
-// warn, probes at debug.
-func logOutcome(ctx context.Context, logger *slog.Logger, method string, start time.Time, err error) {
+// warn, successes and probes at debug. Successes are the bulk of the calls
+// and the metrics count and time them already; at info level they cost no
+// more than the level check.
+func logOutcome(ctx context.Context, call *callInfo, start time.Time, err error) {
 	code := status.Code(err)
-	level := slog.LevelInfo
+	level := slog.LevelDebug
 	switch {
-	case quietMethods[method]:
-		level = slog.LevelDebug
+	case err == nil || quietMethods[call.method]:
 	case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
 		level = slog.LevelError
-	case err != nil:
+	default:
 		level = slog.LevelWarn
+	}
+	if !call.base.Enabled(ctx, level) {
+		return
 	}
 	attrs := []any{"code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
 	if err != nil {
 		attrs = append(attrs, "error", status.Convert(err).Message())
 	}
-	logger.Log(ctx, level, "rpc", attrs...)
+	call.log().Log(ctx, level, "rpc", attrs...)
 }
 
 // deadlineInterceptor gives every call a deadline: gRPC sets none by
@@ -132,12 +157,11 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 func streamLoggingInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
-		id := requestID(ctx)
-		_ = ss.SetHeader(metadata.Pairs(requestIDHeader, id))
-		logger := base.With("request_id", id, "method", info.FullMethod)
+		call := &callInfo{id: requestID(ctx), method: info.FullMethod, base: base}
+		_ = ss.SetHeader(metadata.Pairs(requestIDHeader, call.id))
 		start := time.Now()
-		err := handler(srv, &serverStream{ServerStream: ss, ctx: withRequest(ctx, id, logger)})
-		logOutcome(ctx, logger, info.FullMethod, start, err)
+		err := handler(srv, &serverStream{ServerStream: ss, ctx: context.WithValue(ctx, requestKey{}, call)})
+		logOutcome(ctx, call, start, err)
 		return err
 	}
 }

@@ -11,17 +11,13 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -34,6 +30,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
 	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
+	"github.com/morphik-org/colpali-gateway/internal/telemetry"
 	"github.com/morphik-org/colpali-gateway/quota"
 )
 
@@ -87,7 +84,8 @@ type Server struct {
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
-	loopback         *grpc.ClientConn
+	// rest is the REST side's connection to the services (restconn.go).
+	rest *inprocConn
 
 	stopping chan struct{} // closed when the drain stops taking calls (drain.go)
 
@@ -173,86 +171,77 @@ func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
 func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 
 func (s *Server) newGRPCServer() *grpc.Server {
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
-	))
+	metrics := newServerMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
 	s.deps.Registry.MustRegister(metrics)
 	panicHandler := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
-	srv := grpc.NewServer(
+	unary := []grpc.UnaryServerInterceptor{
+		metrics.unaryInterceptor(),
+		loggingInterceptor(s.deps.Logger),
+		recovery.UnaryServerInterceptor(panicHandler),
+		s.accessUnary(), // auth, scopes, quotas: access.go
+		deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
+		statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
+	}
+	// REST calls pass the same interceptors, in process: the same
+	// credential check, scopes and quotas as gRPC.
+	s.rest = newInprocConn(unary...)
+	s.registerServices(s.rest)
+	opts := []grpc.ServerOption{
 		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
 		// field (from validation), not grpc-go's INTERNAL parse error.
 		grpc.ForceServerCodecV2(protoutf8.NewServerCodec()),
-		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.StatsHandler(telemetry.GRPCServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
+		streamWorkers(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(s.keepaliveParams()),
-		grpc.ChainUnaryInterceptor(
-			metrics.UnaryServerInterceptor(),
-			loggingInterceptor(s.deps.Logger),
-			recovery.UnaryServerInterceptor(panicHandler),
-			s.accessUnary(), // auth, scopes, quotas: access.go
-			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
-			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
-		),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
-			metrics.StreamServerInterceptor(),
+			metrics.streamInterceptor(),
 			streamLoggingInterceptor(s.deps.Logger),
 			recovery.StreamServerInterceptor(panicHandler),
 			s.accessStream(),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 			streamStatusInterceptor(s.deps.Logger),
 		),
-	)
+	}
+	srv := grpc.NewServer(opts...)
+	s.registerServices(srv)
+	reflection.Register(srv)
+	metrics.initialize(srv)
+	s.setServing(false, false)
+	return srv
+}
+
+// registerServices registers the API's services and health on srv.
+func (s *Server) registerServices(srv grpc.ServiceRegistrar) {
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder, quotas: s.deps.Quotas})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
 	s.registerDocuments(srv)
 	healthpb.RegisterHealthServer(srv, s.healthService()) // drain.go
-	reflection.Register(srv)
-	metrics.InitializeMetrics(srv)
-	s.setServing(false, false)
-	return srv
 }
 
-// newHTTPServer builds the REST side: grpc-gateway's mux over a loopback
-// client connection to our own gRPC server, so that REST calls pass the
-// same interceptors (the in-process RegisterXHandlerServer would skip them).
+// newHTTPServer builds the REST side: grpc-gateway's mux over a client
+// connection to our own gRPC services, so that REST calls pass the same
+// interceptors (the in-process RegisterXHandlerServer would skip them). The
+// connection calls the handlers in process (restconn.go).
 func (s *Server) newHTTPServer() error {
-	target := s.grpcLis.Addr().String()
-	if host, port, err := net.SplitHostPort(target); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-			target = net.JoinHostPort("127.0.0.1", port)
-		}
-	}
-	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
-		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
-		// the field, not grpc-go's INTERNAL marshalling error.
-		grpc.WithUnaryInterceptor(protoutf8.UnaryClientInterceptor()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallSendMsgSize(s.cfg.MaxRecvMsgSize),
-			grpc.MaxCallRecvMsgSize(s.cfg.MaxSendMsgSize),
-		),
-	)
-	if err != nil {
-		return fmt.Errorf("loopback gRPC client: %w", err)
-	}
-	s.loopback = conn
+	conn := s.rest
 
 	mux := runtime.NewServeMux(
 		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler{&runtime.JSONPb{
 			// Unknown JSON fields are refused, so a misspelt field is a 400
 			// naming it rather than a silently ignored option.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		}}),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, requestIDHeader) {
 				return requestIDHeader, true
@@ -270,15 +259,13 @@ func (s *Server) newHTTPServer() error {
 		}),
 	)
 	if err := errors.Join(
-		colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn),
-		colpaliv1.RegisterDocumentServiceHandler(context.Background(), mux, conn),
+		colpaliv1.RegisterEmbeddingServiceHandlerClient(context.Background(), mux, colpaliv1.NewEmbeddingServiceClient(conn)),
+		colpaliv1.RegisterDocumentServiceHandlerClient(context.Background(), mux, colpaliv1.NewDocumentServiceClient(conn)),
 	); err != nil {
-		conn.Close()
 		return fmt.Errorf("REST handlers: %w", err)
 	}
 	if s.deps.Backends != nil {
-		if err := colpaliv1.RegisterBackendServiceHandler(context.Background(), mux, conn); err != nil {
-			conn.Close()
+		if err := colpaliv1.RegisterBackendServiceHandlerClient(context.Background(), mux, colpaliv1.NewBackendServiceClient(conn)); err != nil {
 			return fmt.Errorf("REST handlers: %w", err)
 		}
 	}
@@ -301,7 +288,7 @@ func (s *Server) newHTTPServer() error {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.httpServer = &http.Server{
-		Handler:           otelhttp.NewHandler(root, "colpali-gateway"),
+		Handler:           telemetry.HTTPHandler(root, "colpali-gateway"),
 		ReadHeaderTimeout: 10 * time.Second,
 		// A body must arrive within the longest deadline a call may have,
 		// so a slow client cannot hold a connection and its memory longer.

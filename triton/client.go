@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,6 +25,7 @@ import (
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/config"
 	"github.com/morphik-org/colpali-gateway/internal/errclass"
+	"github.com/morphik-org/colpali-gateway/internal/telemetry"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -141,7 +141,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	conn, err := grpc.NewClient(cfg.Addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithStatsHandler(telemetry.GRPCClientHandler()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,
 			Timeout:             cfg.KeepaliveTimeout,

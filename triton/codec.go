@@ -3,6 +3,7 @@ package triton
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
@@ -36,6 +37,12 @@ func NewCodec(cfg model.Config) Codec { return Codec{cfg: cfg.WithDefaults()} }
 // Request builds the ModelInferRequest that embeds items (query texts or
 // encoded images) with kind's model, as one batch.
 func (c Codec) Request(k model.Kind, items [][]byte, opt EmbedOptions) *inference.ModelInferRequest {
+	return c.request(k, items, opt, nil)
+}
+
+// request is Request with the input tensor appended to buf (which may be a
+// pooled buffer's buf[:0]).
+func (c Codec) request(k model.Kind, items [][]byte, opt EmbedOptions, buf []byte) *inference.ModelInferRequest {
 	req := &inference.ModelInferRequest{
 		ModelName:    c.cfg.ModelName(k),
 		ModelVersion: c.cfg.ModelVersion,
@@ -49,7 +56,7 @@ func (c Codec) Request(k model.Kind, items [][]byte, opt EmbedOptions) *inferenc
 			{Name: c.cfg.EmbeddingsOutput},
 			{Name: c.cfg.NumTokensOutput},
 		},
-		RawInputContents: [][]byte{tensor.EncodeBytes(items)},
+		RawInputContents: [][]byte{tensor.AppendBytes(buf, items)},
 	}
 	params := map[string]*inference.InferParameter{}
 	if opt.Timeout > 0 {
@@ -99,9 +106,14 @@ func (c Codec) Decode(n int, resp *inference.ModelInferResponse) ([]model.Embedd
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", bad, err)
 	}
-	values, err := tensor.DecodeFloats(resp.RawOutputContents[embIdx], emb.GetDatatype(), int(count))
-	if err != nil {
-		return nil, fmt.Errorf("%w: output %q: %w", bad, emb.GetName(), err)
+	raw, datatype := resp.RawOutputContents[embIdx], emb.GetDatatype()
+	size := tensor.ElementSize(datatype)
+	if datatype != tensor.TypeFP32 && datatype != tensor.TypeFP16 {
+		return nil, fmt.Errorf("%w: output %q: %w: datatype %q is not FP32 or FP16", bad, emb.GetName(), tensor.ErrMalformed, datatype)
+	}
+	if len(raw) != size*int(count) {
+		return nil, fmt.Errorf("%w: output %q: %w: %d bytes for %d %s elements, want %d",
+			bad, emb.GetName(), tensor.ErrMalformed, len(raw), count, datatype, size*int(count))
 	}
 
 	lens := resp.Outputs[lenIdx]
@@ -119,19 +131,40 @@ func (c Codec) Decode(n int, resp *inference.ModelInferResponse) ([]model.Embedd
 		if rows[i] < 1 || rows[i] > maxRows {
 			return nil, fmt.Errorf("%w: item %d has %d tokens, want 1 to %d", bad, i, rows[i], maxRows)
 		}
-		start := i * maxRows * dim
-		// Copy so that one caller's embedding does not pin the whole batch.
-		out[i] = model.Embedding{Rows: rows[i], Dim: dim, Values: append([]float32(nil), values[start:start+rows[i]*dim]...)}
+		// Each item's rows are converted straight into a slice of its own:
+		// one caller's embedding does not pin the whole batch, and the
+		// padding rows are never converted.
+		start := i * maxRows * dim * size
+		values := make([]float32, rows[i]*dim)
+		if err := tensor.DecodeFloatsInto(values, raw[start:start+len(values)*size], datatype); err != nil {
+			return nil, fmt.Errorf("%w: output %q: %w", bad, emb.GetName(), err)
+		}
+		out[i] = model.Embedding{Rows: rows[i], Dim: dim, Values: values}
 	}
 	return out, nil
 }
+
+// inputPool keeps the buffers of request tensors between calls: grpc-go has
+// marshalled a request by the time Invoke returns, so the buffer is free
+// again then. A batch of images is megabytes, allocated and collected on
+// every call without it. Buffers larger than maxPooledInput are left to the
+// collector, so that a rare huge batch is not kept.
+var inputPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledInput = 32 << 20
 
 // Embed embeds items, one batch, with kind's model: one ModelInfer call
 // built by the client's Codec (Config.Models), its answer decoded into one
 // embedding per item, in order. A failed call's error is classified as
 // Infer's; an answer that breaks the contract wraps model.ErrBadResponse.
 func (c *Client) Embed(ctx context.Context, kind model.Kind, items [][]byte, opt EmbedOptions) ([]model.Embedding, error) {
-	resp, err := c.Infer(ctx, c.codec.Request(kind, items, opt))
+	buf := inputPool.Get().(*[]byte)
+	req := c.codec.request(kind, items, opt, (*buf)[:0])
+	resp, err := c.Infer(ctx, req)
+	if b := req.RawInputContents[0]; cap(b) <= maxPooledInput {
+		*buf = b[:0]
+		inputPool.Put(buf)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,9 @@
 // Package telemetry sets up OpenTelemetry tracing for a binary: W3C trace
 // context propagation always, and span export over OTLP/gRPC when the
 // standard OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) variable is
-// set. Without an endpoint, spans are created for propagation only and
-// nothing is exported, so a local run needs no collector.
+// set. Without an endpoint no span is made at all: the gRPC and HTTP
+// handlers of handlers.go only carry the caller's trace context along, and
+// a local run needs no collector.
 package telemetry
 
 import (

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"unsafe"
 )
 
 // Triton's names for the data types the gateway uses.
@@ -20,6 +22,22 @@ const (
 	TypeINT32 = "INT32"
 	TypeINT64 = "INT64"
 )
+
+// littleEndian is true on hosts whose float32 memory layout is the wire's
+// (amd64, arm64): there FP32 tensors are copied as bytes, a memmove rather
+// than an element-by-element conversion.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// floatBytes is the memory of f as bytes (no copy).
+func floatBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
 
 // ErrMalformed is the class of every decoding error; use errors.Is.
 var ErrMalformed = errors.New("malformed tensor")
@@ -55,17 +73,21 @@ func ElementCount(shape []int64) (int64, error) {
 }
 
 // EncodeBytes packs elements as a BYTES tensor.
-func EncodeBytes(elements [][]byte) []byte {
+func EncodeBytes(elements [][]byte) []byte { return AppendBytes(nil, elements) }
+
+// AppendBytes appends elements packed as a BYTES tensor to dst, which may
+// be a buffer kept for reuse (dst[:0]).
+func AppendBytes(dst []byte, elements [][]byte) []byte {
 	size := 0
 	for _, e := range elements {
 		size += 4 + len(e)
 	}
-	out := make([]byte, 0, size)
+	dst = slices.Grow(dst, size)
 	for _, e := range elements {
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(e)))
-		out = append(out, e...)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(e)))
+		dst = append(dst, e...)
 	}
-	return out
+	return dst
 }
 
 // DecodeBytes unpacks a BYTES tensor that must hold exactly count elements.
@@ -95,8 +117,14 @@ func DecodeBytes(raw []byte, count int) ([][]byte, error) {
 
 // AppendFP32 appends values as little-endian float32.
 func AppendFP32(dst []byte, values []float32) []byte {
-	for _, v := range values {
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+	n := len(dst)
+	dst = slices.Grow(dst, 4*len(values))[:n+4*len(values)]
+	if littleEndian {
+		copy(dst[n:], floatBytes(values))
+		return dst
+	}
+	for i, v := range values {
+		binary.LittleEndian.PutUint32(dst[n+4*i:], math.Float32bits(v))
 	}
 	return dst
 }
@@ -104,8 +132,10 @@ func AppendFP32(dst []byte, values []float32) []byte {
 // AppendFP16 appends values as little-endian IEEE 754 half-precision floats,
 // rounding to nearest even.
 func AppendFP16(dst []byte, values []float32) []byte {
-	for _, v := range values {
-		dst = binary.LittleEndian.AppendUint16(dst, FP16FromFloat32(v))
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(values))[:n+2*len(values)]
+	for i, v := range values {
+		binary.LittleEndian.PutUint16(dst[n+2*i:], FP16FromFloat32(v))
 	}
 	return dst
 }
@@ -121,16 +151,40 @@ func DecodeFloats(raw []byte, datatype string, count int) ([]float32, error) {
 		return nil, fmt.Errorf("%w: %d bytes for %d %s elements, want %d", ErrMalformed, len(raw), count, datatype, size*count)
 	}
 	out := make([]float32, count)
+	convertFloats(out, raw, datatype)
+	return out, nil
+}
+
+// DecodeFloatsInto converts the len(dst) little-endian FP32 or FP16
+// elements of raw into dst, so that a caller decoding a batch can convert
+// each item straight into the slice it keeps.
+func DecodeFloatsInto(dst []float32, raw []byte, datatype string) error {
+	size := ElementSize(datatype)
+	if datatype != TypeFP32 && datatype != TypeFP16 {
+		return fmt.Errorf("%w: datatype %q is not FP32 or FP16", ErrMalformed, datatype)
+	}
+	if len(raw) != size*len(dst) {
+		return fmt.Errorf("%w: %d bytes for %d %s elements, want %d", ErrMalformed, len(raw), len(dst), datatype, size*len(dst))
+	}
+	convertFloats(dst, raw, datatype)
+	return nil
+}
+
+// convertFloats fills out from raw, whose size has been checked.
+func convertFloats(out []float32, raw []byte, datatype string) {
 	if datatype == TypeFP32 {
+		if littleEndian {
+			copy(floatBytes(out), raw)
+			return
+		}
 		for i := range out {
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		}
-		return out, nil
+		return
 	}
 	for i := range out {
 		out[i] = Float32FromFP16(binary.LittleEndian.Uint16(raw[2*i:]))
 	}
-	return out, nil
 }
 
 // DecodeInts converts count little-endian INT32 or INT64 elements to ints.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -151,4 +152,41 @@ func FuzzDecodeBytes(f *testing.F) {
 			t.Fatalf("decoded %d elements do not re-encode to the input", len(out))
 		}
 	})
+}
+
+// The appenders keep what dst holds, and DecodeFloatsInto reads back what
+// they wrote, by whichever path the host takes (a byte copy on
+// little-endian hosts).
+func TestAppendAfterPrefixAndDecodeInto(t *testing.T) {
+	values := []float32{0, 1, -2.5, 65504, float32(math.Inf(-1)), 1e-3}
+	prefix := []byte("abc")
+	for _, tc := range []struct {
+		datatype string
+		appendTo func([]byte, []float32) []byte
+	}{{TypeFP32, AppendFP32}, {TypeFP16, AppendFP16}} {
+		raw := tc.appendTo(slices.Clone(prefix), values)
+		if string(raw[:3]) != "abc" || len(raw) != 3+ElementSize(tc.datatype)*len(values) {
+			t.Fatalf("%s: appended %d bytes after %q, want the prefix kept and %d more", tc.datatype, len(raw), raw[:3], ElementSize(tc.datatype)*len(values))
+		}
+		got := make([]float32, len(values))
+		if err := DecodeFloatsInto(got, raw[3:], tc.datatype); err != nil {
+			t.Fatal(err)
+		}
+		want, err := DecodeFloats(raw[3:], tc.datatype, len(values))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: DecodeFloatsInto = %v, DecodeFloats = %v", tc.datatype, got, want)
+		}
+		if tc.datatype == TypeFP32 && !slices.Equal(got, values) {
+			t.Errorf("FP32 round trip = %v, want %v", got, values)
+		}
+		if err := DecodeFloatsInto(got[:2], raw[3:], tc.datatype); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: DecodeFloatsInto with a short dst = %v, want ErrMalformed", tc.datatype, err)
+		}
+	}
+	if got := AppendBytes([]byte("x"), [][]byte{[]byte("ab")}); string(got) != "x\x02\x00\x00\x00ab" {
+		t.Errorf("AppendBytes = %q", got)
+	}
 }

@@ -28,11 +28,13 @@ const defaultMigrateTimeout = 5 * time.Minute
 // dbFlags choose the database: a Postgres URL, or the embedded one.
 type dbFlags struct {
 	URL     string
+	Schema  string
 	DataDir string
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.URL, "database-url", "", "Postgres (with pgvector) URL, e.g. postgres://user:pass@host:5432/db; also read from "+databaseURLEnv+"; empty: run the embedded Postgres")
+	fs.StringVar(&d.Schema, "database-schema", "public", "schema holding the gateway's tables (one database can serve several gateways, or tests, each in its own schema)")
 	fs.StringVar(&d.DataDir, "data-dir", defaultDataDir, "data directory of the embedded Postgres (used without -database-url); empty: in memory, lost on exit")
 }
 
@@ -49,7 +51,7 @@ func (d *dbFlags) resolve(getenv func(string) string) {
 // Postgres must start, since nothing else would bring it up later. closeDB
 // closes the store, then stops the embedded Postgres.
 func openStore(ctx context.Context, d dbFlags, logger *slog.Logger) (st *store.Store, closeDB func(), err error) {
-	cfg := store.Config{URL: d.URL}
+	cfg := store.Config{URL: d.URL, Schema: d.Schema}
 	stopPG := func() {}
 	if cfg.URL == "" {
 		pg, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: d.DataDir, Logger: logger.With("component", "embeddedpg")})

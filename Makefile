@@ -55,6 +55,15 @@ k8s-check: ## Check the Kubernetes manifests offline: Kustomize builds, strict d
 k8s-dashboards: ## Regenerate the Grafana dashboards' JSON (deployments/k8s/base/monitoring/dashboards) from Go.
 	cd $(K8S_DIR) && $(GO) generate ./...
 
+# The packages whose tests take TEST_DATABASE_URL: the store, the API-key
+# store, and the gateway command's end-to-end document tests.
+PG_PKGS := ./store/... ./auth/apikey/... ./internal/app/...
+
+.PHONY: test-postgres
+test-postgres: install ## Run the database tests against DATABASE_URL (a Postgres with pgvector; a non-superuser owner is enough once the vector extension exists).
+	@if [ -z "$${DATABASE_URL:-}" ]; then echo "test-postgres: set DATABASE_URL=postgres://user:pass@host:port/db"; exit 2; fi
+	TEST_DATABASE_URL="$$DATABASE_URL" $(GO) test $(GO_TEST_FLAGS) $(PG_PKGS)
+
 .PHONY: install
 install: $(PGLITE_STAMP) ## Install the embedded Postgres's npm packages (npm ci; a no-op when up to date).
 

@@ -36,7 +36,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+
+	"github.com/morphik-org/colpali-gateway/internal/bulkingest"
 )
 
 // Version is the gateway's version, set at build time with -ldflags
@@ -57,6 +60,13 @@ type subcommand struct {
 var subcommands = []subcommand{
 	{"migrate", "apply the database migrations and exit", migrate},
 	{"keys", "create, list or revoke API keys: keys create -tenant T", keys},
+	{"ingest", "ingest a folder of page images through a running gateway", ingestFolder},
+}
+
+// ingestFolder is `gateway ingest`: a client of a running gateway (see
+// package bulkingest); its summary goes to stdout.
+func ingestFolder(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	return bulkingest.Run(ctx, args, os.Stdout, stderr, getenv)
 }
 
 // Main runs the gateway command: args are the arguments after the program

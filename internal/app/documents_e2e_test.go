@@ -9,11 +9,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -85,6 +89,33 @@ func waitForStorage(t *testing.T, ctx context.Context, docs colpaliv1.DocumentSe
 	}
 }
 
+// databaseArgs are the flags that give a run its database: with
+// TEST_DATABASE_URL set (make test-postgres), that Postgres in a schema of
+// the test's own, dropped at the end; otherwise the embedded one in a new
+// data directory.
+func databaseArgs(t *testing.T, ctx context.Context) []string {
+	t.Helper()
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		return []string{"-data-dir", t.TempDir()}
+	}
+	schema := fmt.Sprintf("app_e2e_%d_%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return []string{"-database-url", url, "-database-schema", schema}
+}
+
 // TestDocumentsSurviveRestart ingests two documents (one unary, one
 // streamed), finds the page that exact MaxSim ranks best for a query among
 // the simulator's embeddings, checks that Search ranks it first, restarts
@@ -97,8 +128,7 @@ func TestDocumentsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Stop()
-	dataDir := t.TempDir()
-	args := []string{"-data-dir", dataDir, "-max-images", "4"}
+	args := append(databaseArgs(t, ctx), "-max-images", "4")
 
 	r := startRun(t, ctx, sim.GRPCAddr(), args, nil)
 	docs := colpaliv1.NewDocumentServiceClient(r.conn)
@@ -214,7 +244,7 @@ func TestDocumentsSurviveRestart(t *testing.T) {
 		t.Fatalf("first run: %v", err)
 	}
 
-	// A new gateway and a new embedded Postgres on the same data directory.
+	// A new gateway (and a new embedded Postgres) on the same database.
 	r = startRun(t, ctx, sim.GRPCAddr(), args, nil)
 	docs = colpaliv1.NewDocumentServiceClient(r.conn)
 	waitForStorage(t, ctx, docs)

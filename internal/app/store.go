@@ -28,6 +28,7 @@ const defaultMigrateTimeout = 5 * time.Minute
 // dbFlags choose the database: a Postgres URL, or the embedded one.
 type dbFlags struct {
 	URL     string
+	Schema  string
 	DataDir string
 	// Require and InCluster refuse the embedded Postgres (stateless.go).
 	Require   bool
@@ -36,6 +37,7 @@ type dbFlags struct {
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.URL, "database-url", "", "Postgres (with pgvector) URL, e.g. postgres://user:pass@host:5432/db; also read from "+databaseURLEnv+"; empty: run the embedded Postgres")
+	fs.StringVar(&d.Schema, "database-schema", "public", "schema holding the gateway's tables (one database can serve several gateways, or tests, each in its own schema)")
 	fs.StringVar(&d.DataDir, "data-dir", defaultDataDir, "data directory of the embedded Postgres (used without -database-url); empty: in memory, lost on exit")
 	d.registerStateless(fs)
 }
@@ -54,7 +56,7 @@ func (d *dbFlags) resolve(getenv func(string) string) {
 // Postgres must start, since nothing else would bring it up later. closeDB
 // closes the store, then stops the embedded Postgres.
 func openStore(ctx context.Context, d dbFlags, logger *slog.Logger) (st *store.Store, closeDB func(), err error) {
-	cfg := store.Config{URL: d.URL}
+	cfg := store.Config{URL: d.URL, Schema: d.Schema}
 	stopPG := func() {}
 	if cfg.URL == "" {
 		if err := d.embeddedAllowed(); err != nil {

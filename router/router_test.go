@@ -363,10 +363,14 @@ func TestPickRacingDrain(t *testing.T) {
 	res := &fakeResolver{addrs: []string{"10.0.0.1", "10.0.0.2"}}
 	cfg := testConfig(roundrobin.Name)
 	cfg.DNS, cfg.DNSInterval = "triton.default.svc:8001", time.Hour
+	dialed := 0
 	deps := Deps{Resolver: res, Dial: func(addr string) (Backend, error) {
 		c, err := triton.New(triton.Config{Addr: real[addr]})
 		if err != nil || addr != "10.0.0.2:8001" {
 			return c, err
+		}
+		if dialed++; dialed > 1 {
+			return c, nil // the health checks' connection
 		}
 		return &closeNotifier{Backend: c, closed: closed}, nil
 	}}

@@ -669,9 +669,10 @@ func TestParseEndpoints(t *testing.T) {
 
 func TestConfigValidateNamesFields(t *testing.T) {
 	cfg := Config{Policy: "random", DNS: "nohostport", EjectBackoff: time.Minute, EjectBackoffMax: time.Second,
-		RetryBudgetRatio: -1, Static: []Endpoint{{Addr: "x"}}}
+		RetryBudgetRatio: -1, Static: []Endpoint{{Addr: "x"}}, UnhealthyThreshold: -1, HealthyThreshold: -2}
 	err := cfg.WithDefaults().Validate()
-	for _, s := range []string{`Policy "random"`, `DNS "nohostport"`, "EjectBackoffMax 1s: below EjectBackoff", "RetryBudgetRatio -1", `Static "x"`} {
+	for _, s := range []string{`Policy "random"`, `DNS "nohostport"`, "EjectBackoffMax 1s: below EjectBackoff", "RetryBudgetRatio -1", `Static "x"`,
+		"UnhealthyThreshold -1", "HealthyThreshold -2"} {
 		if err == nil || !strings.Contains(err.Error(), s) {
 			t.Errorf("error %v does not name %s", err, s)
 		}
@@ -710,10 +711,15 @@ func TestMetrics(t *testing.T) {
 		"colpali_router_backend_picks_total,policy=gpu_aware":    1,
 		"colpali_router_backend_model_ready,model=colpali_query": 1,
 		"colpali_router_backend_in_flight":                       0,
+		"colpali_router_backend_consecutive_check_failures":      0,
+		"colpali_router_panic_routing_total,model=colpali_query": 0,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
 		}
+	}
+	if got["colpali_router_backend_consecutive_check_passes"] < 1 {
+		t.Error("no passing health check exported")
 	}
 	if got["colpali_router_backend_latency_per_cost_seconds"] <= 0 {
 		t.Error("latency per cost not exported after a batch")

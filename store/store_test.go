@@ -678,12 +678,13 @@ func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 	if !usingEmbedded {
 		t.Skip("TEST_DATABASE_URL is set: this test restarts an embedded server, which make test always runs")
 	}
-	ctx := testutil.Context(t)
 	dir := t.TempDir()
-	srv, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	pgCfg := embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t), StartTimeout: testutil.StartTimeout}
+	srv, err := embeddedpg.Start(t.Context(), pgCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := testutil.Context(t) // once the server is up: see testutil.StartTimeout
 	cfg := store.Config{URL: srv.URL(), SweepInterval: -1}
 	s, err := store.Open(ctx, cfg, testutil.Logger(t))
 	if err != nil {
@@ -702,11 +703,12 @@ func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err = embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	srv, err = embeddedpg.Start(t.Context(), pgCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = srv.Stop() }()
+	ctx = testutil.Context(t)
 	cfg.URL = srv.URL()
 	s, err = store.Open(ctx, cfg, testutil.Logger(t))
 	if err != nil {

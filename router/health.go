@@ -74,6 +74,9 @@ func (p probeResult) ok() bool {
 func (r *Router) probe(ctx context.Context, b *backend) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.HealthTimeout)
 	defer cancel()
+	// Each check is a real attempt: a connection refused a minute ago
+	// must not answer for a server that is back now.
+	resetBackoff(b.prober)
 	var res probeResult
 	failed := func(err error) probeResult {
 		res.err, res.dead = err, errors.Is(err, triton.ErrUnavailable)
@@ -111,6 +114,16 @@ func (r *Router) probe(ctx context.Context, b *backend) probeResult {
 	return res
 }
 
+// backoffResetter is a Backend whose connection can be told to reconnect
+// now rather than after its backoff; *triton.Client is one.
+type backoffResetter interface{ ResetConnectBackoff() }
+
+func resetBackoff(b Backend) {
+	if r, ok := b.(backoffResetter); ok {
+		r.ResetConnectBackoff()
+	}
+}
+
 // apply records a check's result, readmits an ejected backend whose backoff
 // has passed, republishes the snapshot when routing changes, and returns
 // when the next check is due.
@@ -136,6 +149,11 @@ func (r *Router) apply(b *backend, res probeResult) time.Duration {
 	h.checked, h.lastCheck = true, now
 	switch {
 	case res.answered:
+		if !h.healthy || h.dead || h.down {
+			// The batches' connection may still wait out the reconnect
+			// backoff of a server that was down: it is back now.
+			resetBackoff(b.client)
+		}
 		h.live, h.serverReady, h.models = true, res.serverReady, res.models
 		h.dead = false
 		h.probeFails = 0

@@ -114,7 +114,7 @@
 // failing backend still serves some batches, no backend serves none. A
 // backend just marked down by an UNAVAILABLE call still counts as the last
 // one, so a single backend whose server restarts is readmitted by its
-// passing health check, not after a backoff. A passing health check ends a
+// passing health checks, not after a backoff. A passing health check ends a
 // mark-down but does not reset the consecutive failures, which count
 // batches: only an answered batch resets them, so a backend that passes its
 // checks yet fails every batch is ejected all the same. An ejected backend

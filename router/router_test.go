@@ -80,7 +80,10 @@ func TestSlowBackendGetsFewerBatches(t *testing.T) {
 }
 
 // TestKillMidLoad: a backend dies under load; every batch that had deadline
-// left is retried on another backend, so none fails.
+// left is retried on another backend, so none fails. The load goes on in
+// rounds until the victim has died: gpu_aware may give it few batches when
+// CPU noise makes it look slow (it once got under 40 of 240 on a loaded
+// machine).
 func TestKillMidLoad(t *testing.T) {
 	for _, pol := range []string{roundrobin.Name, leastoutstanding.Name, gpuaware.Name} {
 		t.Run(pol, func(t *testing.T) {
@@ -88,13 +91,18 @@ func TestKillMidLoad(t *testing.T) {
 			b := startSim(t, tritonsim.Config{})
 			victim := startSim(t, tritonsim.Config{StopAfter: 40})
 			r := startRouter(t, testConfig(pol, a, b, victim), Deps{}, 3)
-			if errs := load(testutil.Context(t), r, model.Query, 8, 30, 5*time.Second); len(errs) > 0 {
-				t.Fatalf("%d batches failed, first: %v", len(errs), errors.Join(errs...))
-			}
-			select {
-			case <-victim.Done():
-			default:
-				t.Fatal("the victim never crashed: the test did not test failover")
+			ctx := testutil.Context(t)
+			for crashed := false; !crashed; {
+				if errs := load(ctx, r, model.Query, 8, 30, 5*time.Second); len(errs) > 0 {
+					t.Fatalf("%d batches failed, first: %v", len(errs), errors.Join(errs...))
+				}
+				select {
+				case <-victim.Done():
+					crashed = true
+				case <-ctx.Done():
+					t.Fatal("the victim never crashed: the test did not test failover")
+				default:
+				}
 			}
 			waitFor(t, "the dead backend out of the routing set", func() bool {
 				st, _ := status(r, victim.GRPCAddr())

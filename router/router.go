@@ -62,15 +62,6 @@ type snapshot struct {
 	panic [len(kinds)][]policy.Candidate
 }
 
-// candidates are the backends batches of k go to: the routable ones, or
-// in panic the ones not known dead; panicking tells which.
-func (s *snapshot) candidates(k model.Kind) (cands []policy.Candidate, panicking bool) {
-	if c := s.routable[k]; len(c) > 0 {
-		return c, false
-	}
-	return s.panic[k], len(s.panic[k]) > 0
-}
-
 // New validates cfg (after defaults) and builds a router over cfg.Static.
 // Nothing is checked or resolved until Run.
 func New(cfg Config, deps Deps) (*Router, error) {
@@ -149,13 +140,7 @@ func (r *Router) Ready(context.Context) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	panicking := ""
-	for _, k := range kinds {
-		if n := len(s.panic[k]); n > 0 {
-			panicking += fmt.Sprintf(" (%s batches still go to %d backends not known dead: panic routing)", r.ModelName(k), n)
-		}
-	}
-	return fmt.Errorf("%w: no ready backend for %s%s: %s", ErrNotReady, strings.Join(missing, ", "), panicking, r.describe(s))
+	return fmt.Errorf("%w: no ready backend for %s%s: %s", ErrNotReady, strings.Join(missing, ", "), r.describePanic(s), r.describe(s))
 }
 
 // Routable is the number of backends kind's batches go to now: those
@@ -397,25 +382,6 @@ func (r *Router) rebuildLocked() {
 			}
 		}
 	}
-	for _, k := range kinds {
-		if len(s.routable[k]) > 0 {
-			continue
-		}
-		for _, b := range s.backends {
-			if b.health.panicRoutable(k) {
-				s.panic[k] = append(s.panic[k], b)
-			}
-		}
-	}
-	old := r.snap.Swap(s)
-	for _, k := range kinds {
-		was := old != nil && len(old.panic[k]) > 0
-		switch is := len(s.panic[k]) > 0; {
-		case is && !was:
-			r.logger.Warn("no backend passes its health checks for the model; panic routing to the backends not known dead",
-				"model", r.ModelName(k), "backends", len(s.panic[k]))
-		case was && !is:
-			r.logger.Info("panic routing ended", "model", r.ModelName(k), "ready_backends", len(s.routable[k]))
-		}
-	}
+	s.addPanic()
+	r.logPanicChange(r.snap.Swap(s), s)
 }

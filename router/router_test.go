@@ -54,9 +54,12 @@ func TestEmbedSendsTimeoutPriorityAndDecodes(t *testing.T) {
 
 // TestSlowBackendGetsFewerBatches: three backends, one three times slower;
 // round robin gives it a third of the batches whatever its speed, gpu_aware
-// learns its speed and gives it markedly fewer.
+// learns its speed and gives it markedly fewer. The batches cost tens of
+// milliseconds, so that the speeds differ by more than the scheduling delays
+// of a loaded machine: with a 4 ms batch (12 ms on the slow backend) and
+// four busy loops beside the tests, gpu_aware gave the slow one 54%.
 func TestSlowBackendGetsFewerBatches(t *testing.T) {
-	cost := tritonsim.Cost{Base: 4 * time.Millisecond, PerItem: 100 * time.Microsecond}
+	cost := tritonsim.Cost{Base: 25 * time.Millisecond, PerItem: 100 * time.Microsecond}
 	share := map[string]float64{}
 	for _, pol := range []string{roundrobin.Name, gpuaware.Name} {
 		fast1 := startSim(t, tritonsim.Config{QueryCost: cost})

@@ -617,13 +617,14 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(11, 12))
-	// 12 x 8 KiB of fp16 vectors: storing a page is heavy under -race
-	// (64 KiB pages took 1 s each at load 12 on 2 cores; with 16 KiB pages
-	// the test took 12 s of its 20 with four busy loops beside it), and the
-	// size does not matter, only that the cut falls inside a transaction.
-	big := pages(rng, 12, 32)
+	// 6 x 8 KiB of fp16 vectors: storing a page is heavy under -race
+	// (64 KiB pages took 1 s each at load 12 on 2 cores; with 10 pages of
+	// 16 KiB in the cut AddPages the test took 12 s of its 20 with four busy
+	// loops beside it), and neither size nor count matters, only that the
+	// cut falls inside a transaction.
+	big := pages(rng, 6, 32)
 	// Pages 1-2 are committed by their AddPages; the AddPages cut in the
-	// middle (after 32 KiB, 4 of its 10 pages: inside its transaction)
+	// middle (after 16 KiB, 2 of its 4 pages: inside its transaction)
 	// leaves none of its own pages.
 	doc, _, err := cut.BeginDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant})
 	if err != nil {
@@ -632,7 +633,7 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 	if err := cut.AddPages(ctx, store.DefaultTenant, doc.ID, 1, big[:2]); err != nil {
 		t.Fatal(err)
 	}
-	proxy.limit.Store(32 << 10)
+	proxy.limit.Store(16 << 10)
 	if err := cut.AddPages(ctx, store.DefaultTenant, doc.ID, 3, big[2:]); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("AddPages over a cut connection: %v, want ErrUnavailable", err)
 	}

@@ -66,7 +66,9 @@ func TestSlowBackendGetsFewerBatches(t *testing.T) {
 		fast2 := startSim(t, tritonsim.Config{QueryCost: cost})
 		slow := startSim(t, tritonsim.Config{QueryCost: cost, Speed: 0.33})
 		r := startRouter(t, testConfig(pol, fast1, fast2, slow), Deps{}, 3)
-		if errs := load(testutil.Context(t), r, model.Query, 6, 40, 10*time.Second); len(errs) > 0 {
+		// No deadline per call: shares are the subject, and a call that
+		// took over 10 s happened with four busy loops at load 30.
+		if errs := load(testutil.Context(t), r, model.Query, 6, 40, testutil.Timeout); len(errs) > 0 {
 			t.Fatalf("%s: %d errors, first %v", pol, len(errs), errs[0])
 		}
 		total := countModel(fast1, queryModel) + countModel(fast2, queryModel) + countModel(slow, queryModel)
@@ -412,10 +414,12 @@ func TestModelNotReadyNeverRouted(t *testing.T) {
 	cfg := testConfig(roundrobin.Name, both, queryOnly)
 	r := startRouter(t, cfg, Deps{}, 2)
 	ctx := testutil.Context(t)
-	if errs := load(ctx, r, model.Image, 2, 10, 5*time.Second); len(errs) > 0 {
+	// No deadline per call but the test's: routing is the subject, and an
+	// image batch took over 5 s with four busy loops at load 30.
+	if errs := load(ctx, r, model.Image, 2, 10, testutil.Timeout); len(errs) > 0 {
 		t.Fatalf("image batches failed: %v", errs[0])
 	}
-	if errs := load(ctx, r, model.Query, 2, 10, 5*time.Second); len(errs) > 0 {
+	if errs := load(ctx, r, model.Query, 2, 10, testutil.Timeout); len(errs) > 0 {
 		t.Fatalf("query batches failed: %v", errs[0])
 	}
 	if n := countModel(queryOnly, "colpali_image"); n != 0 {

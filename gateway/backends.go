@@ -44,20 +44,23 @@ var backendStates = map[router.State]colpaliv1.BackendState{
 
 func backendProto(b router.BackendStatus) *colpaliv1.Backend {
 	out := &colpaliv1.Backend{
-		Address:                 b.Addr,
-		MetricsUrl:              b.MetricsURL,
-		State:                   backendStates[b.State],
-		LastCheckTime:           timestamp(b.LastCheck),
-		LastError:               b.LastError,
-		InFlight:                b.InFlight,
-		InFlightCost:            b.InFlightCost,
-		ConsecutiveFailures:     b.ConsecutiveFailures,
-		EjectedUntil:            timestamp(b.EjectedUntil),
-		Picks:                   b.Picks,
-		Failures:                b.Failures,
-		Ejections:               b.Ejections,
-		LatencyPerCost:          duration(b.LatencyPerCost),
-		LastEstimatedCompletion: duration(b.LastEstimate),
+		Address:                  b.Addr,
+		MetricsUrl:               b.MetricsURL,
+		State:                    backendStates[b.State],
+		LastCheckTime:            timestamp(b.LastCheck),
+		LastError:                b.LastError,
+		InFlight:                 b.InFlight,
+		InFlightCost:             b.InFlightCost,
+		ConsecutiveFailures:      b.ConsecutiveFailures,
+		EjectedUntil:             timestamp(b.EjectedUntil),
+		Picks:                    b.Picks,
+		Failures:                 b.Failures,
+		Ejections:                b.Ejections,
+		LatencyPerCost:           duration(b.LatencyPerCost),
+		LastEstimatedCompletion:  duration(b.LastEstimate),
+		ConsecutiveCheckFailures: int32(b.ConsecutiveCheckFailures),
+		ConsecutiveCheckPasses:   int32(b.ConsecutiveCheckPasses),
+		PanicRouting:             b.Panic,
 	}
 	for _, m := range b.Models {
 		out.Models = append(out.Models, &colpaliv1.ModelReadiness{Model: m.Name, Ready: m.Ready})

@@ -15,6 +15,7 @@ import (
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
+	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/store"
 )
@@ -24,7 +25,7 @@ import (
 // stopped in t.Cleanup.
 func startEmbeddedPostgres(t *testing.T) *embeddedpg.Server {
 	t.Helper()
-	pg, err := embeddedpg.Start(testContext(t), embeddedpg.Config{Logger: testLogger(t)})
+	pg, err := embeddedpg.Start(t.Context(), embeddedpg.Config{Logger: testLogger(t), StartTimeout: testutil.StartTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,10 @@ const (
 	StateUnknown State = iota
 	// StateReady: live, at least one model ready, routable.
 	StateReady
-	// StateNotReady: unreachable, not live, no model ready, or marked down
-	// by a failed call until its next health check passes.
+	// StateNotReady: refused the connection or not live, failed
+	// Config.UnhealthyThreshold checks in a row (and not yet passed
+	// Config.HealthyThreshold), no model ready, or marked down by a failed
+	// call until its next health check passes.
 	StateNotReady
 	// StateEjected: too many consecutive failures; out until its backoff
 	// has passed and a health check passes.
@@ -78,6 +81,7 @@ const ewmaWeight = 0.2
 type backend struct {
 	endpoint Endpoint
 	client   Backend
+	prober   Backend // health checks' own connection: see Deps.Dial
 	gpu      gpu.Source
 	maxAge   time.Duration
 
@@ -90,6 +94,7 @@ type backend struct {
 	picks               atomic.Uint64
 	failures            atomic.Uint64
 	ejections           atomic.Uint64
+	answered            atomic.Uint64 // batches answered: passive health
 
 	wake chan struct{} // a health check now; buffered 1
 	stop chan struct{} // closed when the backend leaves the pool
@@ -101,6 +106,12 @@ type backend struct {
 type health struct {
 	checked      bool
 	live         bool
+	healthy      bool // the checks' verdict, with UnhealthyThreshold and HealthyThreshold
+	wasHealthy   bool // has been healthy since it joined: HealthyThreshold applies
+	dead         bool // the last answered check refused the connection or said not live
+	probeFails   int  // checks in a row that failed (a discounted one resets it)
+	probePasses  int  // checks in a row that passed
+	answeredSeen uint64
 	serverReady  bool
 	models       [len(kinds)]bool
 	lastReady    [len(kinds)]bool // models ready at the last passing check
@@ -122,10 +133,20 @@ func (h *health) state() State {
 		return StateEjected
 	case !h.checked:
 		return StateUnknown
-	case !h.live || h.down || !h.anyModel():
+	case !h.healthy || h.down || !h.anyModel():
 		return StateNotReady
 	}
 	return StateReady
+}
+
+// panicRoutable reports whether batches of kind may go to the backend when
+// no backend is routable for kind (panic routing): it is out only because
+// its checks failed without an answer, and kind's model was ready when it
+// last answered. A backend known dead (refused, not live, a call failed
+// UNAVAILABLE), ejected for failing batches, draining or never checked is
+// not.
+func (h *health) panicRoutable(k model.Kind) bool {
+	return h.state() == StateNotReady && !h.healthy && h.wasHealthy && !h.dead && !h.down && h.models[k]
 }
 
 func (h *health) anyModel() bool {
@@ -140,9 +161,9 @@ func (h *health) anyModel() bool {
 // routable reports whether batches of kind may go to the backend.
 func (h *health) routable(k model.Kind) bool { return h.state() == StateReady && h.models[k] }
 
-func newBackend(e Endpoint, client Backend, src gpu.Source, maxAge time.Duration) *backend {
+func newBackend(e Endpoint, client, prober Backend, src gpu.Source, maxAge time.Duration) *backend {
 	return &backend{
-		endpoint: e, client: client, gpu: src, maxAge: maxAge,
+		endpoint: e, client: client, prober: prober, gpu: src, maxAge: maxAge,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 }
@@ -232,6 +253,11 @@ func (b *backend) penalize() {
 			return
 		}
 	}
+}
+
+// close closes both connections.
+func (b *backend) close() error {
+	return errors.Join(b.client.Close(), b.prober.Close())
 }
 
 // checkNow asks the health loop for a check, without waiting.

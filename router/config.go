@@ -41,6 +41,12 @@ const (
 	DefaultTelemetryMaxAge   = 15 * time.Second
 )
 
+// Defaults of Config's health thresholds (see Config.UnhealthyThreshold).
+const (
+	DefaultUnhealthyThreshold = 3
+	DefaultHealthyThreshold   = 2
+)
+
 // Default cost units: milliseconds of batch compute on a reference GPU, in
 // the shape of ColPali's cost (a page costs ~80 queries). Only the shape
 // matters: each backend's latency per unit is measured.
@@ -99,6 +105,21 @@ type Config struct {
 	HealthInterval time.Duration
 	// HealthTimeout bounds one check (all its calls). Default 1s.
 	HealthTimeout time.Duration
+	// UnhealthyThreshold is the number of health checks in a row that must
+	// fail without an answer (time out, or fail other than by the
+	// connection being refused) before a backend leaves the routing set.
+	// A refused connection or a server that says it is not live takes it
+	// out at once. Default 3, as Kubernetes' failureThreshold: one check
+	// starved of CPU for its timeout is noise, three in a row (about
+	// 3 x HealthInterval) is a hung server.
+	UnhealthyThreshold int
+	// HealthyThreshold is the number of passing checks in a row that bring
+	// back a backend that was taken out by failed checks. Default 2: a
+	// crash-looping server is not given traffic on its first breath, and
+	// one that is fine is back one HealthInterval after its first pass.
+	// A backend that has never been ready (just joined, or the gateway
+	// just started) needs one pass, as in Envoy.
+	HealthyThreshold int
 	// EjectAfter is the number of consecutive failed batches that ejects
 	// a backend. Default 5.
 	EjectAfter int
@@ -131,6 +152,8 @@ func (c Config) WithDefaults() Config {
 	c.ImageCost = cmp.Or(c.ImageCost, DefaultImageCost)
 	c.HealthInterval = cmp.Or(c.HealthInterval, DefaultHealthInterval)
 	c.HealthTimeout = cmp.Or(c.HealthTimeout, DefaultHealthTimeout)
+	c.UnhealthyThreshold = cmp.Or(c.UnhealthyThreshold, DefaultUnhealthyThreshold)
+	c.HealthyThreshold = cmp.Or(c.HealthyThreshold, DefaultHealthyThreshold)
 	c.EjectAfter = cmp.Or(c.EjectAfter, DefaultEjectAfter)
 	c.EjectBackoff = cmp.Or(c.EjectBackoff, DefaultEjectBackoff)
 	c.EjectBackoffMax = cmp.Or(c.EjectBackoffMax, DefaultEjectBackoffMax)
@@ -178,6 +201,8 @@ func (c Config) Validate() error {
 	errs.Add(config.Positive("DNSInterval", c.DNSInterval))
 	errs.Add(config.Positive("HealthInterval", c.HealthInterval))
 	errs.Add(config.Positive("HealthTimeout", c.HealthTimeout))
+	errs.Add(config.Positive("UnhealthyThreshold", c.UnhealthyThreshold))
+	errs.Add(config.Positive("HealthyThreshold", c.HealthyThreshold))
 	errs.Add(config.Positive("EjectAfter", c.EjectAfter))
 	errs.Add(config.Positive("EjectBackoff", c.EjectBackoff))
 	errs.Add(config.Positive("EjectBackoffMax", c.EjectBackoffMax))
@@ -273,7 +298,10 @@ type Deps struct {
 	// Logger receives the router's logs. Default: discarded.
 	Logger *slog.Logger
 	// Dial opens a backend connection. Default: triton.New with
-	// Config.Triton, Config.Models and the address.
+	// Config.Triton, Config.Models and the address. The router dials each
+	// backend twice, first for its batches, then for its health checks:
+	// on one HTTP/2 connection a check would wait behind the frames of a
+	// multi-megabyte answer and time out on a backend that is only busy.
 	Dial func(addr string) (Backend, error)
 	// Resolver resolves Config.DNS. Default: net.DefaultResolver.
 	Resolver Resolver

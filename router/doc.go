@@ -5,16 +5,46 @@
 //
 // The pool is the union of backends from configuration (Config.Static) and
 // from DNS (Config.DNS, a headless Kubernetes service re-resolved every
-// Config.DNSInterval through an injectable Resolver). Each backend has one
+// Config.DNSInterval through an injectable Resolver). Each backend has a
 // gRPC connection with keepalive (package triton), through which the router
 // sends a batch of items and gets their embeddings: the KServe v2 tensors
-// are triton's business (triton.Codec), not the router's. A backend is routable for
-// a model only when its last health check found the server live and that
-// model ready; it leaves the routing set at once when a call to it fails
-// UNAVAILABLE, and for a doubling backoff when Config.EjectAfter batches in
-// a row fail through its fault (outlier ejection). A backend leaving the
+// are triton's business (triton.Codec), not the router's. Its health
+// checks travel on a second connection of their own, so that a check never
+// waits behind the frames of a multi-megabyte answer. A backend leaving the
 // pool drains: no new batch goes there, the batches in flight finish (up to
-// Config.DrainTimeout), then its connection closes.
+// Config.DrainTimeout), then its connections close.
+//
+// # Health
+//
+// A backend is routable for a model while its health checks pass and its
+// server last said that model is ready. What the server answers counts at
+// once: a refused connection, or ServerLive false, takes the backend out
+// at the first check, and each model's readiness follows ModelReady. A
+// check that gets no answer (it times out: the server, or this gateway, is
+// short of CPU) counts towards Config.UnhealthyThreshold (default 3), and
+// only that many in a row take the backend out. Batches are evidence too
+// (passive health): when the backend answered batches since the check
+// before, a check that timed out is not counted and the count starts
+// again. A backend taken out by its checks comes back after
+// Config.HealthyThreshold passing checks in a row (default 2); before it
+// was first ready, one pass admits it, as in Envoy. Apart from the checks,
+// a backend leaves the routing set at once when a call to it fails
+// UNAVAILABLE (until a check passes), and for a doubling backoff when
+// Config.EjectAfter batches in a row fail through its fault (outlier
+// ejection).
+//
+// When no backend is routable for a model but some are out only because
+// their checks went unanswered (not refused, not said not live, not marked
+// down by a failed call, not ejected or draining) and had the model ready,
+// the model's batches go to those (panic routing, after Envoy's panic
+// threshold): a fleet that is slow to answer checks under load keeps
+// serving instead of failing every call. Entering and leaving panic
+// routing are logged (at the pace of health changes, not of batches), and
+// each batch routed so is counted in colpali_router_panic_routing_total.
+// Ready still reports the model not ready meanwhile, and says that its
+// batches go out in panic: readiness tells a load balancer to prefer
+// another replica, which may have a backend that passes; a client that
+// calls anyway gets its batch tried.
 //
 // The balancing policy is one of three packages under router/policy:
 // round_robin and least_outstanding for comparison, and gpu_aware (the
@@ -83,8 +113,8 @@
 // backend's models (those its last passing health check found ready): a
 // failing backend still serves some batches, no backend serves none. A
 // backend just marked down by an UNAVAILABLE call still counts as the last
-// one, so a single backend whose server restarts is readmitted by the first
-// passing health check, not after a backoff. A passing health check ends a
+// one, so a single backend whose server restarts is readmitted by its
+// passing health checks, not after a backoff. A passing health check ends a
 // mark-down but does not reset the consecutive failures, which count
 // batches: only an answered batch resets them, so a backend that passes its
 // checks yet fails every batch is ejected all the same. An ejected backend
@@ -94,6 +124,6 @@
 // beginning once the backend has stayed in for EjectBackoffMax.
 //
 // Ready is nil while every model has a ready backend; a model without one
-// also answers its batches ErrNoBackend (UNAVAILABLE at the API), while the
-// other model's batches still flow.
+// and without panic candidates answers its batches ErrNoBackend
+// (UNAVAILABLE at the API), while the other model's batches still flow.
 package router

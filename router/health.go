@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/triton"
 )
 
 // startHealthLocked starts b's health loop under ctx. Caller holds mu.
@@ -43,10 +44,18 @@ type probeResult struct {
 	live, serverReady bool
 	models            [len(kinds)]bool
 	err               error
+	// answered: the server answered every call and said it is live,
+	// whatever it said of its models.
+	answered bool
+	// dead: the connection failed (refused or dropped: ErrUnavailable)
+	// or the server said it is not live. Anything else that fails (a
+	// timeout above all) says only that no answer came in time.
+	dead bool
 }
 
+// ok reports whether the check passed: answered, with a model ready.
 func (p probeResult) ok() bool {
-	if p.err != nil || !p.live {
+	if !p.answered {
 		return false
 	}
 	for _, m := range p.models {
@@ -57,61 +66,119 @@ func (p probeResult) ok() bool {
 	return false
 }
 
-// probe asks b for ServerLive, ServerReady and each model's ModelReady.
-// Routability follows ModelReady alone: with Triton's default strict
-// readiness, ServerReady is false while any one model is not ready, which
-// must not take the backend out for the other model.
+// probe asks b, on its health-check connection, for ServerLive,
+// ServerReady and each model's ModelReady. Routability follows ModelReady
+// alone: with Triton's default strict readiness, ServerReady is false
+// while any one model is not ready, which must not take the backend out
+// for the other model.
 func (r *Router) probe(ctx context.Context, b *backend) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.HealthTimeout)
 	defer cancel()
+	// Each check is a real attempt: a connection refused a minute ago
+	// must not answer for a server that is back now.
+	resetBackoff(b.prober)
 	var res probeResult
-	live, err := b.client.ServerLive(ctx)
-	if err != nil {
-		res.err = err
+	failed := func(err error) probeResult {
+		res.err, res.dead = err, errors.Is(err, triton.ErrUnavailable)
 		return res
 	}
+	live, err := b.prober.ServerLive(ctx)
+	if err != nil {
+		return failed(err)
+	}
 	if !live {
-		res.err = errors.New("server not live")
+		res.err, res.dead = errors.New("server not live"), true
 		return res
 	}
 	res.live = true
-	res.serverReady, err = b.client.ServerReady(ctx)
+	res.serverReady, err = b.prober.ServerReady(ctx)
 	if err != nil {
-		res.err = err
-		return res
+		return failed(err)
 	}
 	var notReady []string
 	for _, k := range kinds {
 		name := r.cfg.Models.ModelName(k)
-		ok, err := b.client.ModelReady(ctx, name, r.cfg.Models.ModelVersion)
+		ok, err := b.prober.ModelReady(ctx, name, r.cfg.Models.ModelVersion)
 		if err != nil {
-			res.err = err
-			return res
+			return failed(err)
 		}
 		res.models[k] = ok
 		if !ok {
 			notReady = append(notReady, name)
 		}
 	}
+	res.answered = true
 	if len(notReady) == len(kinds) {
 		res.err = fmt.Errorf("no model ready (%v)", notReady)
 	}
 	return res
 }
 
+// backoffResetter is a Backend whose connection can be told to reconnect
+// now rather than after its backoff; *triton.Client is one.
+type backoffResetter interface{ ResetConnectBackoff() }
+
+func resetBackoff(b Backend) {
+	if r, ok := b.(backoffResetter); ok {
+		r.ResetConnectBackoff()
+	}
+}
+
 // apply records a check's result, readmits an ejected backend whose backoff
 // has passed, republishes the snapshot when routing changes, and returns
 // when the next check is due.
+//
+// An answer counts at once: a refused connection or a server not live
+// takes the backend out, and each model's readiness is what the server
+// said. A check that got no answer (timed out) counts towards
+// UnhealthyThreshold, unless the backend answered batches since the
+// previous check: then it is busy, not dead, and the count starts again.
+// A backend taken out by its checks (not one merely marked down by a
+// failed call) needs HealthyThreshold passes in a row to come back, except
+// before it was first ready.
 func (r *Router) apply(b *backend, res probeResult) time.Duration {
 	now := r.clock.Now()
+	answered := b.answered.Load()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := &b.health
 	before := h.state()
 	beforeModels := h.models
+	served := answered != h.answeredSeen
+	h.answeredSeen = answered
 	h.checked, h.lastCheck = true, now
-	h.live, h.serverReady, h.models = res.live, res.serverReady, res.models
 	switch {
+	case res.answered:
+		if !h.healthy || h.dead || h.down {
+			// The batches' connection may still wait out the reconnect
+			// backoff of a server that was down: it is back now.
+			resetBackoff(b.client)
+		}
+		h.live, h.serverReady, h.models = true, res.serverReady, res.models
+		h.dead = false
+		h.probeFails = 0
+		h.probePasses++
+		if !h.healthy && (!h.wasHealthy || h.probePasses >= r.cfg.HealthyThreshold) {
+			h.healthy, h.wasHealthy = true, true
+		}
+	case res.dead:
+		h.live, h.serverReady, h.models = false, false, res.models
+		h.dead, h.healthy = true, false
+		h.probePasses = 0
+		h.probeFails++
+	case served:
+		// What the backend last said of itself still stands.
+		h.probeFails = 0
+	default:
+		h.probePasses = 0
+		h.probeFails++
+		if h.probeFails >= r.cfg.UnhealthyThreshold {
+			h.healthy = false
+		}
+	}
+	switch {
+	case res.err != nil && served && !res.answered && !res.dead:
+		h.lastError = res.err.Error() + " (not counted: the backend answered batches since the last check)"
 	case res.err != nil:
 		h.lastError = res.err.Error()
 	case h.ejectedUntil.IsZero():
@@ -143,7 +210,8 @@ func (r *Router) apply(b *backend, res probeResult) time.Duration {
 	after := h.state()
 	if after != before || h.models != beforeModels {
 		r.logger.Info("backend state", "backend", b.Addr(), "from", before.String(), "to", after.String(),
-			"query_model_ready", h.models[0], "image_model_ready", h.models[1], "reason", h.lastError)
+			"query_model_ready", h.models[0], "image_model_ready", h.models[1],
+			"failed_checks_in_a_row", h.probeFails, "passed_checks_in_a_row", h.probePasses, "reason", h.lastError)
 		r.rebuildLocked()
 	}
 	return next

@@ -84,6 +84,12 @@ func startRouter(t *testing.T, cfg Config, deps Deps, want int) *Router {
 	// The first checks run at once; ticking retries one that failed.
 	waitTicking(t, r, cfg.WithDefaults().HealthInterval, fmt.Sprintf("%d ready backends", want),
 		func() bool { return countState(r, StateReady) >= want })
+	// Ticking may have started another check; let every health loop come
+	// back to its timer, so that no check is in flight when the test
+	// begins (one finding a server the test stops next would take it out
+	// before any batch does).
+	clk := fakeClock(t, r)
+	waitFor(t, "every health loop waiting", func() bool { return clk.Armed() >= want })
 	return r
 }
 

@@ -11,9 +11,12 @@ type metrics struct {
 	r               *Router
 	retries         *prometheus.CounterVec
 	budgetExhausted prometheus.Counter
+	panicVec        *prometheus.CounterVec
+	panicRouted     [len(kinds)]prometheus.Counter
 
 	state, modelReady, inFlight, inFlightCost, consecutive *prometheus.Desc
 	picks, failures, ejections                             *prometheus.Desc
+	probeFails, probePasses                                *prometheus.Desc
 	latencyPerCost, estimate                               *prometheus.Desc
 	gpuUtil, gpuMemUsed, gpuMemTotal, pending, queueTime   *prometheus.Desc
 }
@@ -29,9 +32,19 @@ func newMetrics(r *Router) *metrics {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("colpali_router_"+name, help, append([]string{"backend"}, labels...), nil)
 	}
+	panicVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "colpali_router_panic_routing_total",
+		Help: "Batches sent to a backend whose health checks failed, because no backend passed them for the model (panic routing).",
+	}, []string{"model"})
+	var panicRouted [len(kinds)]prometheus.Counter
+	for _, k := range kinds {
+		panicRouted[k] = panicVec.WithLabelValues(r.cfg.Models.ModelName(k)) // exported at 0
+	}
 	return &metrics{
-		r:       r,
-		retries: retries,
+		r:           r,
+		retries:     retries,
+		panicVec:    panicVec,
+		panicRouted: panicRouted,
 		budgetExhausted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "colpali_router_retry_budget_exhausted_total",
 			Help: "Retries refused because the retry budget was spent.",
@@ -44,6 +57,8 @@ func newMetrics(r *Router) *metrics {
 		picks:          desc("backend_picks_total", "Batches the policy sent to the backend (retries included).", "policy"),
 		failures:       desc("backend_failures_total", "Batches that failed through the backend's fault (unavailable or failed)."),
 		ejections:      desc("backend_ejections_total", "Times the backend was ejected for consecutive failures."),
+		probeFails:     desc("backend_consecutive_check_failures", "Health checks in a row that failed on the backend (one discounted by batches answered since resets it)."),
+		probePasses:    desc("backend_consecutive_check_passes", "Health checks in a row that passed on the backend."),
 		latencyPerCost: desc("backend_latency_per_cost_seconds", "Learned latency per cost unit (EWMA)."),
 		estimate:       desc("backend_estimated_completion_seconds", "Completion time the gpu_aware policy estimated for the last batch it sent there."),
 		gpuUtil:        desc("backend_gpu_utilization", "GPU utilisation from telemetry, 0 to 1 (only while fresh)."),
@@ -57,8 +72,9 @@ func newMetrics(r *Router) *metrics {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.retries.Describe(ch)
 	m.budgetExhausted.Describe(ch)
+	m.panicVec.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.state, m.modelReady, m.inFlight, m.inFlightCost, m.consecutive,
-		m.picks, m.failures, m.ejections, m.latencyPerCost, m.estimate,
+		m.picks, m.failures, m.ejections, m.probeFails, m.probePasses, m.latencyPerCost, m.estimate,
 		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.pending, m.queueTime} {
 		ch <- d
 	}
@@ -67,6 +83,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.retries.Collect(ch)
 	m.budgetExhausted.Collect(ch)
+	m.panicVec.Collect(ch)
 	policy := m.r.PolicyName()
 	for _, st := range m.r.Backends() {
 		a := st.Addr
@@ -88,6 +105,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.picks, st.Picks, policy)
 		counter(m.failures, st.Failures)
 		counter(m.ejections, st.Ejections)
+		gauge(m.probeFails, float64(st.ConsecutiveCheckFailures))
+		gauge(m.probePasses, float64(st.ConsecutiveCheckPasses))
 		gauge(m.latencyPerCost, st.LatencyPerCost.Seconds())
 		gauge(m.estimate, st.LastEstimate.Seconds())
 		if st.GPUFresh {

@@ -78,7 +78,13 @@ func (r *Router) syncMembersLocked() {
 			r.logger.Error("backend connection", "backend", addr, "err", err)
 			continue
 		}
-		b := newBackend(e, client, r.deps.GPU, r.cfg.TelemetryMaxAge)
+		prober, err := r.deps.Dial(addr) // see Deps.Dial: checks on their own connection
+		if err != nil {
+			r.logger.Error("backend health check connection", "backend", addr, "err", err)
+			_ = client.Close()
+			continue
+		}
+		b := newBackend(e, client, prober, r.deps.GPU, r.cfg.TelemetryMaxAge)
 		r.members[addr] = b
 		r.logger.Info("backend joined", "backend", addr, "metrics_url", e.MetricsURL)
 		if r.runCtx != nil {
@@ -133,7 +139,7 @@ func (r *Router) drain(ctx context.Context, b *backend, drains int) {
 	r.rebuildLocked()
 	r.setTargetsLocked()
 	r.mu.Unlock()
-	if err := b.client.Close(); err != nil {
+	if err := b.close(); err != nil {
 		r.logger.Debug("closing backend", "backend", b.Addr(), "err", err)
 	}
 	r.logger.Info("backend left", "backend", b.Addr())

@@ -56,6 +56,10 @@ type Router struct {
 type snapshot struct {
 	backends []*backend                     // every member, by address
 	routable [len(kinds)][]policy.Candidate // ready for each model
+	// panic holds, for a model with no routable backend, the backends
+	// out only because their checks went unanswered (panic routing; see
+	// health.panicRoutable); nil for a model with a routable backend.
+	panic [len(kinds)][]policy.Candidate
 }
 
 // New validates cfg (after defaults) and builds a router over cfg.Static.
@@ -136,12 +140,16 @@ func (r *Router) Ready(context.Context) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: no ready backend for %s: %s", ErrNotReady, strings.Join(missing, ", "), r.describe(s))
+	return fmt.Errorf("%w: no ready backend for %s%s: %s", ErrNotReady, strings.Join(missing, ", "), r.describePanic(s), r.describe(s))
 }
 
-// Routable is the number of backends ready for kind's model now; the
+// Routable is the number of backends kind's batches go to now: those
+// ready for its model, or in panic routing those not known dead. The
 // batcher keeps that many backends busy.
-func (r *Router) Routable(kind model.Kind) int { return len(r.snap.Load().routable[kind]) }
+func (r *Router) Routable(kind model.Kind) int {
+	c, _ := r.snap.Load().candidates(kind)
+	return len(c)
+}
 
 // describe names every backend of s with its state and last error, for
 // error messages.
@@ -185,7 +193,7 @@ func (r *Router) Run(ctx context.Context) error {
 	r.wg.Wait()
 	r.mu.Lock()
 	for addr, b := range r.members {
-		if err := b.client.Close(); err != nil {
+		if err := b.close(); err != nil {
 			r.logger.Debug("closing backend", "backend", addr, "err", err)
 		}
 		delete(r.members, addr)
@@ -273,7 +281,7 @@ func (r *Router) cost(kind model.Kind, n int) float64 {
 func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, error) {
 	snap := r.snap.Load()
 	for {
-		cands := snap.routable[batch.Kind]
+		cands, panicking := snap.candidates(batch.Kind)
 		if exclude != nil {
 			if i := slices.Index(cands, policy.Candidate(exclude)); i >= 0 {
 				cands = slices.Delete(slices.Clone(cands), i, i+1)
@@ -285,10 +293,15 @@ func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, 
 		i, est := r.policy.Pick(cands, batch)
 		b := cands[i].(*backend)
 		ahead := b.begin(batch.Cost)
-		if now := r.snap.Load(); now != snap && !slices.Contains(now.routable[batch.Kind], policy.Candidate(b)) {
-			b.end(batch.Cost)
-			snap = now
-			continue
+		if now := r.snap.Load(); now != snap {
+			if c, _ := now.candidates(batch.Kind); !slices.Contains(c, policy.Candidate(b)) {
+				b.end(batch.Cost)
+				snap = now
+				continue
+			}
+		}
+		if panicking {
+			r.metrics.panicRouted[batch.Kind].Inc()
 		}
 		b.picks.Add(1)
 		if est > 0 {
@@ -320,6 +333,7 @@ func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch p
 		return nil, err
 	}
 	b.consecutiveFailures.Store(0)
+	b.answered.Add(1)
 	b.learn(latency, ahead, batch.Cost)
 	return out, nil
 }
@@ -352,7 +366,9 @@ func (r *Router) failed(ctx context.Context, b *backend, err error) {
 	}
 }
 
-// rebuildLocked publishes a new snapshot of the members. Caller holds mu.
+// rebuildLocked publishes a new snapshot of the members, and logs when a
+// model enters or leaves panic routing: at the pace of health changes,
+// not of batches. Caller holds mu.
 func (r *Router) rebuildLocked() {
 	s := &snapshot{}
 	for _, b := range r.members {
@@ -366,5 +382,6 @@ func (r *Router) rebuildLocked() {
 			}
 		}
 	}
-	r.snap.Store(s)
+	s.addPanic()
+	r.logPanicChange(r.snap.Swap(s), s)
 }

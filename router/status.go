@@ -1,9 +1,11 @@
 package router
 
 import (
+	"slices"
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/router/policy"
 )
 
 // BackendStatus is one backend as the router sees it, for operators.
@@ -23,6 +25,15 @@ type BackendStatus struct {
 	// the end of the current ejection's backoff (zero when not ejected).
 	ConsecutiveFailures int64
 	EjectedUntil        time.Time
+	// ConsecutiveCheckFailures and ConsecutiveCheckPasses count the health checks
+	// in a row that failed and passed (Config.UnhealthyThreshold and
+	// Config.HealthyThreshold); a failed check is not counted when the
+	// backend answered batches since the check before.
+	ConsecutiveCheckFailures, ConsecutiveCheckPasses int
+	// Panic reports that batches go to this backend although its checks
+	// fail, because no backend passes them for one of its models (panic
+	// routing).
+	Panic bool
 	// Picks, Failures and Ejections are counts since the backend joined.
 	Picks, Failures, Ejections uint64
 	// LatencyPerCost is the learned latency per cost unit (0: not yet
@@ -60,6 +71,10 @@ func (r *Router) Backends() []BackendStatus {
 		h := b.health
 		r.mu.Unlock()
 		st.State, st.LastCheck, st.LastError, st.EjectedUntil = h.state(), h.lastCheck, h.lastError, h.ejectedUntil
+		st.ConsecutiveCheckFailures, st.ConsecutiveCheckPasses = h.probeFails, h.probePasses
+		for _, k := range kinds {
+			st.Panic = st.Panic || slices.Contains(s.panic[k], policy.Candidate(b))
+		}
 		for _, k := range kinds {
 			st.Models = append(st.Models, ModelStatus{Name: r.cfg.Models.ModelName(k), Ready: h.models[k]})
 		}

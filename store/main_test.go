@@ -39,9 +39,7 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	testDatabaseURL = os.Getenv("TEST_DATABASE_URL")
 	if testDatabaseURL == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		srv, err := embeddedpg.Start(ctx, embeddedpg.Config{})
+		srv, err := embeddedpg.Start(context.Background(), embeddedpg.Config{StartTimeout: testutil.StartTimeout})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "store tests need the embedded Postgres (make install):", err)
 			return 1

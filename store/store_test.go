@@ -512,11 +512,16 @@ func TestTenantIsolation(t *testing.T) {
 }
 
 // cutProxy forwards TCP to target and, once armed, drops both sides after
-// limit more bytes from the client: the connection dies mid-request.
+// limit more bytes from the client: the connection dies mid-request. The
+// path stays cut: later connections are closed at once. (pgx cancels the
+// query of a broken connection over a new one and waits, up to 15 s, for
+// the server to close it; PGlite never answers a cancel request, so a
+// cancel forwarded to it held the test for 15 s.)
 type cutProxy struct {
 	ln     net.Listener
 	target string
 	limit  atomic.Int64 // < 0: not armed
+	cut    atomic.Bool
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  []net.Conn
@@ -552,6 +557,10 @@ func (p *cutProxy) serve() {
 		if err != nil {
 			return
 		}
+		if p.cut.Load() {
+			_ = client.Close()
+			continue
+		}
 		server, err := net.Dial("tcp", p.target)
 		if err != nil {
 			_ = client.Close()
@@ -567,6 +576,7 @@ func (p *cutProxy) serve() {
 				n, err := client.Read(buf)
 				if n > 0 {
 					if lim := p.limit.Load(); lim >= 0 && p.limit.Add(-int64(n)) < 0 {
+						p.cut.Store(true)
 						_ = client.Close()
 						_ = server.Close()
 						return
@@ -607,10 +617,15 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 	}
 
 	rng := rand.New(rand.NewPCG(11, 12))
-	big := pages(rng, 12, 256) // 12 x 64 KiB of fp16 vectors
+	// 6 x 8 KiB of fp16 vectors: storing a page is heavy under -race
+	// (64 KiB pages took 1 s each at load 12 on 2 cores; with 10 pages of
+	// 16 KiB in the cut AddPages the test took 12 s of its 20 with four busy
+	// loops beside it), and neither size nor count matters, only that the
+	// cut falls inside a transaction.
+	big := pages(rng, 6, 32)
 	// Pages 1-2 are committed by their AddPages; the AddPages cut in the
-	// middle (after 256 KiB: inside its transaction) leaves none of its own
-	// pages.
+	// middle (after 16 KiB, 2 of its 4 pages: inside its transaction)
+	// leaves none of its own pages.
 	doc, _, err := cut.BeginDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant})
 	if err != nil {
 		t.Fatal(err)
@@ -618,7 +633,7 @@ func TestConnectionKilledMidIngestion(t *testing.T) {
 	if err := cut.AddPages(ctx, store.DefaultTenant, doc.ID, 1, big[:2]); err != nil {
 		t.Fatal(err)
 	}
-	proxy.limit.Store(256 << 10)
+	proxy.limit.Store(16 << 10)
 	if err := cut.AddPages(ctx, store.DefaultTenant, doc.ID, 3, big[2:]); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("AddPages over a cut connection: %v, want ErrUnavailable", err)
 	}
@@ -665,12 +680,13 @@ func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 	if !usingEmbedded {
 		t.Skip("TEST_DATABASE_URL is set: this test restarts an embedded server, which make test always runs")
 	}
-	ctx := testutil.Context(t)
 	dir := t.TempDir()
-	srv, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	pgCfg := embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t), StartTimeout: testutil.StartTimeout}
+	srv, err := embeddedpg.Start(t.Context(), pgCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := testutil.Context(t) // once the server is up: see testutil.StartTimeout
 	cfg := store.Config{URL: srv.URL(), SweepInterval: -1}
 	s, err := store.Open(ctx, cfg, testutil.Logger(t))
 	if err != nil {
@@ -689,11 +705,12 @@ func TestAcknowledgedIngestionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err = embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	srv, err = embeddedpg.Start(t.Context(), pgCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = srv.Stop() }()
+	ctx = testutil.Context(t)
 	cfg.URL = srv.URL()
 	s, err = store.Open(ctx, cfg, testutil.Logger(t))
 	if err != nil {

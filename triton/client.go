@@ -164,6 +164,11 @@ func (c *Client) Addr() string { return c.addr }
 // Close closes the connection; calls in flight fail.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// ResetConnectBackoff makes a connection that failed try again now rather
+// than after its reconnect backoff (which grows to two minutes while a
+// backend stays down); a no-op on a working connection.
+func (c *Client) ResetConnectBackoff() { c.conn.ResetConnectBackoff() }
+
 // Infer runs one ModelInfer call. The caller's deadline travels to Triton
 // with the call (gRPC's grpc-timeout header).
 func (c *Client) Infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {

@@ -151,6 +151,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	rb.string(&rc.Policy, "router-policy", "Policy", "balancing policy: "+strings.Join(router.Policies, ", "))
 	rb.duration(&rc.HealthInterval, "router-health-interval", "HealthInterval", "how often each backend's liveness and model readiness are checked")
 	rb.duration(&rc.HealthTimeout, "router-health-timeout", "HealthTimeout", "time limit of one backend health check")
+	rb.int(&rc.UnhealthyThreshold, "router-unhealthy-threshold", "UnhealthyThreshold", "health checks in a row failing without an answer that take a backend out (a refused connection or a server not live: at once)")
+	rb.int(&rc.HealthyThreshold, "router-healthy-threshold", "HealthyThreshold", "passing health checks in a row that bring back a backend taken out by failed checks")
 	rb.int(&rc.EjectAfter, "router-eject-after", "EjectAfter", "consecutive failed batches that eject a backend")
 	rb.duration(&rc.EjectBackoff, "router-eject-backoff", "EjectBackoff", "first ejection's length; doubles with each ejection in a row")
 	rb.duration(&rc.EjectBackoffMax, "router-eject-backoff-max", "EjectBackoffMax", "longest ejection")

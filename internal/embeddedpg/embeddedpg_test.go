@@ -16,13 +16,14 @@ import (
 // TestStartServesPgvectorAndPersists starts a server on a data directory,
 // writes a vector, stops it, and finds the vector again after a restart.
 func TestStartServesPgvectorAndPersists(t *testing.T) {
-	ctx := testutil.Context(t)
 	dir := t.TempDir()
+	cfg := embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t), StartTimeout: testutil.StartTimeout}
 
-	srv, err := embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	srv, err := embeddedpg.Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := testutil.Context(t) // once the server is up: see testutil.StartTimeout
 	if !strings.HasPrefix(srv.URL(), "postgres://postgres:postgres@127.0.0.1:") {
 		t.Errorf("URL() = %q, want a loopback postgres URL", srv.URL())
 	}
@@ -51,11 +52,12 @@ func TestStartServesPgvectorAndPersists(t *testing.T) {
 		t.Errorf("server process %d still exists after Stop (kill 0: %v)", pid, err)
 	}
 
-	srv, err = embeddedpg.Start(ctx, embeddedpg.Config{Dir: dir, Logger: testutil.Logger(t)})
+	srv, err = embeddedpg.Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
+	ctx = testutil.Context(t)
 	conn, err = pgx.Connect(ctx, srv.URL())
 	if err != nil {
 		t.Fatal(err)

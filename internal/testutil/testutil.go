@@ -14,6 +14,14 @@ import (
 // Timeout bounds every test context.
 const Timeout = 20 * time.Second
 
+// StartTimeout bounds the start of a server a test runs as another process
+// (the embedded Postgres: node loading PGlite's WebAssembly), apart from
+// Timeout, whose clock should start once the server is up. Measured on a
+// 2-core machine: a PGlite start costs node 4.6-5.7 s of CPU and took
+// 12-22 s at a load average of 15-21, and 55 s with four busy loops beside
+// the tests (load 23); three minutes leave three times the worst.
+const StartTimeout = 3 * time.Minute
+
 // Context returns a context that ends after Timeout or when the test ends.
 func Context(t testing.TB) context.Context {
 	t.Helper()

@@ -188,7 +188,8 @@ type Backend struct {
 	Models []*ModelReadiness `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
 	// When health was last checked.
 	LastCheckTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_check_time,json=lastCheckTime,proto3" json:"last_check_time,omitempty"`
-	// Why the backend is not ready or was ejected; empty when healthy.
+	// Why the backend is not ready or was ejected, or why its last health
+	// check failed; empty when healthy.
 	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// Batches this gateway has in flight there.
 	InFlight int64 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
@@ -209,7 +210,18 @@ type Backend struct {
 	// sent there.
 	LastEstimatedCompletion *durationpb.Duration `protobuf:"bytes,15,opt,name=last_estimated_completion,json=lastEstimatedCompletion,proto3" json:"last_estimated_completion,omitempty"`
 	// GPU and queue figures from telemetry; unset when none is fresh.
-	Gpu           *GpuTelemetry `protobuf:"bytes,16,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	Gpu *GpuTelemetry `protobuf:"bytes,16,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	// Health checks in a row that failed; a check that timed out is not
+	// counted when the backend answered batches since the check before. The
+	// backend leaves the pool at the gateway's unhealthy threshold (at once
+	// when its connection is refused or it says it is not live).
+	ConsecutiveCheckFailures int32 `protobuf:"varint,17,opt,name=consecutive_check_failures,json=consecutiveCheckFailures,proto3" json:"consecutive_check_failures,omitempty"`
+	// Health checks in a row that passed; a backend taken out by its checks
+	// comes back at the gateway's healthy threshold.
+	ConsecutiveCheckPasses int32 `protobuf:"varint,18,opt,name=consecutive_check_passes,json=consecutiveCheckPasses,proto3" json:"consecutive_check_passes,omitempty"`
+	// True while batches go to this backend although its checks fail,
+	// because no backend passes them for one of its models (panic routing).
+	PanicRouting  bool `protobuf:"varint,19,opt,name=panic_routing,json=panicRouting,proto3" json:"panic_routing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +366,27 @@ func (x *Backend) GetGpu() *GpuTelemetry {
 		return x.Gpu
 	}
 	return nil
+}
+
+func (x *Backend) GetConsecutiveCheckFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveCheckFailures
+	}
+	return 0
+}
+
+func (x *Backend) GetConsecutiveCheckPasses() int32 {
+	if x != nil {
+		return x.ConsecutiveCheckPasses
+	}
+	return 0
+}
+
+func (x *Backend) GetPanicRouting() bool {
+	if x != nil {
+		return x.PanicRouting
+	}
+	return false
 }
 
 // ModelReadiness is one model's readiness on a backend.
@@ -543,7 +576,7 @@ const file_colpali_v1_backend_proto_rawDesc = "" +
 	"\x13ListBackendsRequest\"_\n" +
 	"\x14ListBackendsResponse\x12/\n" +
 	"\bbackends\x18\x01 \x03(\v2\x13.colpali.v1.BackendR\bbackends\x12\x16\n" +
-	"\x06policy\x18\x02 \x01(\tR\x06policy\"\xda\x05\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\"\xf7\x06\n" +
 	"\aBackend\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vmetrics_url\x18\x02 \x01(\tR\n" +
@@ -563,7 +596,10 @@ const file_colpali_v1_backend_proto_rawDesc = "" +
 	"\tejections\x18\r \x01(\x04R\tejections\x12C\n" +
 	"\x10latency_per_cost\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0elatencyPerCost\x12U\n" +
 	"\x19last_estimated_completion\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x17lastEstimatedCompletion\x12*\n" +
-	"\x03gpu\x18\x10 \x01(\v2\x18.colpali.v1.GpuTelemetryR\x03gpu\"<\n" +
+	"\x03gpu\x18\x10 \x01(\v2\x18.colpali.v1.GpuTelemetryR\x03gpu\x12<\n" +
+	"\x1aconsecutive_check_failures\x18\x11 \x01(\x05R\x18consecutiveCheckFailures\x128\n" +
+	"\x18consecutive_check_passes\x18\x12 \x01(\x05R\x16consecutiveCheckPasses\x12#\n" +
+	"\rpanic_routing\x18\x13 \x01(\bR\fpanicRouting\"<\n" +
 	"\x0eModelReadiness\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\bR\x05ready\"\xe8\x03\n" +

@@ -59,6 +59,7 @@ type documentService struct {
 	colpaliv1.UnimplementedDocumentServiceServer
 	cfg      Config
 	embedder Embedder
+	images   *imageChecker
 	store    DocumentStore
 	ingest   *ingest.Service
 	logger   *slog.Logger
@@ -68,7 +69,7 @@ type documentService struct {
 // documents: with a DocumentStore, register returns the documentService;
 // without one, a service whose every method answers errNoStorage
 // (UNIMPLEMENTED), so that the API still names the service.
-func documentRegistration(cfg Config, deps Deps) (register func(grpc.ServiceRegistrar), err error) {
+func documentRegistration(cfg Config, deps Deps, images *imageChecker) (register func(grpc.ServiceRegistrar), err error) {
 	if deps.Documents == nil {
 		return func(r grpc.ServiceRegistrar) {
 			r.RegisterService(unimplementedService(&colpaliv1.DocumentService_ServiceDesc, errNoStorage), struct{}{})
@@ -78,7 +79,7 @@ func documentRegistration(cfg Config, deps Deps) (register func(grpc.ServiceRegi
 	if err != nil {
 		return nil, err
 	}
-	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger}
+	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger, images: images}
 	return func(r grpc.ServiceRegistrar) { colpaliv1.RegisterDocumentServiceServer(r, svc) }, nil
 }
 

@@ -26,7 +26,7 @@ import (
 const streamInFlight = 2
 
 func (s *documentService) IngestDocument(ctx context.Context, req *colpaliv1.IngestDocumentRequest) (*colpaliv1.IngestDocumentResponse, error) {
-	if err := s.validateIngest(req); err != nil {
+	if err := s.validateIngest(ctx, req); err != nil {
 		return nil, err
 	}
 	pages := req.GetPages()
@@ -92,7 +92,7 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 			if err != nil {
 				return nil, recvError(err, fmt.Sprintf("page %d", n))
 			}
-			if err := s.validatePageMessage(msg, n); err != nil {
+			if err := s.validatePageMessage(ctx, msg, n); err != nil {
 				return nil, err
 			}
 			return msg.GetPage().GetImage(), nil

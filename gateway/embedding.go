@@ -37,6 +37,7 @@ type embeddingService struct {
 	colpaliv1.UnimplementedEmbeddingServiceServer
 	cfg      Config
 	embedder Embedder
+	images   *imageChecker
 }
 
 var _ colpaliv1.EmbeddingServiceServer = (*embeddingService)(nil)
@@ -60,7 +61,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 }
 
 func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.EmbedImagesRequest) (*colpaliv1.EmbedImagesResponse, error) {
-	if err := s.validateImages(req); err != nil {
+	if err := s.validateImages(ctx, req); err != nil {
 		return nil, err
 	}
 	embs, err := s.embedder.Embed(ctx, model.Image, req.GetImages(), int(req.GetPriority()))

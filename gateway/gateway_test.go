@@ -454,7 +454,7 @@ func TestOpenAPIAndMetricsServed(t *testing.T) {
 			t.Errorf("OpenAPI document lacks %s (has %v)", p, doc.Paths)
 		}
 	}
-	code, body = g.get(t, "/metrics")
+	code, body = g.getAdmin(t, "/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", code)
 	}
@@ -542,7 +542,7 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 		<-release
 		return constantEmbeddings(len(items), 1, 4), nil
 	}}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second},
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second},
 		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }})
 	if err != nil {
 		t.Fatal(err)

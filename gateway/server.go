@@ -16,7 +16,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
@@ -25,8 +24,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
@@ -57,6 +56,9 @@ type Deps struct {
 	// EmbeddingService works as ever. The EmbeddingService never depends on
 	// it, so embeddings are served while the database is down.
 	Documents DocumentStore
+	// TLS, when set, puts TLS (and mutual TLS, if it holds a client CA) on
+	// every listener; see transport.go. Default: clear text.
+	TLS TLS
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -66,11 +68,16 @@ type Server struct {
 	health *health.Server
 	// registerDocuments registers the DocumentService, real or not.
 	registerDocuments func(grpc.ServiceRegistrar)
+	images            *imageChecker // shared by the services: one bound on decodes
 
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
 	loopback         *grpc.ClientConn
+	inproc           *bufconn.Listener // the REST side's hop; see transport.go
+	adminLis         net.Listener      // see admin.go
+	adminServer      *http.Server
+	adminGRPC        *grpc.Server
 
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
@@ -111,11 +118,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Registry = prometheus.NewRegistry()
 		deps.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	registerDocuments, err := documentRegistration(cfg, deps)
+	images := newImageChecker(cfg)
+	registerDocuments, err := documentRegistration(cfg, deps, images)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
+	return &Server{cfg: cfg, deps: deps, images: images, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
 }
 
 // Listen binds both listeners and wires the servers; afterwards GRPCAddr and
@@ -131,9 +139,13 @@ func (s *Server) Listen() error {
 		grpcLis.Close()
 		return fmt.Errorf("HTTP listener: %w", err)
 	}
-	s.grpcLis, s.httpLis = grpcLis, httpLis
+	s.grpcLis, s.httpLis = s.secureListeners(grpcLis, httpLis)
 	s.grpcServer = s.newGRPCServer()
-	if err := s.newHTTPServer(); err != nil {
+	err = s.newHTTPServer()
+	if err == nil {
+		err = s.listenAdmin(&lc)
+	}
+	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()
 		return err
@@ -180,29 +192,26 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			streamStatusInterceptor(s.deps.Logger),
 		),
 	)
-	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})
+	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder, images: s.images})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
 	s.registerDocuments(srv)
 	healthpb.RegisterHealthServer(srv, s.health)
-	reflection.Register(srv)
+	// Reflection is served on the admin listener only (admin.go).
 	metrics.InitializeMetrics(srv)
 	s.setServing(false, false)
 	return srv
 }
 
-// newHTTPServer builds the REST side: grpc-gateway's mux over a loopback
-// client connection to our own gRPC server, so that REST calls pass the
-// same interceptors (the in-process RegisterXHandlerServer would skip them).
+// newHTTPServer builds the REST side: grpc-gateway's mux over a client
+// connection to our own gRPC server, in memory (transport.go), so that REST
+// calls pass the same interceptors (the in-process RegisterXHandlerServer
+// would skip them).
 func (s *Server) newHTTPServer() error {
-	target := s.grpcLis.Addr().String()
-	if host, port, err := net.SplitHostPort(target); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-			target = net.JoinHostPort("127.0.0.1", port)
-		}
-	}
-	conn, err := grpc.NewClient(target,
+	s.inproc = newInProcess()
+	conn, err := grpc.NewClient(inProcessTarget,
+		grpc.WithContextDialer(s.dialInProcess),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
 		// Invalid UTF-8 in a path or query parameter: INVALID_ARGUMENT naming
@@ -257,7 +266,6 @@ func (s *Server) newHTTPServer() error {
 
 	root := http.NewServeMux()
 	root.Handle("/v1/", instrumentREST(mux, s.deps.Registry))
-	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.Document)
@@ -293,7 +301,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.grpcServer.Serve(s.grpcLis); err != nil {
@@ -305,8 +313,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- fmt.Errorf("HTTP server: %w", err)
 		}
 	})
+	wg.Go(func() {
+		if err := s.grpcServer.Serve(s.inproc); err != nil {
+			errc <- fmt.Errorf("gRPC server (in-process): %w", err)
+		}
+	})
+	wg.Go(func() { s.serveAdmin(errc) })
 	wg.Go(func() { s.watchReadiness(ctx) })
-	s.deps.Logger.Info("gateway serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+	s.deps.Logger.Info("gateway serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(), "admin_addr", s.AdminAddr(), "tls", s.deps.TLS != nil)
 
 	var serveErr error
 	select {
@@ -335,6 +349,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-stopped
 	}
 	s.loopback.Close()
+	s.stopAdmin(drainCtx)
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")
 	return serveErr

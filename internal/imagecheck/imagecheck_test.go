@@ -164,19 +164,19 @@ func TestBrokenImagesRefused(t *testing.T) {
 		kind error
 		text string
 	}{
-		"not an image":      {[]byte("%PDF-1.7"), ErrHeader, "signature"},
-		"png header only":   {good[:33], ErrData, "IEND"},
-		"png truncated":     {good[:len(good)-20], ErrData, ""},
-		"png no IEND":       {good[:iendAt], ErrData, "IEND"},
-		"png bad CRC":       {flip(good, 40), ErrData, "CRC"},
-		"png short rows":    {rawPNG(10, 4, 8, 0, 0, make([]byte, 4*11-1), 1<<20), ErrData, "ends in row 3"},
-		"png extra rows":    {rawPNG(10, 4, 8, 0, 0, make([]byte, 5*11), 1<<20), ErrData, "more image data"},
-		"png bad filter":    {rawPNG(2, 2, 8, 0, 0, []byte{0, 1, 2, 9, 1, 2}, 1<<20), ErrData, "filter type 9"},
-		"png no IDAT":       {append(bytes.Clone(good[:33]), chunk("IEND", nil)...), ErrData, "no IDAT"},
-		"jpeg truncated":    {jpg[:len(jpg)-100], ErrData, "end-of-image"},
-		"jpeg no EOI":       {jpg[:len(jpg)-2], ErrData, "end-of-image"},
-		"jpeg header only":  {[]byte{0xff, 0xd8, 0xff, 0xe0, 0x00}, ErrHeader, "cannot be read"},
-		"jpeg bad length":   {append(bytes.Clone(jpg[:2]), 0xff, 0xe0, 0xff, 0xff), ErrHeader, ""},
+		"not an image":     {[]byte("%PDF-1.7"), ErrHeader, "signature"},
+		"png header only":  {good[:33], ErrData, "IEND"},
+		"png truncated":    {good[:len(good)-20], ErrData, ""},
+		"png no IEND":      {good[:iendAt], ErrData, "IEND"},
+		"png bad CRC":      {flip(good, 40), ErrData, "CRC"},
+		"png short rows":   {rawPNG(10, 4, 8, 0, 0, make([]byte, 4*11-1), 1<<20), ErrData, "ends in row 3"},
+		"png extra rows":   {rawPNG(10, 4, 8, 0, 0, make([]byte, 5*11), 1<<20), ErrData, "more image data"},
+		"png bad filter":   {rawPNG(2, 2, 8, 0, 0, []byte{0, 1, 2, 9, 1, 2}, 1<<20), ErrData, "filter type 9"},
+		"png no IDAT":      {append(bytes.Clone(good[:33]), chunk("IEND", nil)...), ErrData, "no IDAT"},
+		"jpeg truncated":   {jpg[:len(jpg)-100], ErrData, "end-of-image"},
+		"jpeg no EOI":      {jpg[:len(jpg)-2], ErrData, "end-of-image"},
+		"jpeg header only": {[]byte{0xff, 0xd8, 0xff, 0xe0, 0x00}, ErrHeader, "cannot be read"},
+		"jpeg bad length":  {append(bytes.Clone(jpg[:2]), 0xff, 0xe0, 0xff, 0xff), ErrHeader, ""},
 	}
 	for name, c := range cases {
 		err := check(c.img)

@@ -38,6 +38,7 @@ type options struct {
 	nvmlBackends            string
 	db                      dbFlags
 	log                     cli.LogFlags
+	transport               transportFlags // transport.go
 
 	// flags maps a Config field, as the Config's Validate names it with
 	// the component's prefix ("gateway.MaxQueries"), to its flag.
@@ -181,6 +182,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 
 	o.db.register(fs)
 	o.log.Register(fs)
+	registerTransportFlags(b, o)
 	return fs
 }
 
@@ -233,7 +235,7 @@ func parseOptions(args []string, stderr io.Writer, getenv func(string) string) (
 	if isHelp(err) {
 		return nil, err
 	}
-	errs := []error{err, o.log.Validate()}
+	errs := []error{err, o.log.Validate(), o.transport.validate()}
 	o.db.resolve(getenv)
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -144,13 +145,17 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 		s.order = append(s.order, m)
 	}
 
-	s.grpcServer = grpc.NewServer(
+	var creds []grpc.ServerOption
+	if cfg.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpcServer = grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(maxMessageSize),
 		grpc.MaxSendMsgSize(maxMessageSize),
 		// Stop must not return while a handler still runs: Stop's promise
 		// is that no goroutine of the simulator outlives it.
 		grpc.WaitForHandlers(true),
-	)
+	)...)
 	inference.RegisterGRPCInferenceServiceServer(s.grpcServer, &service{s: s})
 	s.httpServer = &http.Server{
 		Handler:           s.httpHandler(),

@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/morphik-org/colpali-gateway/internal/redact"
 )
 
 // PackageDirEnv names the environment variable that overrides where the npm
@@ -200,7 +202,7 @@ func launch(ctx context.Context, cfg Config, pkgDir, db string, port int) (*Serv
 		_ = s.Stop()
 		return nil, fmt.Errorf("embeddedpg: %w; server output:\n%s", err, tail.String())
 	}
-	s.logger.Info("embedded postgres ready", "url", s.url, "db", db)
+	s.logger.Info("embedded postgres ready", "url", redact.URL(s.url), "db", db)
 	return s, nil
 }
 

@@ -1,8 +1,8 @@
 package tritonsim
 
 import (
-	"crypto/tls"
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"

@@ -95,7 +95,7 @@ type testGateway struct {
 
 // startGateway starts a gateway with deps' Embedder and Ready, stopped in
 // t.Cleanup. cfg's addresses are overridden with 127.0.0.1:0.
-func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
+func startGateway(t testing.TB, cfg Config, deps Deps) *testGateway {
 	t.Helper()
 	cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.HealthInterval == 0 {

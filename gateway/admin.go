@@ -112,7 +112,7 @@ func (s *Server) serveAdmin(errc chan<- error) {
 // metrics and profiles stay available while the calls in flight finish.
 func (s *Server) stopAdmin(ctx context.Context) {
 	if err := s.adminServer.Shutdown(ctx); err != nil {
-		s.adminServer.Close()
+		_ = s.adminServer.Close()
 	}
 	s.adminGRPC.Stop()
 }

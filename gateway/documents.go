@@ -183,7 +183,7 @@ func (s *documentService) Search(ctx context.Context, req *colpaliv1.SearchReque
 	}
 	resp := &colpaliv1.SearchResponse{Results: make([]*colpaliv1.SearchResult, len(hits)), Model: s.embedder.ModelName(model.Query)}
 	for i, h := range hits {
-		resp.Results[i] = &colpaliv1.SearchResult{Document: documentProto(h.Document), PageNumber: int32(h.Page), Score: h.Score}
+		resp.Results[i] = &colpaliv1.SearchResult{Document: documentProto(h.Document), PageNumber: int32(h.Page), Score: h.Score} // #nosec G115 -- page numbers are bounded by MaxStreamPages, far below 2^31
 	}
 	return resp, nil
 }
@@ -206,7 +206,7 @@ func documentProto(d store.Document) *colpaliv1.Document {
 	out := &colpaliv1.Document{
 		DocumentId:     d.ID,
 		Metadata:       d.Metadata,
-		PageCount:      int32(d.PageCount),
+		PageCount:      int32(d.PageCount), // #nosec G115 -- page counts are bounded by MaxStreamPages, far below 2^31
 		IdempotencyKey: d.IdempotencyKey,
 	}
 	if !d.CreatedAt.IsZero() {

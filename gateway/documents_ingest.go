@@ -113,7 +113,7 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 
 func progressProto(p ingest.Progress) *colpaliv1.IngestProgress {
 	return &colpaliv1.IngestProgress{
-		DocumentId: p.DocumentID, PagesReceived: int32(p.PagesReceived), PagesStored: int32(p.PagesStored), PageCount: int32(p.PageCount),
+		DocumentId: p.DocumentID, PagesReceived: int32(p.PagesReceived), PagesStored: int32(p.PagesStored), PageCount: int32(p.PageCount), // #nosec G115 -- page counts are bounded by MaxStreamPages, far below 2^31
 	}
 }
 

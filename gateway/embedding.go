@@ -84,7 +84,7 @@ func encodeAll(embs []model.Embedding, enc colpaliv1.EmbeddingEncoding) []*colpa
 
 // encode puts one embedding in the encoding the caller asked for.
 func encode(e model.Embedding, enc colpaliv1.EmbeddingEncoding) *colpaliv1.MultiVector {
-	mv := &colpaliv1.MultiVector{VectorCount: int32(e.Rows), Dimension: int32(e.Dim)}
+	mv := &colpaliv1.MultiVector{VectorCount: int32(e.Rows), Dimension: int32(e.Dim)} // #nosec G115 -- rows and dimension of an embedding the codec checked against the model and the message size limit
 	switch enc {
 	case colpaliv1.EmbeddingEncoding_EMBEDDING_ENCODING_FLOAT_LIST:
 		mv.Vectors = make([]*colpaliv1.Vector, e.Rows)

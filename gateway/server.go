@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -136,7 +137,7 @@ func (s *Server) Listen() error {
 	}
 	httpLis, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTPAddr)
 	if err != nil {
-		grpcLis.Close()
+		_ = grpcLis.Close()
 		return fmt.Errorf("HTTP listener: %w", err)
 	}
 	s.grpcLis, s.httpLis = s.secureListeners(grpcLis, httpLis)
@@ -146,8 +147,8 @@ func (s *Server) Listen() error {
 		err = s.listenAdmin(&lc)
 	}
 	if err != nil {
-		grpcLis.Close()
-		httpLis.Close()
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
 		return err
 	}
 	return nil
@@ -175,7 +176,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
-		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
+		grpc.MaxConcurrentStreams(uint32(min(s.cfg.MaxConcurrentStreams, math.MaxUint32))), // #nosec G115 -- clamped to MaxUint32 by min
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
@@ -254,12 +255,12 @@ func (s *Server) newHTTPServer() error {
 		colpaliv1.RegisterEmbeddingServiceHandler(context.Background(), mux, conn),
 		colpaliv1.RegisterDocumentServiceHandler(context.Background(), mux, conn),
 	); err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return fmt.Errorf("REST handlers: %w", err)
 	}
 	if s.deps.Backends != nil {
 		if err := colpaliv1.RegisterBackendServiceHandler(context.Background(), mux, conn); err != nil {
-			conn.Close()
+			_ = conn.Close()
 			return fmt.Errorf("REST handlers: %w", err)
 		}
 	}
@@ -337,7 +338,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	drainCtx, drainCancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer drainCancel()
 	if err := s.httpServer.Shutdown(drainCtx); err != nil {
-		s.httpServer.Close()
+		_ = s.httpServer.Close()
 	}
 	stopped := make(chan struct{})
 	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
@@ -348,7 +349,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.grpcServer.Stop()
 		<-stopped
 	}
-	s.loopback.Close()
+	_ = s.loopback.Close()
 	s.stopAdmin(drainCtx)
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")

@@ -38,7 +38,7 @@ func (s *embeddingService) validateEncoding(v *violations, e colpaliv1.Embedding
 }
 
 func (s *embeddingService) validatePriority(v *violations, p uint32, kind model.Kind) {
-	if levels := s.priorityLevels(kind); p > uint32(levels) {
+	if levels := s.priorityLevels(kind); p > uint32(levels) { // #nosec G115 -- levels is a configured count of priority levels, positive and small
 		v.add("priority", "is %d; the %s model has priority levels 1 (first) to %d, and 0 means its default", p, kind, levels)
 	}
 }

@@ -146,8 +146,8 @@ func nextChunk(img []byte, off int) (pngChunk, int, error) {
 	end := off + 8 + int(n)
 	typ, data := img[off+4:off+8], img[off+8:end]
 	crc := crc32.NewIEEE()
-	crc.Write(typ)
-	crc.Write(data)
+	_, _ = crc.Write(typ)
+	_, _ = crc.Write(data)
 	if got, want := crc.Sum32(), binary.BigEndian.Uint32(img[end:]); got != want {
 		return pngChunk{}, 0, fmt.Errorf("chunk %q at byte %d has a bad CRC", typ, off)
 	}

@@ -17,7 +17,7 @@ func TestURL(t *testing.T) {
 		"host=db user=app password=s3cret dbname=colpali":       "host=db user=app password=xxxxx dbname=colpali",
 		"host=db password='s3 cret' dbname=colpali":             "host=db password=xxxxx dbname=colpali",
 		"postgres://app:s3cret@db:bad-port/x":                   "(a URL that cannot be parsed; not shown)",
-		"": "",
+		"":                                                      "",
 	} {
 		got := URL(in)
 		if got != want {

@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 	}
 	httpLis, err := lc.Listen(ctx, "tcp", cfg.MetricsAddr)
 	if err != nil {
-		grpcLis.Close()
+		_ = grpcLis.Close()
 		return nil, fmt.Errorf("tritonsim: listen for metrics: %w", err)
 	}
 
@@ -258,7 +258,7 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.grpcServer.Stop()
-	s.httpServer.Close()
+	_ = s.httpServer.Close()
 	s.finish("stopped")
 }
 
@@ -269,7 +269,7 @@ func (s *Server) GracefulStop() {
 	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
 	defer cancel()
 	if err := s.httpServer.Shutdown(ctx); err != nil {
-		s.httpServer.Close()
+		_ = s.httpServer.Close()
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.finish("stopped gracefully")

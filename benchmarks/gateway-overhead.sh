@@ -27,7 +27,7 @@ pids+=($!)
 sim=$(log_field "$tmp/sim.log" grpc_addr)
 # The gateway logs at info level, one line per call, as it would in
 # production: that cost is part of what is measured.
-bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json >"$tmp/gw.log" 2>&1 &
+bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json >"$tmp/gw.log" 2>&1 &
 pids+=($!)
 gw=$(log_field "$tmp/gw.log" grpc_addr)
 

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/morphik-org/colpali-gateway/gateway"
@@ -53,7 +54,7 @@ func (t *transportFlags) validate() error {
 		errs = append(errs, errors.New("-triton-cert-file and -triton-key-file go together: give both or neither"))
 	}
 	if t.server.Interval <= 0 {
-		errs = append(errs, errors.New("-tls-reload-interval: must be positive"))
+		errs = append(errs, fmt.Errorf("-tls-reload-interval %v: must be positive", t.server.Interval))
 	}
 	return errors.Join(errs...)
 }

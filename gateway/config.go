@@ -184,6 +184,9 @@ func (c Config) Validate() error {
 	if c.MaxTopK > store.MaxTopK {
 		errs.Bad("MaxTopK", c.MaxTopK, "exceeds %d, the most the store's first stage returns", store.MaxTopK)
 	}
+	if c.MaxCallPixels > 0 && c.MaxCallPixels < c.MaxImagePixels {
+		errs.Bad("MaxCallPixels", c.MaxCallPixels, "below {MaxImagePixels} (%d): an image within its limit would be refused", c.MaxImagePixels)
+	}
 	if c.MaxTimeout > 0 && c.DefaultTimeout > c.MaxTimeout {
 		errs.Bad("DefaultTimeout", c.DefaultTimeout, "exceeds {MaxTimeout} (%v)", c.MaxTimeout)
 	}

@@ -16,8 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	v1reflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1"
-	v1reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	v1reflection "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
@@ -236,11 +235,11 @@ func TestAdminListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		stream, err := v1reflectiongrpc.NewServerReflectionClient(conn).ServerReflectionInfo(testContext(t))
+		stream, err := v1reflection.NewServerReflectionClient(conn).ServerReflectionInfo(testContext(t))
 		if err != nil {
 			return nil, err
 		}
-		if err := stream.Send(&v1reflectionpb.ServerReflectionRequest{MessageRequest: &v1reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		if err := stream.Send(&v1reflection.ServerReflectionRequest{MessageRequest: &v1reflection.ServerReflectionRequest_ListServices{}}); err != nil {
 			return nil, err
 		}
 		resp, err := stream.Recv()

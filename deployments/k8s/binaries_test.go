@@ -258,21 +258,22 @@ func resourceFigure(t *testing.T, c corev1.Container, r *corev1.ResourceFieldSel
 // runGateway starts the gateway with the overlay's rendered environment,
 // on loopback, its backend the simulator instead of the Triton Service
 // (flags on the command line win over COLPALI_ variables), and waits until
-// it is ready. It returns the gateway's HTTP address.
-func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string) string {
+// it is ready. It returns the gateway's HTTP address and its admin
+// listener's (/metrics).
+func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string) (httpAddr, adminAddr string) {
 	t.Helper()
 	gw := startProcess(t, filepath.Join(binaries(t), "gateway"), []string{
-		"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0",
+		"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-admin-addr=127.0.0.1:0",
 		"-triton-dns=", "-triton-addrs=" + simGRPC + "=" + simMetrics,
 	}, renderedGatewayEnv(t, d))
 	line, err := gw.waitLog(ctx, "gateway serving")
 	if err != nil {
 		t.Fatalf("gateway with the rendered configuration: %v", err)
 	}
-	httpAddr := fmt.Sprint(line["http_addr"])
+	httpAddr, adminAddr = fmt.Sprint(line["http_addr"]), fmt.Sprint(line["admin_addr"])
 	for {
 		if code, _ := get(ctx, "http://"+httpAddr+"/readyz"); code == http.StatusOK {
-			return httpAddr
+			return httpAddr, adminAddr
 		}
 		select {
 		case <-ctx.Done():
@@ -332,7 +333,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 		t.Run("scrape", func(t *testing.T) {
 			ctx := testContext(t)
 			simGRPC, simMetrics := simulator(t, ctx)
-			gw := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics)
+			gw, gwAdmin := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gw+"/v1/queries:embed", strings.NewReader(`{"queries": ["late interaction"]}`))
 			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
 				t.Fatalf("EmbedQueries through the gateway: %v %v", resp, err)
@@ -342,7 +343,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 			// The REST middleware counts a request after its answer is
 			// written, so the client may see the answer first: read the
 			// gateway's metrics until that count is there.
-			for who, url := range map[string]string{"gateway": "http://" + gw + "/metrics", "tritonsim": "http://" + simMetrics + "/metrics"} {
+			for who, url := range map[string]string{"gateway": "http://" + gwAdmin + "/metrics", "tritonsim": "http://" + simMetrics + "/metrics"} {
 				for {
 					code, body := get(ctx, url)
 					if code != http.StatusOK {

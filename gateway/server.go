@@ -127,8 +127,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return &Server{cfg: cfg, deps: deps, images: images, registerDocuments: registerDocuments, health: health.NewServer(), ready: errors.New("no readiness check has run yet")}, nil
 }
 
-// Listen binds both listeners and wires the servers; afterwards GRPCAddr and
-// HTTPAddr report the bound addresses (useful with port 0).
+// Listen binds the listeners (gRPC, HTTP, admin) and wires the servers;
+// afterwards GRPCAddr, HTTPAddr and AdminAddr report the bound addresses
+// (useful with port 0).
 func (s *Server) Listen() error {
 	var lc net.ListenConfig
 	grpcLis, err := lc.Listen(context.Background(), "tcp", s.cfg.GRPCAddr)
@@ -144,7 +145,9 @@ func (s *Server) Listen() error {
 	s.grpcServer = s.newGRPCServer()
 	err = s.newHTTPServer()
 	if err == nil {
-		err = s.listenAdmin(&lc)
+		if err = s.listenAdmin(&lc); err != nil {
+			_ = s.loopback.Close()
+		}
 	}
 	if err != nil {
 		_ = grpcLis.Close()

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -270,5 +271,21 @@ func TestAdminListener(t *testing.T) {
 		if err != nil {
 			t.Errorf("gRPC health on %s: %v", addr, err)
 		}
+	}
+}
+
+func TestAdminAddressInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: busy.Addr().String()},
+		Deps{Logger: testLogger(t), Embedder: &fakeEmbedder{}, Ready: func(context.Context) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err == nil || !strings.Contains(err.Error(), "admin listener") {
+		t.Fatalf("Listen with the admin address taken: %v", err)
 	}
 }

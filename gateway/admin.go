@@ -108,9 +108,15 @@ func (s *Server) serveAdmin(errc chan<- error) {
 	}
 }
 
-// stopAdmin stops the admin listener. It runs last in the drain, so that
+// adminStopTimeout bounds the admin listener's own shutdown: a scrape or a
+// profile in progress may finish within it.
+const adminStopTimeout = 5 * time.Second
+
+// stopAdmin stops the admin listener. It runs after the drain, so that
 // metrics and profiles stay available while the calls in flight finish.
-func (s *Server) stopAdmin(ctx context.Context) {
+func (s *Server) stopAdmin() {
+	ctx, cancel := context.WithTimeout(context.Background(), adminStopTimeout)
+	defer cancel()
 	if err := s.adminServer.Shutdown(ctx); err != nil {
 		_ = s.adminServer.Close()
 	}

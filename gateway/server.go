@@ -353,7 +353,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-stopped
 	}
 	_ = s.loopback.Close()
-	s.stopAdmin(drainCtx)
+	s.stopAdmin()
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")
 	return serveErr

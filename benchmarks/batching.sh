@@ -28,14 +28,14 @@ source benchmarks/lib.sh
 bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 1 -gpu-layout separate -dynamic-batching=false -profile linear -log-format json >"$tmp/sim.log" 2>&1 &
 pids+=($!)
 sim=$(log_field "$tmp/sim.log" grpc_addr)
-declare -A grpc http
+declare -A grpc admin
 for mode in "${MODES[@]}"; do
 	# Info-level logs, one line per call, as in production: part of the cost.
-	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
+	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
 		-batching-mode "$mode" >"$tmp/gw-$mode.log" 2>&1 &
 	pids+=($!)
 	grpc[$mode]=$(log_field "$tmp/gw-$mode.log" grpc_addr)
-	http[$mode]=$(log_field "$tmp/gw-$mode.log" http_addr)
+	admin[$mode]=$(log_field "$tmp/gw-$mode.log" admin_addr)
 done
 
 # load MODE LEVEL OUT [DURATION]: single-query EmbedQueries calls, each with
@@ -51,7 +51,7 @@ load() {
 
 # batch_stats MODE: mean query batch size and rejections from the gateway's /metrics.
 batch_stats() {
-	curl -fsS "http://${http[$1]}/metrics" | awk -v mode="$1" '
+	curl -fsS "http://${admin[$1]}/metrics" | awk -v mode="$1" '
 		/^colpali_batcher_batch_size_sum\{model="colpali_query"\}/ { sum = $2 }
 		/^colpali_batcher_batch_size_count\{model="colpali_query"\}/ { n = $2 }
 		/^colpali_batcher_rejections_total\{model="colpali_query"/ { rej += $2 }

@@ -42,14 +42,15 @@ start_sim() {
 	names[$g]=$1
 }
 
-# start_gateway POLICY BACKENDS: starts a gateway; sets gw_pid, gw and gw_http.
+# start_gateway POLICY BACKENDS: starts a gateway; sets gw_pid, gw, gw_http and gw_admin.
 start_gateway() {
-	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -log-format json \
+	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -log-format json \
 		-router-policy "$1" -triton-addrs "$2" -health-interval 100ms >"$tmp/gw.log" 2>&1 &
 	gw_pid=$!
 	pids+=("$gw_pid")
 	gw=$(log_field "$tmp/gw.log" grpc_addr "gateway serving")
 	gw_http=$(log_field "$tmp/gw.log" http_addr "gateway serving")
+	gw_admin=$(log_field "$tmp/gw.log" admin_addr "gateway serving")
 	for _ in $(seq 1 100); do
 		if curl -fs "http://$gw_http/readyz" >/dev/null; then return; fi
 		sleep 0.1
@@ -64,7 +65,7 @@ stop_gateway() {
 
 # picks: batches per backend from the gateway's metrics, as "name=n" pairs.
 picks() {
-	curl -fs "http://$gw_http/metrics" | grep '^colpali_router_backend_picks_total' |
+	curl -fs "http://$gw_admin/metrics" | grep '^colpali_router_backend_picks_total' |
 		sed -E 's/.*backend="([^"]*)".* ([0-9.e+]+)$/\1 \2/' | while read -r addr n; do
 		printf '%s=%.0f ' "${names[$addr]:-$addr}" "$n"
 	done
@@ -149,7 +150,7 @@ for p in "${POLICIES[@]}"; do
 	sleep $((secs / 2))
 	kill -9 "$victim_pid"
 	wait "$ghz_pid"
-	kp[$p]="$(picks) retries: $(curl -fs "http://$gw_http/metrics" | grep '^colpali_router_retries_total' | sed -E 's/.*reason="([^"]*)"} (.*)/\1=\2/' | tr '\n' ' ')"
+	kp[$p]="$(picks) retries: $(curl -fs "http://$gw_admin/metrics" | grep '^colpali_router_retries_total' | sed -E 's/.*reason="([^"]*)"} (.*)/\1=\2/' | tr '\n' ' ')"
 	stop_gateway
 done
 {

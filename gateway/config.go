@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/internal/config"
@@ -13,6 +14,7 @@ import (
 const (
 	DefaultGRPCAddr        = ":9090"
 	DefaultHTTPAddr        = ":8080"
+	DefaultAdminAddr       = "127.0.0.1:9091"
 	DefaultTimeout         = 30 * time.Second
 	DefaultMaxTimeout      = 2 * time.Minute
 	DefaultMaxQueries      = 64
@@ -20,6 +22,7 @@ const (
 	DefaultMaxImages       = 16
 	DefaultMaxImageBytes   = 8 << 20
 	DefaultMaxImagePixels  = 40_000_000
+	DefaultMaxCallPixels   = 160_000_000
 	DefaultMaxSendMsgSize  = 64 << 20
 	DefaultHealthInterval  = 5 * time.Second
 	DefaultMaxStreams      = 1024
@@ -40,9 +43,22 @@ const (
 type Config struct {
 	// GRPCAddr is the gRPC listen address. Default ":9090".
 	GRPCAddr string
-	// HTTPAddr is the REST, /metrics and /openapi.json listen address.
+	// HTTPAddr is the REST, /openapi.json and health listen address.
 	// Default ":8080".
 	HTTPAddr string
+	// AdminAddr is the admin listener's address: /metrics, /debug/pprof/,
+	// and gRPC reflection, BackendService and health (admin.go). Default
+	// "127.0.0.1:9091", loopback: reach it from elsewhere only on purpose.
+	AdminAddr string
+	// MaxConcurrentDecodes bounds the images checked at once, across all
+	// calls (image.go). Default GOMAXPROCS: the checks are CPU-bound, and
+	// more at once only adds memory.
+	MaxConcurrentDecodes int
+	// MaxCallPixels bounds the pixels of all the images of one call or one
+	// stream message together. Default 160,000,000 (four pages at
+	// MaxImagePixels); an image within MaxImagePixels is refused when the
+	// call's earlier images have used up the budget.
+	MaxCallPixels int
 	// DefaultTimeout is the deadline of a call that arrives without one.
 	// Default 30s: gRPC sets no deadline by default, and grpc-gateway's
 	// REST calls carry none unless the client sends Grpc-Timeout.
@@ -109,6 +125,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.GRPCAddr = cmp.Or(c.GRPCAddr, DefaultGRPCAddr)
 	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.AdminAddr = cmp.Or(c.AdminAddr, DefaultAdminAddr)
+	c.MaxConcurrentDecodes = cmp.Or(c.MaxConcurrentDecodes, runtime.GOMAXPROCS(0))
+	c.MaxCallPixels = cmp.Or(c.MaxCallPixels, DefaultMaxCallPixels)
 	c.DefaultTimeout = cmp.Or(c.DefaultTimeout, DefaultTimeout)
 	c.MaxTimeout = cmp.Or(c.MaxTimeout, DefaultMaxTimeout)
 	c.HealthInterval = cmp.Or(c.HealthInterval, DefaultHealthInterval)
@@ -140,7 +159,7 @@ func (c Config) Validate() error {
 	var errs config.Errors
 	for _, a := range []struct {
 		field, addr string
-	}{{"GRPCAddr", c.GRPCAddr}, {"HTTPAddr", c.HTTPAddr}} {
+	}{{"GRPCAddr", c.GRPCAddr}, {"HTTPAddr", c.HTTPAddr}, {"AdminAddr", c.AdminAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs.Bad(a.field, a.addr, "want host:port")
 		}
@@ -154,6 +173,8 @@ func (c Config) Validate() error {
 	errs.Add(config.Positive("MaxImages", c.MaxImages))
 	errs.Add(config.Positive("MaxImageBytes", c.MaxImageBytes))
 	errs.Add(config.Positive("MaxImagePixels", c.MaxImagePixels))
+	errs.Add(config.Positive("MaxConcurrentDecodes", c.MaxConcurrentDecodes))
+	errs.Add(config.Positive("MaxCallPixels", c.MaxCallPixels))
 	errs.Add(config.Positive("MaxSendMsgSize", c.MaxSendMsgSize))
 	errs.Add(config.Positive("MaxRecvMsgSize", c.MaxRecvMsgSize))
 	errs.Add(config.Positive("MaxConcurrentStreams", c.MaxConcurrentStreams))
@@ -167,6 +188,9 @@ func (c Config) Validate() error {
 	errs.Nest("Drain.", c.Drain.Validate())
 	if c.MaxTopK > store.MaxTopK {
 		errs.Bad("MaxTopK", c.MaxTopK, "exceeds %d, the most the store's first stage returns", store.MaxTopK)
+	}
+	if c.MaxCallPixels > 0 && c.MaxCallPixels < c.MaxImagePixels {
+		errs.Bad("MaxCallPixels", c.MaxCallPixels, "below {MaxImagePixels} (%d): an image within its limit would be refused", c.MaxImagePixels)
 	}
 	if c.MaxTimeout > 0 && c.DefaultTimeout > c.MaxTimeout {
 		errs.Bad("DefaultTimeout", c.DefaultTimeout, "exceeds {MaxTimeout} (%v)", c.MaxTimeout)

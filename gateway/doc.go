@@ -3,12 +3,17 @@
 // # Overview
 //
 // One gRPC server carries the API (EmbeddingService, and the operator's
-// read-only BackendService over Deps.Backends), gRPC health and reflection. The REST
+// read-only BackendService over Deps.Backends) and gRPC health. The REST
 // side is grpc-gateway's transcoding mux dialled to that same gRPC server
-// over loopback (not the in-process handler), so a REST call passes the same
-// interceptors as a gRPC call: panic recovery, request id and logging,
-// Prometheus metrics, the deadline policy and OpenTelemetry tracing. The HTTP
-// listener also serves /metrics, /openapi.json, /healthz and /readyz.
+// over an in-memory connection (transport.go; not the in-process handler),
+// so a REST call passes the same interceptors as a gRPC call: panic
+// recovery, request id and logging, Prometheus metrics, the deadline policy
+// and OpenTelemetry tracing. The HTTP listener also serves /openapi.json,
+// /healthz and /readyz. With Deps.TLS both listeners speak TLS (mutual TLS
+// with a client CA). The admin listener (admin.go, loopback by default)
+// serves /metrics, /debug/pprof/, gRPC reflection, the BackendService and
+// health. Images are checked without decoding a bitmap, a bounded number
+// at once (image.go).
 //
 // # Request lifecycle
 //

@@ -55,6 +55,7 @@ type documentService struct {
 	colpaliv1.UnimplementedDocumentServiceServer
 	cfg      Config
 	embedder Embedder
+	images   *imageChecker
 	store    DocumentStore
 	ingest   *ingest.Service
 	logger   *slog.Logger
@@ -66,7 +67,7 @@ type documentService struct {
 // documents: with a DocumentStore, register returns the documentService;
 // without one, a service whose every method answers errNoStorage
 // (UNIMPLEMENTED), so that the API still names the service.
-func documentRegistration(cfg Config, deps Deps) (register func(grpc.ServiceRegistrar), err error) {
+func documentRegistration(cfg Config, deps Deps, images *imageChecker) (register func(grpc.ServiceRegistrar), err error) {
 	if deps.Documents == nil {
 		return func(r grpc.ServiceRegistrar) {
 			r.RegisterService(unimplementedService(&colpaliv1.DocumentService_ServiceDesc, errNoStorage), struct{}{})
@@ -76,7 +77,7 @@ func documentRegistration(cfg Config, deps Deps) (register func(grpc.ServiceRegi
 	if err != nil {
 		return nil, err
 	}
-	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger, quotas: deps.Quotas}
+	svc := &documentService{cfg: cfg, embedder: deps.Embedder, store: deps.Documents, ingest: ing, logger: deps.Logger, quotas: deps.Quotas, images: images}
 	return func(r grpc.ServiceRegistrar) { colpaliv1.RegisterDocumentServiceServer(r, svc) }, nil
 }
 
@@ -196,7 +197,7 @@ func (s *documentService) Search(ctx context.Context, req *colpaliv1.SearchReque
 	}
 	resp := &colpaliv1.SearchResponse{Results: make([]*colpaliv1.SearchResult, len(hits)), Model: s.embedder.ModelName(model.Query)}
 	for i, h := range hits {
-		resp.Results[i] = &colpaliv1.SearchResult{Document: documentProto(h.Document), PageNumber: int32(h.Page), Score: h.Score}
+		resp.Results[i] = &colpaliv1.SearchResult{Document: documentProto(h.Document), PageNumber: int32(h.Page), Score: h.Score} // #nosec G115 -- page numbers are bounded by MaxStreamPages, far below 2^31
 	}
 	return resp, nil
 }
@@ -219,7 +220,7 @@ func documentProto(d store.Document) *colpaliv1.Document {
 	out := &colpaliv1.Document{
 		DocumentId:     d.ID,
 		Metadata:       d.Metadata,
-		PageCount:      int32(d.PageCount),
+		PageCount:      int32(d.PageCount), // #nosec G115 -- page counts are bounded by MaxStreamPages, far below 2^31
 		IdempotencyKey: d.IdempotencyKey,
 	}
 	if !d.CreatedAt.IsZero() {

@@ -26,7 +26,7 @@ import (
 const streamInFlight = 2
 
 func (s *documentService) IngestDocument(ctx context.Context, req *colpaliv1.IngestDocumentRequest) (*colpaliv1.IngestDocumentResponse, error) {
-	if err := s.validateIngest(req); err != nil {
+	if err := s.validateIngest(ctx, req); err != nil {
 		return nil, err
 	}
 	tenant, err := tenantOf(ctx)
@@ -105,7 +105,7 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 			if err != nil {
 				return nil, recvError(err, fmt.Sprintf("page %d", n))
 			}
-			if err := s.validatePageMessage(msg, n); err != nil {
+			if err := s.validatePageMessage(ctx, msg, n); err != nil {
 				return nil, err
 			}
 			// A stream's pages are counted as they come: the whole
@@ -131,7 +131,7 @@ func (s *documentService) IngestDocumentStream(stream ingestStream) error {
 
 func progressProto(p ingest.Progress) *colpaliv1.IngestProgress {
 	return &colpaliv1.IngestProgress{
-		DocumentId: p.DocumentID, PagesReceived: int32(p.PagesReceived), PagesStored: int32(p.PagesStored), PageCount: int32(p.PageCount),
+		DocumentId: p.DocumentID, PagesReceived: int32(p.PagesReceived), PagesStored: int32(p.PagesStored), PageCount: int32(p.PageCount), // #nosec G115 -- page counts are bounded by MaxStreamPages, far below 2^31
 	}
 }
 

@@ -67,7 +67,7 @@ type docGateway struct {
 	emb   *fakeEmbedder
 }
 
-func startDocGateway(t *testing.T, cfg Config, fs *fakeStore) *docGateway {
+func startDocGateway(t testing.TB, cfg Config, fs *fakeStore) *docGateway {
 	t.Helper()
 	if fs == nil {
 		fs = newFakeStore()

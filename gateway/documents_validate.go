@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -16,8 +17,9 @@ const (
 	maxFilterValueBytes    = 1024
 )
 
-func (s *documentService) validateIngest(req *colpaliv1.IngestDocumentRequest) error {
+func (s *documentService) validateIngest(ctx context.Context, req *colpaliv1.IngestDocumentRequest) error {
 	var v violations
+	budget := s.images.newBudget(ctx)
 	pages := req.GetPages()
 	switch n := len(pages); {
 	case n == 0:
@@ -27,7 +29,7 @@ func (s *documentService) validateIngest(req *colpaliv1.IngestDocumentRequest) e
 	default:
 		bad := 0
 		for i, p := range pages {
-			if msg := s.cfg.checkImage(p.GetImage()); msg != "" {
+			if msg := budget.check(p.GetImage()); msg != "" {
 				v.add(fmt.Sprintf("pages[%d].image", i), "%s", msg)
 				if bad++; bad == maxReportedItems {
 					break
@@ -37,7 +39,7 @@ func (s *documentService) validateIngest(req *colpaliv1.IngestDocumentRequest) e
 	}
 	s.checkMetadata(&v, "metadata", req.GetMetadata())
 	checkIdempotencyKey(&v, "idempotency_key", req.GetIdempotencyKey())
-	return v.err()
+	return budget.done(v)
 }
 
 // validateHeader checks the first message of a streaming ingestion.
@@ -61,19 +63,20 @@ func (s *documentService) validateHeader(msg *colpaliv1.IngestDocumentStreamRequ
 
 // validatePageMessage checks a message after the header: page number n
 // (1-based).
-func (s *documentService) validatePageMessage(msg *colpaliv1.IngestDocumentStreamRequest, n int) error {
+func (s *documentService) validatePageMessage(ctx context.Context, msg *colpaliv1.IngestDocumentStreamRequest, n int) error {
 	var v violations
+	budget := s.images.newBudget(ctx)
 	switch {
 	case msg.GetHeader() != nil:
 		v.add("header", "message %d carries a second header; only the first message may", n+1)
 	case msg.GetPage() == nil:
 		v.add("page", "message %d carries no page", n+1)
 	default:
-		if problem := s.cfg.checkImage(msg.GetPage().GetImage()); problem != "" {
+		if problem := budget.check(msg.GetPage().GetImage()); problem != "" {
 			v.add("page.image", "page %d %s", n, problem)
 		}
 	}
-	return v.err()
+	return budget.done(v)
 }
 
 // checkMetadata reports what is wrong with a document's metadata: too many

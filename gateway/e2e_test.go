@@ -424,7 +424,7 @@ func TestE2EListBackends(t *testing.T) {
 		t.Fatalf("GET /v1/backends: %s (%v)", body, err)
 	}
 
-	code, body = g.get(t, "/metrics")
+	code, body = g.getAdmin(t, "/metrics")
 	for _, want := range []string{
 		`colpali_router_backend_state{backend="` + healthy.GRPCAddr() + `",state="ready"} 1`,
 		`colpali_router_backend_model_ready{backend="` + imageDown.GRPCAddr() + `",model="colpali_image"} 0`,
@@ -520,7 +520,7 @@ func TestE2EBatchesForm(t *testing.T) {
 			if items != callers || len(obs) >= callers || largest < 2 {
 				t.Fatalf("simulator saw %d calls carrying %d items, the largest %d: want fewer, larger batches for %d callers", len(obs), items, largest, callers)
 			}
-			code, body := s.get(t, "/metrics")
+			code, body := s.getAdmin(t, "/metrics")
 			want := fmt.Sprintf(`colpali_batcher_batch_size_count{model="colpali_query"} %d`, len(obs))
 			if code != http.StatusOK || !strings.Contains(string(body), want) {
 				t.Errorf("/metrics lacks %q", want)
@@ -563,7 +563,7 @@ func TestE2EBatcherQueueFullAndPriority(t *testing.T) {
 	if counts[codes.OK] != 2 || counts[codes.ResourceExhausted] != 1 {
 		t.Fatalf("codes %v, want 2 OK and 1 RESOURCE_EXHAUSTED", counts)
 	}
-	_, body := s.get(t, "/metrics")
+	_, body := s.getAdmin(t, "/metrics")
 	if want := `colpali_batcher_rejections_total{model="colpali_query",reason="queue_full"} 1`; !strings.Contains(string(body), want) {
 		t.Errorf("/metrics lacks %q", want)
 	}

@@ -40,6 +40,7 @@ type embeddingService struct {
 	embedder Embedder
 	// quotas, when set, limit each tenant's pages per second.
 	quotas *quota.Quotas
+	images *imageChecker
 }
 
 var _ colpaliv1.EmbeddingServiceServer = (*embeddingService)(nil)
@@ -63,7 +64,7 @@ func (s *embeddingService) EmbedQueries(ctx context.Context, req *colpaliv1.Embe
 }
 
 func (s *embeddingService) EmbedImages(ctx context.Context, req *colpaliv1.EmbedImagesRequest) (*colpaliv1.EmbedImagesResponse, error) {
-	if err := s.validateImages(req); err != nil {
+	if err := s.validateImages(ctx, req); err != nil {
 		return nil, err
 	}
 	if err := chargePages(ctx, s.quotas, len(req.GetImages())); err != nil {
@@ -89,7 +90,7 @@ func encodeAll(embs []model.Embedding, enc colpaliv1.EmbeddingEncoding) []*colpa
 
 // encode puts one embedding in the encoding the caller asked for.
 func encode(e model.Embedding, enc colpaliv1.EmbeddingEncoding) *colpaliv1.MultiVector {
-	mv := &colpaliv1.MultiVector{VectorCount: int32(e.Rows), Dimension: int32(e.Dim)}
+	mv := &colpaliv1.MultiVector{VectorCount: int32(e.Rows), Dimension: int32(e.Dim)} // #nosec G115 -- rows and dimension of an embedding the codec checked against the model and the message size limit
 	switch enc {
 	case colpaliv1.EmbeddingEncoding_EMBEDDING_ENCODING_FLOAT_LIST:
 		mv.Vectors = make([]*colpaliv1.Vector, e.Rows)

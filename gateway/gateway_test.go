@@ -455,7 +455,7 @@ func TestOpenAPIAndMetricsServed(t *testing.T) {
 			t.Errorf("OpenAPI document lacks %s (has %v)", p, doc.Paths)
 		}
 	}
-	code, body = g.get(t, "/metrics")
+	code, body = g.getAdmin(t, "/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: HTTP %d", code)
 	}
@@ -543,7 +543,7 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 		<-release
 		return constantEmbeddings(len(items), 1, 4), nil
 	}}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second, Drain: DrainConfig{Delay: time.Millisecond}},
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", ShutdownTimeout: 10 * time.Second, Drain: DrainConfig{Delay: time.Millisecond}},
 		Deps{Logger: testLogger(t), Embedder: fake, Ready: func(context.Context) error { return nil }, Authenticator: auth.None()})
 	if err != nil {
 		t.Fatal(err)

@@ -96,9 +96,9 @@ type testGateway struct {
 
 // startGateway starts a gateway with deps' Embedder and Ready, stopped in
 // t.Cleanup. cfg's addresses are overridden with 127.0.0.1:0.
-func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
+func startGateway(t testing.TB, cfg Config, deps Deps) *testGateway {
 	t.Helper()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = 20 * time.Millisecond
 	}
@@ -172,7 +172,18 @@ func (g *testGateway) post(t *testing.T, path, body string, header ...string) (i
 
 func (g *testGateway) get(t *testing.T, path string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, g.baseURL+path, nil)
+	return getURL(t, g.baseURL+path)
+}
+
+// getAdmin gets path from the admin listener (/metrics, /debug/pprof/).
+func (g *testGateway) getAdmin(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	return getURL(t, "http://"+g.srv.AdminAddr()+path)
+}
+
+func getURL(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestRESTRoutesFromTheMux(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "/v1/documents:search") {
 		t.Fatalf("2 MiB search: HTTP %d %s, want 413", code, body)
 	}
-	_, metrics := g.get(t, "/metrics")
+	_, metrics := g.getAdmin(t, "/metrics")
 	for _, want := range []string{
 		`colpali_http_requests_total{code="501",method="get",route="/v1/documents/{document_id}"} 1`,
 		`colpali_http_requests_total{code="404",method="get",route="other"} 1`,

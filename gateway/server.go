@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -15,13 +16,11 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -71,6 +70,9 @@ type Deps struct {
 	// Quotas, when set, keep each tenant within its call and page rates,
 	// concurrency and storage (package quota). Default: no quotas.
 	Quotas *quota.Quotas
+	// TLS, when set, puts TLS (and mutual TLS, if it holds a client CA) on
+	// every listener; see transport.go. Default: clear text.
+	TLS TLS
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -80,6 +82,7 @@ type Server struct {
 	health *health.Server
 	// registerDocuments registers the DocumentService, real or not.
 	registerDocuments func(grpc.ServiceRegistrar)
+	images            *imageChecker // shared by the services: one bound on decodes
 
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
@@ -87,7 +90,10 @@ type Server struct {
 	// rest is the REST side's connection to the services (restconn.go).
 	rest *inprocConn
 
-	stopping chan struct{} // closed when the drain stops taking calls (drain.go)
+	stopping    chan struct{} // closed when the drain stops taking calls (drain.go)
+	adminLis    net.Listener  // see admin.go
+	adminServer *http.Server
+	adminGRPC   *grpc.Server
 
 	mu       sync.Mutex
 	ready    error // last readiness result; guarded by mu
@@ -134,15 +140,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Clock == nil {
 		deps.Clock = clock.System{}
 	}
-	registerDocuments, err := documentRegistration(cfg, deps)
+	images := newImageChecker(cfg)
+	registerDocuments, err := documentRegistration(cfg, deps, images)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, deps: deps, registerDocuments: registerDocuments, health: health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet")}, nil
+	return &Server{cfg: cfg, deps: deps, images: images, registerDocuments: registerDocuments, health: health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet")}, nil
 }
 
-// Listen binds both listeners and wires the servers; afterwards GRPCAddr and
-// HTTPAddr report the bound addresses (useful with port 0).
+// Listen binds the listeners (gRPC, HTTP, admin) and wires the servers;
+// afterwards GRPCAddr, HTTPAddr and AdminAddr report the bound addresses
+// (useful with port 0).
 func (s *Server) Listen() error {
 	var lc net.ListenConfig
 	grpcLis, err := lc.Listen(context.Background(), "tcp", s.cfg.GRPCAddr)
@@ -151,14 +159,18 @@ func (s *Server) Listen() error {
 	}
 	httpLis, err := lc.Listen(context.Background(), "tcp", s.cfg.HTTPAddr)
 	if err != nil {
-		grpcLis.Close()
+		_ = grpcLis.Close()
 		return fmt.Errorf("HTTP listener: %w", err)
 	}
-	s.grpcLis, s.httpLis = grpcLis, httpLis
+	s.grpcLis, s.httpLis = s.secureListeners(grpcLis, httpLis)
 	s.grpcServer = s.newGRPCServer()
-	if err := s.newHTTPServer(); err != nil {
-		grpcLis.Close()
-		httpLis.Close()
+	err = s.newHTTPServer()
+	if err == nil {
+		err = s.listenAdmin(&lc)
+	}
+	if err != nil {
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
 		return err
 	}
 	return nil
@@ -196,7 +208,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.StatsHandler(telemetry.GRPCServerHandler()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgSize),
-		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
+		grpc.MaxConcurrentStreams(uint32(min(s.cfg.MaxConcurrentStreams, math.MaxUint32))), // #nosec G115 -- clamped to MaxUint32 by min
 		streamWorkers(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(s.keepaliveParams()),
@@ -212,7 +224,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	}
 	srv := grpc.NewServer(opts...)
 	s.registerServices(srv)
-	reflection.Register(srv)
+	// Reflection is served on the admin listener only (admin.go).
 	metrics.initialize(srv)
 	s.setServing(false, false)
 	return srv
@@ -220,7 +232,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 
 // registerServices registers the API's services and health on srv.
 func (s *Server) registerServices(srv grpc.ServiceRegistrar) {
-	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder, quotas: s.deps.Quotas})
+	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder, quotas: s.deps.Quotas, images: s.images})
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})
 	}
@@ -272,7 +284,6 @@ func (s *Server) newHTTPServer() error {
 
 	root := http.NewServeMux()
 	root.Handle("/v1/", instrumentREST(mux, s.deps.Registry))
-	root.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{Registry: s.deps.Registry}))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.Document)
@@ -309,7 +320,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.grpcServer.Serve(s.grpcLis); err != nil {
@@ -321,8 +332,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- fmt.Errorf("HTTP server: %w", err)
 		}
 	})
+	wg.Go(func() { s.serveAdmin(errc) })
 	wg.Go(func() { s.watchReadiness(ctx) })
-	s.deps.Logger.Info("gateway serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+	s.deps.Logger.Info("gateway serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(), "admin_addr", s.AdminAddr(), "tls", s.deps.TLS != nil)
 
 	var serveErr error
 	select {
@@ -331,6 +343,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	cancel()
 	s.drain(ctx, serveErr == nil) // drain.go
+	s.stopAdmin()
 	wg.Wait()
 	s.deps.Logger.Info("gateway stopped")
 	return serveErr

@@ -1,11 +1,8 @@
 package gateway
 
 import (
-	"bytes"
+	"context"
 	"fmt"
-	"image"
-	_ "image/jpeg" // registers JPEG for image.DecodeConfig
-	_ "image/png"  // registers PNG for image.DecodeConfig
 	"strings"
 	"unicode/utf8"
 
@@ -41,7 +38,7 @@ func (s *embeddingService) validateEncoding(v *violations, e colpaliv1.Embedding
 }
 
 func (s *embeddingService) validatePriority(v *violations, p uint32, kind model.Kind) {
-	if levels := s.priorityLevels(kind); p > uint32(levels) {
+	if levels := s.priorityLevels(kind); p > uint32(levels) { // #nosec G115 -- levels is a configured count of priority levels, positive and small
 		v.add("priority", "is %d; the %s model has priority levels 1 (first) to %d, and 0 means its default", p, kind, levels)
 	}
 }
@@ -54,12 +51,13 @@ func (s *embeddingService) validateQueries(req *colpaliv1.EmbedQueriesRequest) e
 	return v.err()
 }
 
-func (s *embeddingService) validateImages(req *colpaliv1.EmbedImagesRequest) error {
+func (s *embeddingService) validateImages(ctx context.Context, req *colpaliv1.EmbedImagesRequest) error {
 	var v violations
-	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, s.cfg.checkImage)
+	budget := s.images.newBudget(ctx)
+	validateBatch(&v, "images", "image", req.GetImages(), s.cfg.MaxImages, budget.check)
 	s.validateEncoding(&v, req.GetEncoding())
 	s.validatePriority(&v, req.GetPriority(), model.Image)
-	return v.err()
+	return budget.done(v)
 }
 
 // validateBatch checks that the repeated field (named in the plural) holds 1
@@ -93,48 +91,6 @@ func (c Config) checkQuery(q string) string {
 		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(q), c.MaxQueryBytes)
 	case !utf8.ValidString(q):
 		return "is not valid UTF-8"
-	}
-	return ""
-}
-
-var (
-	pngMagic  = []byte("\x89PNG\r\n\x1a\n")
-	jpegMagic = []byte{0xff, 0xd8, 0xff}
-)
-
-// checkImage returns what is wrong with one encoded image, or "". It reads
-// the header first (image.DecodeConfig), to refuse non-images and
-// decompression bombs cheaply, then decodes the pixels once to be sure
-// Triton's preprocessing will not choke on the item.
-func (c Config) checkImage(img []byte) string {
-	switch {
-	case len(img) == 0:
-		return "is empty; want a PNG or JPEG file"
-	case len(img) > c.MaxImageBytes:
-		return fmt.Sprintf("is %d bytes; the limit is %d bytes", len(img), c.MaxImageBytes)
-	case !bytes.HasPrefix(img, pngMagic) && !bytes.HasPrefix(img, jpegMagic):
-		return "is not a PNG or JPEG file (unrecognised signature)"
-	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(img))
-	if err != nil {
-		return fmt.Sprintf("cannot be read as PNG or JPEG: %v", err)
-	}
-	if format != "png" && format != "jpeg" {
-		return fmt.Sprintf("is %s; want PNG or JPEG", format)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return fmt.Sprintf("has empty dimensions %dx%d", cfg.Width, cfg.Height)
-	}
-	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(c.MaxImagePixels) {
-		return fmt.Sprintf("is %dx%d = %d pixels; the limit is %d pixels", cfg.Width, cfg.Height, px, c.MaxImagePixels)
-	}
-	// Only now, with the size known to be bounded, decode the pixels: a file
-	// with a sound header but broken or missing image data would otherwise
-	// fail in Triton's preprocessing, which fails the whole batch it is in
-	// (other callers' items too, once requests are batched) without saying
-	// which item was bad.
-	if _, _, err := image.Decode(bytes.NewReader(img)); err != nil {
-		return fmt.Sprintf("has a valid header but its image data cannot be decoded: %v", err)
 	}
 	return ""
 }

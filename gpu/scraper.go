@@ -375,7 +375,7 @@ func (s *Scraper) fetch(ctx context.Context, endpoint string) (*tritonSample, er
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // let the connection be reused
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // let the connection be reused
 		return nil, fmt.Errorf("%w: %s: %s", ErrBadStatus, endpoint, resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBytes+1))

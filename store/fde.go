@@ -77,7 +77,7 @@ type fdeEncoder struct {
 var fde = newFDEEncoder(fdeReps, fdeSimHashBits, fdeProjDim, fdeSeed)
 
 func newFDEEncoder(nReps, simHashBits, projDim int, seed uint64) *fdeEncoder {
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	rng := rand.New(rand.NewPCG(seed, seed>>1)) // #nosec G404 -- the projections must be reproducible from the configured seed (the index depends on them); they are not secret
 	f := &fdeEncoder{reps: make([]fdeRep, nReps), simHashBits: simHashBits, buckets: 1 << simHashBits,
 		projDim: projDim, dim: nReps << simHashBits * projDim}
 	scale := float32(1 / math.Sqrt(float64(projDim)))
@@ -157,7 +157,7 @@ func (f *fdeEncoder) page(e model.Embedding) []float32 {
 // bits binarises an encoding: bit i is set when v[i] > 0 (most
 // significant bit of each byte first, as Postgres stores bit strings).
 func (f *fdeEncoder) bits(v []float32) pgtype.Bits {
-	b := pgtype.Bits{Bytes: make([]byte, (len(v)+7)/8), Len: int32(len(v)), Valid: true}
+	b := pgtype.Bits{Bytes: make([]byte, (len(v)+7)/8), Len: int32(len(v)), Valid: true} // #nosec G115 -- len(v) is the FDE dimension, a few thousand
 	for i, x := range v {
 		if x > 0 {
 			b.Bytes[i/8] |= 0x80 >> (i % 8)

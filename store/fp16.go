@@ -55,13 +55,13 @@ func toHalf(f float32) uint16 {
 		if rem := mant & (1<<shift - 1); rem > half || (rem == half && r&1 == 1) {
 			r++
 		}
-		return sign | uint16(r)
+		return sign | uint16(r) // #nosec G115 -- r fits 16 bits after the range checks above
 	}
 	r := uint32(exp)<<10 | mant>>13
 	if rem := mant & 0x1fff; rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
 		r++ // may carry into the exponent, which is right (up to infinity)
 	}
-	return sign | uint16(r)
+	return sign | uint16(r) // #nosec G115 -- r fits 16 bits after the range checks above
 }
 
 func fromHalf(h uint16) float32 {

@@ -149,7 +149,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) 
 	}
 	if cfg.SweepInterval > 0 {
 		s.sweepDone.Add(1)
-		go s.sweepLoop()
+		go s.sweepLoop() // #nosec G118 -- the sweeper outlives Open's context on purpose; Close stops it through stopSweep
 	}
 	return s, nil
 }

@@ -11,6 +11,7 @@ package triton
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -101,6 +103,10 @@ type Config struct {
 	// KeepaliveTimeout is how long a ping may go unanswered before the
 	// connection is considered dead. Default 10s.
 	KeepaliveTimeout time.Duration
+	// TLS, when set, is the connection's TLS configuration (Triton's
+	// --grpc-use-ssl, and --grpc-use-ssl-mutual with a client
+	// certificate). Default nil: clear text.
+	TLS *tls.Config
 }
 
 // WithDefaults returns c with every zero field but Addr set to its default.
@@ -139,8 +145,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("triton: backend address is empty")
 	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
 	conn, err := grpc.NewClient(cfg.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithStatsHandler(telemetry.GRPCClientHandler()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/morphik-org/colpali-gateway/internal/cli"
+	"github.com/morphik-org/colpali-gateway/internal/tlsreload"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 	"github.com/morphik-org/colpali-gateway/model"
 )
@@ -34,6 +35,8 @@ Flags:
 type options struct {
 	cfg tritonsim.Config
 	log cli.LogFlags
+	// tls are the -tls-* files, read into cfg.TLS by main.
+	tls tlsreload.Config
 }
 
 // parseFlags parses args and validates the result. Every bad value is
@@ -89,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	})
 	intFlag(fs, &errs, &c.StopAfter, "stop-after", "fault: crash (hard stop, exit status 1) when the `N`th ModelInfer call arrives; 0 is never")
 	o.log.Register(fs)
+	fs.StringVar(&o.tls.CertFile, "tls-cert-file", "", "PEM certificate `file` of the gRPC listener (with -tls-key-file); empty: clear text")
+	fs.StringVar(&o.tls.KeyFile, "tls-key-file", "", "PEM private key `file` of -tls-cert-file")
+	fs.StringVar(&o.tls.CAFile, "tls-client-ca-file", "", "PEM CA bundle `file`: require client certificates it signed (mutual TLS)")
 
 	if err := fs.Parse(args); err != nil {
 		// flag has already printed the message and the usage.

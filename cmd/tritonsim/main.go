@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/tlsreload"
 	"github.com/morphik-org/colpali-gateway/internal/tritonsim"
 )
 
@@ -47,6 +48,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
+	if opts.tls.CertFile != "" || opts.tls.KeyFile != "" || opts.tls.CAFile != "" {
+		if opts.tls.CertFile == "" {
+			return errors.New("-tls-cert-file and -tls-key-file are needed for TLS")
+		}
+		r, err := tlsreload.New(opts.tls, tlsreload.Deps{Logger: logger})
+		if err != nil {
+			return err
+		}
+		go r.Run(ctx)
+		opts.cfg.TLS = r.ServerConfig("h2")
+	}
 	s, err := tritonsim.Start(ctx, opts.cfg, logger)
 	if err != nil {
 		return err

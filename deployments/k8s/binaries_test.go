@@ -258,11 +258,12 @@ func resourceFigure(t *testing.T, c corev1.Container, r *corev1.ResourceFieldSel
 // runGateway starts the gateway with the overlay's rendered environment,
 // on loopback, its backend the simulator instead of the Triton Service
 // (flags on the command line win over COLPALI_ variables), and waits until
-// it is ready. It returns the gateway's HTTP address.
-func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string, extraArgs ...string) string {
+// it is ready. It returns the gateway's HTTP address and its admin
+// listener's (/metrics).
+func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetrics string, extraArgs ...string) (httpAddr, adminAddr string) {
 	t.Helper()
 	gw := startProcess(t, filepath.Join(binaries(t), "gateway"), append([]string{
-		"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0",
+		"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-admin-addr=127.0.0.1:0",
 		"-triton-dns=", "-triton-addrs=" + simGRPC + "=" + simMetrics,
 		// The overlay's drain delay is still parsed and validated (the
 		// environment is read first); nothing routes to this gateway, so
@@ -273,10 +274,10 @@ func runGateway(t *testing.T, ctx context.Context, d *decoded, simGRPC, simMetri
 	if err != nil {
 		t.Fatalf("gateway with the rendered configuration: %v", err)
 	}
-	httpAddr := fmt.Sprint(line["http_addr"])
+	httpAddr, adminAddr = fmt.Sprint(line["http_addr"]), fmt.Sprint(line["admin_addr"])
 	for {
 		if code, _ := get(ctx, "http://"+httpAddr+"/readyz"); code == http.StatusOK {
-			return httpAddr
+			return httpAddr, adminAddr
 		}
 		select {
 		case <-ctx.Done():
@@ -338,7 +339,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 			simGRPC, simMetrics := simulator(t, ctx)
 			// -auth=none: the API keys live in the database, which is
 			// not here; the call only has to make the series exist.
-			gw := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics, "-auth=none")
+			gw, gwAdmin := runGateway(t, ctx, decodeAll(t, render(t)["prod"]), simGRPC, simMetrics, "-auth=none")
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gw+"/v1/queries:embed", strings.NewReader(`{"queries": ["late interaction"]}`))
 			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
 				t.Fatalf("EmbedQueries through the gateway: %v %v", resp, err)
@@ -348,7 +349,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 			// The REST middleware counts a request after its answer is
 			// written, so the client may see the answer first: read the
 			// gateway's metrics until that count is there.
-			for who, url := range map[string]string{"gateway": "http://" + gw + "/metrics", "tritonsim": "http://" + simMetrics + "/metrics"} {
+			for who, url := range map[string]string{"gateway": "http://" + gwAdmin + "/metrics", "tritonsim": "http://" + simMetrics + "/metrics"} {
 				for {
 					code, body := get(ctx, url)
 					if code != http.StatusOK {

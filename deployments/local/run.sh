@@ -14,6 +14,7 @@ SIM2_GRPC=${SIM2_GRPC:-127.0.0.1:8011}
 SIM2_METRICS=${SIM2_METRICS:-127.0.0.1:8012}
 GATEWAY_GRPC=${GATEWAY_GRPC:-127.0.0.1:9090}
 GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8080}
+GATEWAY_ADMIN=${GATEWAY_ADMIN:-127.0.0.1:9091}
 
 pids=()
 cleanup() {
@@ -35,7 +36,7 @@ pids+=($!)
 # -auth none: no API keys locally. The gateway then refuses any listen
 # address that is not loopback, and says so in its log; see the README's
 # Security section for running with keys.
-env -u KUBERNETES_SERVICE_HOST bin/gateway -auth none -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" \
+env -u KUBERNETES_SERVICE_HOST bin/gateway -auth none -grpc-addr "$GATEWAY_GRPC" -http-addr "$GATEWAY_HTTP" -admin-addr "$GATEWAY_ADMIN" \
 	-triton-addrs "$SIM_GRPC=$SIM_METRICS,$SIM2_GRPC=$SIM2_METRICS" -health-interval 1s \
 	-drain-delay 1ms &
 pids+=($!)
@@ -55,12 +56,12 @@ cat <<MSG
 colpali-gateway is up (Triton simulators on $SIM_GRPC and $SIM2_GRPC; documents in ${DATABASE_URL:-the embedded Postgres, data/pg}).
 
   REST:    curl -s -X POST http://$GATEWAY_HTTP/v1/queries:embed -d '{"queries": ["what is late interaction?"], "encoding": "EMBEDDING_ENCODING_FLOAT_LIST"}'
-  gRPC:    bin/grpcurl -plaintext -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
+  gRPC:    bin/grpcurl -plaintext -protoset gen/colpali.protoset -d '{"queries": ["what is late interaction?"]}' $GATEWAY_GRPC colpali.v1.EmbeddingService/EmbedQueries
   image:   curl -s -X POST http://$GATEWAY_HTTP/v1/images:embed -d "{\"images\": [\"\$(base64 -w0 deployments/local/page.png)\"]}"
   ingest:  curl -s -X POST http://$GATEWAY_HTTP/v1/documents -d "{\"pages\": [{\"image\": \"\$(base64 -w0 deployments/local/page.png)\"}], \"metadata\": {\"title\": \"sample\"}}"
   search:  curl -s -X POST http://$GATEWAY_HTTP/v1/documents:search -d '{"query": "what is late interaction?", "topK": 3}'
   OpenAPI: curl -s http://$GATEWAY_HTTP/openapi.json
-  metrics: curl -s http://$GATEWAY_HTTP/metrics
+  metrics: curl -s http://$GATEWAY_ADMIN/metrics   (the admin listener: also /debug/pprof/ and gRPC reflection)
   backends: curl -s http://$GATEWAY_HTTP/v1/backends
 
 Ctrl-C stops the stack.

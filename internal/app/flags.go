@@ -39,6 +39,7 @@ type options struct {
 	db                      dbFlags
 	log                     cli.LogFlags
 	access                  accessFlags // -auth, -jwt-*, -quota-*: access.go
+	transport               transportFlags // transport.go
 
 	// flags maps a Config field, as the Config's Validate names it with
 	// the component's prefix ("gateway.MaxQueries"), to its flag.
@@ -186,6 +187,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.db.register(fs)
 	o.log.Register(fs)
 	o.access.register(fs)
+	registerTransportFlags(b, o)
 	return fs
 }
 
@@ -238,7 +240,7 @@ func parseOptions(args []string, stderr io.Writer, getenv func(string) string) (
 	if isHelp(err) {
 		return nil, err
 	}
-	errs := []error{err, o.log.Validate()}
+	errs := []error{err, o.log.Validate(), o.transport.validate()}
 	o.db.resolve(getenv)
 	errs = append(errs, o.db.validateStateless())
 	given := map[string]bool{}

@@ -126,7 +126,7 @@ func startRun(t *testing.T, ctx context.Context, simAddr string, args []string, 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- Main(runCtx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-format", "json", "-auth", "none"}, args...),
+		done <- Main(runCtx, append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-format", "json", "-auth", "none"}, args...),
 			logW, func(k string) string {
 				if k == "COLPALI_TRITON_ADDRS" {
 					return simAddr

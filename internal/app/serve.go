@@ -42,6 +42,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		_ = shutdownTracing(flushCtx)
 	}()
 
+	listenersTLS, runTLS, err := o.transport.apply(o, logger)
+	if err != nil {
+		return err
+	}
+
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// GPU telemetry: every backend's Triton metrics, scraped; and, for the
@@ -69,6 +74,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		stopBackground()
 		background.Wait()
 	}()
+	background.Go(func() { runTLS(backgroundCtx) })
 	background.Go(func() {
 		if err := r.Run(backgroundCtx); err != nil {
 			logger.Error("router stopped", "err", err)
@@ -136,6 +142,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
 		Flush:         batcher.Close,
 		Authenticator: acc.authn, Quotas: acc.quotas,
+		TLS: listenersTLS,
 	})
 	if err != nil {
 		return err
@@ -150,5 +157,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	logger.Info("colpali-gateway starting", "version", Version, "triton_addrs", strings.Join(static, ","),
 		"triton_dns", o.router.DNS, "router_policy", o.router.Policy, "batching_mode", string(o.batching.Mode),
 		"query_model", o.router.Models.QueryModel, "image_model", o.router.Models.ImageModel, "trace_export", exporting, "auth", o.access.mode.String())
+	logger.Info("transport", o.transport.tlsLogged()...)
 	return srv.Serve(ctx)
 }

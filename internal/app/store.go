@@ -11,6 +11,7 @@ import (
 
 	"github.com/morphik-org/colpali-gateway/internal/cli"
 	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
+	"github.com/morphik-org/colpali-gateway/internal/redact"
 	"github.com/morphik-org/colpali-gateway/store"
 )
 
@@ -66,7 +67,7 @@ func openStore(ctx context.Context, d dbFlags, logger *slog.Logger) (st *store.S
 		if err != nil {
 			return nil, nil, fmt.Errorf("embedded Postgres (set -database-url or %s to use another): %w", databaseURLEnv, err)
 		}
-		logger.Info("embedded Postgres started", "data_dir", d.DataDir, "url", pg.URL())
+		logger.Info("embedded Postgres started", "data_dir", d.DataDir, "url", redact.URL(pg.URL()))
 		cfg.URL = pg.URL()
 		// PGlite is one Postgres session behind its socket: it runs one
 		// statement (or transaction) at a time whatever the pool size, and

@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/morphik-org/colpali-gateway/internal/redact"
 )
 
 // PackageDirEnv names the environment variable that overrides where the npm
@@ -161,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 }
 
 func launch(ctx context.Context, cfg Config, pkgDir, db string, port int) (*Server, error) {
-	cmd := exec.Command(cfg.Node, filepath.Join(pkgDir, serverScript),
+	cmd := exec.Command(cfg.Node, filepath.Join(pkgDir, serverScript), // #nosec G204 -- node and the script come from the operator's configuration and the install, never from a request
 		"--db="+db,
 		"--host=127.0.0.1",
 		"--port="+strconv.Itoa(port),
@@ -200,7 +202,7 @@ func launch(ctx context.Context, cfg Config, pkgDir, db string, port int) (*Serv
 		_ = s.Stop()
 		return nil, fmt.Errorf("embeddedpg: %w; server output:\n%s", err, tail.String())
 	}
-	s.logger.Info("embedded postgres ready", "url", s.url, "db", db)
+	s.logger.Info("embedded postgres ready", "url", redact.URL(s.url), "db", db)
 	return s, nil
 }
 

@@ -1,8 +1,11 @@
 package embeddedpg_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +15,24 @@ import (
 	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 )
+
+// lockedBuffer is a log destination written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // TestStartServesPgvectorAndPersists starts a server on a data directory,
 // writes a vector, stops it, and finds the vector again after a restart.
@@ -52,12 +73,18 @@ func TestStartServesPgvectorAndPersists(t *testing.T) {
 		t.Errorf("server process %d still exists after Stop (kill 0: %v)", pid, err)
 	}
 
+	// The URL is logged, its password not.
+	var logged lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	srv, err = embeddedpg.Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
 	ctx = testutil.Context(t)
+	if out := logged.String(); strings.Contains(out, ":postgres@") || !strings.Contains(out, "postgres://postgres:xxxxx@127.0.0.1:") {
+		t.Errorf("the start-up log shows the password, or no redacted URL:\n%s", out)
+	}
 	conn, err = pgx.Connect(ctx, srv.URL())
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package tritonsim
 
 import (
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -52,6 +53,11 @@ type Config struct {
 	// MetricsAddr is the HTTP listen address of /metrics, /v2/health/* and
 	// /simulator/faults. Default "127.0.0.1:8002".
 	MetricsAddr string
+	// TLS, when set, puts the gRPC listener under TLS (mutual TLS if it
+	// verifies client certificates), as Triton's --grpc-use-ssl and
+	// --grpc-use-ssl-mutual do. Default nil: clear text. The metrics
+	// listener stays clear, as Triton's does.
+	TLS *tls.Config
 	// Model names the models and tensors; zero fields take
 	// model.Config.WithDefaults' defaults (Dimension 128). ModelVersion is
 	// ignored: the simulator serves version "1" of each model and answers

@@ -210,7 +210,7 @@ func (c *costModel) duration(k model.Kind, n int, seq uint64) (time.Duration, bo
 	if c.sigma == 0 && c.stallP == 0 {
 		return time.Duration(d), false
 	}
-	r := rand.New(rand.NewPCG(splitMix(c.seed^stream), splitMix(seq)))
+	r := rand.New(rand.NewPCG(splitMix(c.seed^stream), splitMix(seq))) // #nosec G404 -- simulated cost jitter, reproducible from a seed; no secret
 	if c.sigma > 0 {
 		// Mean-preserving: E[exp(sigma*Z - sigma^2/2)] = 1, so jitter widens
 		// the distribution without changing the throughput.

@@ -137,7 +137,7 @@ func embedBatch(k model.Kind, items [][]byte, dim int, datatype string, abort <-
 	rows := make([]int32, len(items))
 	maxRows := 0
 	for i, item := range items {
-		rows[i] = int32(tokens(k, item))
+		rows[i] = int32(tokens(k, item)) // #nosec G115 -- a query's token count, bounded by the query size limit
 		maxRows = max(maxRows, int(rows[i]))
 	}
 	values := make([]float32, len(items)*maxRows*dim)

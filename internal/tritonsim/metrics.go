@@ -129,7 +129,7 @@ func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsec
 // the same simulator keeps its GPUs across restarts on the same port.
 func gpuUUID(grpcAddr string, index int) string {
 	h := fnv.New32a()
-	h.Write([]byte(grpcAddr))
+	_, _ = h.Write([]byte(grpcAddr))
 	if index == 0 {
 		return fmt.Sprintf("GPU-sim-%08x", h.Sum32())
 	}

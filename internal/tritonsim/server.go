@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -90,7 +91,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 	}
 	httpLis, err := lc.Listen(ctx, "tcp", cfg.MetricsAddr)
 	if err != nil {
-		grpcLis.Close()
+		_ = grpcLis.Close()
 		return nil, fmt.Errorf("tritonsim: listen for metrics: %w", err)
 	}
 
@@ -144,13 +145,17 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error
 		s.order = append(s.order, m)
 	}
 
-	s.grpcServer = grpc.NewServer(
+	var creds []grpc.ServerOption
+	if cfg.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpcServer = grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(maxMessageSize),
 		grpc.MaxSendMsgSize(maxMessageSize),
 		// Stop must not return while a handler still runs: Stop's promise
 		// is that no goroutine of the simulator outlives it.
 		grpc.WaitForHandlers(true),
-	)
+	)...)
 	inference.RegisterGRPCInferenceServiceServer(s.grpcServer, &service{s: s})
 	s.httpServer = &http.Server{
 		Handler:           s.httpHandler(),
@@ -253,7 +258,7 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.grpcServer.Stop()
-	s.httpServer.Close()
+	_ = s.httpServer.Close()
 	s.finish("stopped")
 }
 
@@ -264,7 +269,7 @@ func (s *Server) GracefulStop() {
 	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
 	defer cancel()
 	if err := s.httpServer.Shutdown(ctx); err != nil {
-		s.httpServer.Close()
+		_ = s.httpServer.Close()
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.finish("stopped gracefully")

@@ -134,7 +134,7 @@ func (v *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 		return nil, err
 	}
 	inputDone := s.clock.Now()
-	if rate := s.faults.Load().ErrorRate; rate > 0 && rand.Float64() < rate {
+	if rate := s.faults.Load().ErrorRate; rate > 0 && rand.Float64() < rate { // #nosec G404 -- simulated fault injection; no secret
 		return nil, status.Error(codes.Internal, "simulated failure")
 	}
 

@@ -69,7 +69,7 @@ func (s *modelStats) recordExecution(now time.Time, n int, infer time.Duration) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastInference = now
-	s.inferenceCount += uint64(n)
+	s.inferenceCount += uint64(n) // #nosec G115 -- n is a batch size, non-negative
 	s.executionCount++
 	if s.batches == nil {
 		s.batches = map[int]*batchStat{}
@@ -120,7 +120,7 @@ func (s *modelStats) proto(name string) *inference.ModelStatistics {
 	for _, n := range slices.Sorted(maps.Keys(s.batches)) {
 		b := s.batches[n]
 		out.BatchStats = append(out.BatchStats, &inference.InferBatchStatistics{
-			BatchSize:     uint64(n),
+			BatchSize:     uint64(n), // #nosec G115 -- n is a batch size, non-negative
 			ComputeInput:  b.input.proto(),
 			ComputeInfer:  b.infer.proto(),
 			ComputeOutput: b.output.proto(),

@@ -137,7 +137,7 @@ func (p *Policy) Pick(cands []policy.Candidate, b policy.Batch) (int, time.Durat
 	now := time.Now()
 	prior := p.prior(cands)
 	n := len(cands)
-	start := int(p.start.Add(1) % uint64(n))
+	start := int(p.start.Add(1) % uint64(n)) // #nosec G115 -- the remainder of a division by n is below n, an int
 	best, bestEst, bestLow := -1, 0.0, true
 	for i := range n {
 		j := (start + i) % n

@@ -32,7 +32,7 @@ func (p *Policy) Name() string { return Name }
 // pool) are spread instead of always landing on the first backend.
 func (p *Policy) Pick(cands []policy.Candidate, _ policy.Batch) (int, time.Duration) {
 	n := len(cands)
-	start := int(p.start.Add(1) % uint64(n))
+	start := int(p.start.Add(1) % uint64(n)) // #nosec G115 -- the remainder of a division by n is below n, an int
 	best, bestLoad := start, cands[start].InFlight()
 	for i := 1; i < n; i++ {
 		j := (start + i) % n

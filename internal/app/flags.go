@@ -38,7 +38,7 @@ type options struct {
 	nvmlBackends            string
 	db                      dbFlags
 	log                     cli.LogFlags
-	access                  accessFlags // -auth, -jwt-*, -quota-*: access.go
+	access                  accessFlags    // -auth, -jwt-*, -quota-*: access.go
 	transport               transportFlags // transport.go
 
 	// flags maps a Config field, as the Config's Validate names it with

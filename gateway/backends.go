@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -58,8 +59,8 @@ func backendProto(b router.BackendStatus) *colpaliv1.Backend {
 		Ejections:                b.Ejections,
 		LatencyPerCost:           duration(b.LatencyPerCost),
 		LastEstimatedCompletion:  duration(b.LastEstimate),
-		ConsecutiveCheckFailures: int32(b.ConsecutiveCheckFailures),
-		ConsecutiveCheckPasses:   int32(b.ConsecutiveCheckPasses),
+		ConsecutiveCheckFailures: int32(min(b.ConsecutiveCheckFailures, math.MaxInt32)), // #nosec G115 -- clamped
+		ConsecutiveCheckPasses:   int32(min(b.ConsecutiveCheckPasses, math.MaxInt32)),   // #nosec G115 -- clamped
 		PanicRouting:             b.Panic,
 	}
 	for _, m := range b.Models {

@@ -115,7 +115,7 @@ func (s *Server) drain(ctx context.Context, delay bool) {
 	defer cancel()
 	close(s.stopping) // health Watch streams end: see healthService
 	if err := s.httpServer.Shutdown(drainCtx); err != nil {
-		s.httpServer.Close()
+		_ = s.httpServer.Close() // after a failed Shutdown: a hard close, nothing left to report
 	}
 	stopped := make(chan struct{})
 	go func() { s.grpcServer.GracefulStop(); close(stopped) }()

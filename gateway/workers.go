@@ -15,5 +15,5 @@ import (
 // bounds nothing; it is sized for the calls in flight at saturation on a
 // few cores.
 func streamWorkers() grpc.ServerOption {
-	return grpc.NumStreamWorkers(uint32(max(32, 8*runtime.GOMAXPROCS(0))))
+	return grpc.NumStreamWorkers(uint32(max(32, 8*runtime.GOMAXPROCS(0)))) // #nosec G115 -- GOMAXPROCS is a small positive number
 }

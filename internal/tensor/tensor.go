@@ -28,7 +28,7 @@ const (
 // than an element-by-element conversion.
 var littleEndian = func() bool {
 	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
+	return *(*byte)(unsafe.Pointer(&x)) == 1 // #nosec G103 -- reads the first byte of a local uint16: the host's byte order
 }()
 
 // floatBytes is the memory of f as bytes (no copy).
@@ -36,7 +36,7 @@ func floatBytes(f []float32) []byte {
 	if len(f) == 0 {
 		return nil
 	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f)) // #nosec G103 -- the float32s' own memory, same length in bytes, used while f is alive
 }
 
 // ErrMalformed is the class of every decoding error; use errors.Is.

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -180,6 +181,12 @@ func (s *Store) claimKey(ctx context.Context, tx pgx.Tx, tenant, key string, fp 
 	return Document{}, false, err
 }
 
+// isKeyViolation reports a unique violation of the idempotency key.
+func isKeyViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "documents_idempotency_key"
+}
+
 // isUniqueViolation reports a duplicate idempotency key raced in by a
 // concurrent request.
 func isUniqueViolation(err error) bool {
@@ -268,33 +275,69 @@ func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, c
 // List until CommitDocument. d.Pages is ignored. With an IdempotencyKey a
 // committed document of the tenant holds, that document is returned with
 // existing=true; a pending one is discarded and begun afresh.
+//
+// Calls racing with one key (the losers hit the unique index) are
+// answered as a retry arriving a moment later would be, except that a
+// pending document the winner has just begun is left to it: the
+// committed document (existing=true) when the request matches,
+// ErrConflict when it differs, and an error of class errclass.Aborted
+// ("retry later") while the matching winner is still in flight.
 func (s *Store) BeginDocument(ctx context.Context, d NewDocument) (doc Document, existing bool, err error) {
 	if err := checkTenant(d.Tenant); err != nil {
 		return Document{}, false, err
 	}
 	fp := fingerprint(d, -1)
-	for attempt := 0; ; attempt++ {
-		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-			found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
-			if err != nil || ok {
-				doc, existing = found, ok
-				return err
-			}
-			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
-				(tenant, idempotency_key, fingerprint, metadata, state)
-				VALUES ($1, $2, $3, $4, 'pending') RETURNING `+documentColumns),
-				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata)))
-			existing = false
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
+		if err != nil || ok {
+			doc, existing = found, ok
 			return err
-		})
-		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
-			continue
 		}
-		if err != nil {
-			return Document{}, false, fmt.Errorf("store: begin document: %w", err)
-		}
-		return doc, existing, nil
+		doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
+			(tenant, idempotency_key, fingerprint, metadata, state)
+			VALUES ($1, $2, $3, $4, 'pending') RETURNING `+documentColumns),
+			d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata)))
+		existing = false
+		return err
+	})
+	if d.IdempotencyKey != "" && isKeyViolation(err) {
+		doc, existing, err = s.keyRaced(ctx, d.Tenant, d.IdempotencyKey, fp)
 	}
+	if err != nil {
+		return Document{}, false, fmt.Errorf("store: begin document: %w", err)
+	}
+	return doc, existing, nil
+}
+
+// keyRaced answers a BeginDocument that lost a race for its idempotency
+// key: another transaction inserted a document with the key after this
+// one looked for it. It reads what the winner left, without taking it
+// over.
+func (s *Store) keyRaced(ctx context.Context, tenant, key string, fp []byte) (doc Document, existing bool, err error) {
+	var state string
+	var oldFP []byte
+	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
+		row := tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+`, state, fingerprint FROM {documents}
+			WHERE tenant = $1 AND idempotency_key = $2`), tenant, key)
+		return row.Scan(&doc.ID, &doc.Tenant, &doc.IdempotencyKey, &doc.Metadata, &doc.PageCount, &doc.CreatedAt, &state, &oldFP)
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// The winner was itself discarded or swept meanwhile.
+		return Document{}, false, errclass.Errorf(errclass.Aborted,
+			"idempotency key %q: a concurrent ingestion with this key came and went; retry", key)
+	case err != nil:
+		return Document{}, false, err
+	case string(oldFP) != string(fp):
+		return Document{}, false, fmt.Errorf("%w: key %q names document %s", ErrConflict, key, doc.ID)
+	case state == "committed":
+		if doc.Metadata == nil {
+			doc.Metadata = map[string]string{}
+		}
+		return doc, true, nil
+	}
+	return Document{}, false, errclass.Errorf(errclass.Aborted,
+		"idempotency key %q: a concurrent ingestion with this key is in progress (document %s); retry later", key, doc.ID)
 }
 
 // lockPending locks the pending document id of tenant inside tx:

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -104,6 +105,9 @@ type Store struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	sql    *strings.Replacer // {documents}, {pages} → schema-qualified names
+
+	vecSchema atomic.Pointer[string] // pgvector's schema, once known (see vectorSchema)
+	copyOK    atomic.Int32           // page inserts by COPY: 0 unknown, 1 yes, 2 no (see insertPages)
 
 	stopSweep chan struct{}
 	sweepDone sync.WaitGroup

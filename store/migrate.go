@@ -146,6 +146,16 @@ func ensureVector(ctx context.Context, tx pgx.Tx) (string, error) {
 	var schema string
 	err := tx.QueryRow(ctx, vectorSchemaSQL).Scan(&schema)
 	if err == nil {
+		// Its operator classes are invisible without USAGE on its schema
+		// (the migration would fail on "operator class does not exist").
+		var usable bool
+		if err := tx.QueryRow(ctx, `SELECT has_schema_privilege($1, 'USAGE')`, schema).Scan(&usable); err != nil {
+			return "", err
+		}
+		if !usable {
+			return "", fmt.Errorf("%w: the vector extension is installed in schema %q, on which this role has no USAGE: "+
+				"ask the database administrator to GRANT USAGE ON SCHEMA %s TO the gateway's role", ErrUnavailable, schema, quoteIdent(schema))
+		}
 		return schema, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {

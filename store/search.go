@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,19 +22,32 @@ const DefaultTopK = 10
 // MaxQueryVectors bounds a query's vectors (ColPali queries have ~20).
 const MaxQueryVectors = 1024
 
-// candidate is a first-stage hit with what the rerank and the answer need.
+// maxScanTuples bounds a filtered first stage's iterative index scan
+// (hnsw.max_scan_tuples): how many index tuples pgvector visits looking
+// for Candidates pages that pass the filter before it stops with fewer.
+const maxScanTuples = 20000
+
+// candidate is a page on its way through the stages.
 type candidate struct {
-	doc     Document
+	docID   string
 	page    int
-	patches int
+	codes   []byte // nil: stored before codes existed
+	hamming int
+	doc     Document
 	vectors []byte
 	score   float32
 }
 
-// Search ranks tenant's committed pages against query: HNSW over the
-// pages' FDEs inside Postgres picks Config.Candidates pages (at least
-// TopK), then exact MaxSim of the query against each candidate's full
-// vectors, in Go, orders them. Hits come best first.
+// Search ranks tenant's committed pages against query in three stages:
+//
+//  1. Candidates pages, by HNSW over the pages' FDEs inside Postgres (or,
+//     under a filter that matches at most Candidates pages, every page
+//     that matches, since then that is no dearer and exact);
+//  2. the best Rerank of those by MaxSim over their binarised vectors
+//     (popcounts over 16 KB a page, codes.go), in Go;
+//  3. exact MaxSim against those pages' full vectors, in Go.
+//
+// Hits come best first.
 func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding, opts SearchOptions) ([]Hit, error) {
 	if err := checkEmbedding("query", query); err != nil {
 		return nil, err
@@ -47,55 +61,98 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 	}
 	nCand := max(s.cfg.Candidates, topK)
 	ef := max(s.cfg.EfSearch, nCand)
+	nRerank := max(s.cfg.Rerank, topK)
 
-	args := []any{tenant, fde.bits(fde.page(query)), nCand}
-	filter, args, err := filterSQL(opts.Filters, args)
+	// $1 tenant, $2 the candidate count, then the filter's values.
+	filter, args, err := filterSQL(opts.Filters, []any{tenant, nCand})
 	if err != nil {
 		return nil, err
 	}
-	// The first stage reads pages alone, so that the plan is the HNSW
-	// index's ordered scan whatever the statistics say (PGlite has no
-	// autovacuum to keep them). Visibility is pages.committed, set in the
-	// commit's transaction; filters on documents are a semi-join, checked
-	// per candidate the index yields, and pgvector's iterative scan keeps
-	// walking the graph until enough candidates pass or
-	// hnsw.max_scan_tuples is reached. The full vectors and the documents
-	// are then read by primary key for the candidates only.
-	sql := s.q(`WITH c AS MATERIALIZED (
-			SELECT p.document_id, p.page FROM {pages} p
-			WHERE p.tenant = $1 AND p.committed` + filter + `
-			ORDER BY p.fde <~> $2 LIMIT $3)
-		SELECT d.id::text, d.tenant, coalesce(d.idempotency_key, ''), d.metadata, d.page_count, d.created_at,
-			p.page, p.patches, p.vectors
-		FROM c
-		JOIN {pages} p ON p.tenant = $1 AND p.document_id = c.document_id AND p.page = c.page
-		JOIN {documents} d ON d.tenant = $1 AND d.id = c.document_id`)
+	qfde := fde.bits(fde.page(query))
 
 	var cands []candidate
 	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
-		// Transaction-scoped settings (SET LOCAL), so nothing leaks into
-		// the session that PGlite shares between connections.
-		settings := `SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)`
-		if len(opts.Filters) == 0 {
-			// Without filters the first stage must be the HNSW scan. With
-			// missing or stale statistics (PGlite never autovacuums) the
-			// planner may prefer reading every page of the tenant and
-			// sorting by distance: exact, but linear in the pages. With
-			// filters the planner chooses, since a selective filter is
-			// best served by that exact path.
-			settings += `, set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)`
-		}
-		if _, err := tx.Exec(ctx, settings, strconv.Itoa(ef)); err != nil {
+		vs, err := s.vectorSchema(ctx, tx)
+		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, sql, args...)
+		exact := false
+		if filter != "" {
+			// A filter's selectivity, counted up to the candidate budget:
+			// when every matching page fits it, all of them go to the
+			// next stage (exact, and no dearer than the index's
+			// candidates); otherwise the index is walked, skipping pages
+			// that do not match, until Candidates pass.
+			var n int
+			if err := tx.QueryRow(ctx, s.q(`SELECT count(*) FROM (SELECT 1 FROM {pages} p
+				WHERE p.tenant = $1 AND p.committed`+filter+` LIMIT $2 + 1) m`), args...).Scan(&n); err != nil {
+				return err
+			}
+			exact = n <= nCand
+		}
+		var sql string
+		stageArgs := args
+		if exact {
+			sql = s.q(`SELECT p.document_id::text, p.page, p.codes FROM {pages} p
+				WHERE p.tenant = $1 AND p.committed` + filter + ` LIMIT $2`)
+		} else {
+			// The index's ordered scan whatever the statistics say (PGlite
+			// has no autovacuum to keep them; a real Postgres may misjudge
+			// a filter), iterative (pgvector 0.8) so that a filter does not
+			// empty the candidate list: relaxed order, since stage 2
+			// reorders anyway. Transaction-scoped settings (set_config's
+			// true), so nothing leaks into the session that PGlite shares
+			// between connections.
+			if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.ef_search', $1, true),
+				set_config('hnsw.iterative_scan', 'relaxed_order', true),
+				set_config('hnsw.max_scan_tuples', $2, true),
+				set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+				set_config('enable_sort', 'off', true)`, strconv.Itoa(ef), strconv.Itoa(maxScanTuples)); err != nil {
+				return err
+			}
+			stageArgs = append(slices.Clone(args), qfde)
+			sql = s.q(`SELECT p.document_id::text, p.page, p.codes FROM {pages} p
+				WHERE p.tenant = $1 AND p.committed` + filter + `
+				ORDER BY p.fde OPERATOR(` + quoteIdent(vs) + `.<~>) $` + strconv.Itoa(len(stageArgs)) + ` LIMIT $2`)
+		}
+		rows, err := tx.Query(ctx, sql, stageArgs...)
+		if err != nil {
+			return err
+		}
+		cands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
+			var c candidate
+			err := r.Scan(&c.docID, &c.page, &c.codes)
+			return c, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: search: %w", err)
+	}
+	cands = shortlist(query, cands, nRerank)
+	if len(cands) == 0 {
+		return []Hit{}, nil
+	}
+
+	// The short list's full vectors and documents, by primary key.
+	ids := make([]string, len(cands))
+	nums := make([]int32, len(cands))
+	for i, c := range cands {
+		ids[i], nums[i] = c.docID, int32(c.page)
+	}
+	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.q(`SELECT d.id::text, d.tenant, coalesce(d.idempotency_key, ''), d.metadata, d.page_count, d.created_at,
+				p.page, p.vectors
+			FROM unnest($2::uuid[], $3::int[]) AS c(document_id, page)
+			JOIN {pages} p ON p.tenant = $1 AND p.document_id = c.document_id AND p.page = c.page
+			JOIN {documents} d ON d.tenant = $1 AND d.id = c.document_id`), tenant, ids, nums)
 		if err != nil {
 			return err
 		}
 		cands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
 			var c candidate
 			err := r.Scan(&c.doc.ID, &c.doc.Tenant, &c.doc.IdempotencyKey, &c.doc.Metadata, &c.doc.PageCount, &c.doc.CreatedAt,
-				&c.page, &c.patches, &c.vectors)
+				&c.page, &c.vectors)
 			return c, err
 		})
 		return err
@@ -117,30 +174,63 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 	return hits, nil
 }
 
+// shortlist keeps the n candidates with the best Hamming MaxSim against
+// the query's codes, and every candidate without codes (stored before
+// they existed: those go to the exact rerank as all candidates once did).
+func shortlist(query model.Embedding, cands []candidate, n int) []candidate {
+	if len(cands) <= n {
+		return cands
+	}
+	q := codesOf(patchCodes(query))
+	parallel(len(cands), func(i int) {
+		if c := &cands[i]; c.codes != nil {
+			c.hamming = hammingMaxSim(q, c.codes)
+		}
+	})
+	var keep, legacy []candidate
+	for _, c := range cands {
+		if c.codes == nil {
+			legacy = append(legacy, c)
+		} else {
+			keep = append(keep, c)
+		}
+	}
+	slices.SortFunc(keep, func(a, b candidate) int { return cmp.Compare(b.hamming, a.hamming) })
+	keep = keep[:min(n, len(keep))]
+	for i := range keep {
+		keep[i].codes = nil
+	}
+	return append(keep, legacy...)
+}
+
 // rerank sets each candidate's exact MaxSim score, spreading the
 // candidates over the CPUs; it drops their vectors once scored.
 func rerank(query model.Embedding, cands []candidate) {
-	workers := min(runtime.GOMAXPROCS(0), len(cands))
+	parallel(len(cands), func(i int) {
+		c := &cands[i]
+		c.score = MaxSim(query, DecodeFP16(c.vectors, VectorDim))
+		c.vectors = nil
+	})
+}
+
+// parallel runs fn(0..n-1) over the CPUs.
+func parallel(n int, fn func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	next := make(chan int)
 	for range workers {
 		wg.Go(func() {
-			for i := range next {
-				c := &cands[i]
-				c.score = MaxSim(query, DecodeFP16(c.vectors, VectorDim))
-				c.vectors = nil
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
 			}
 		})
 	}
-	for i := range cands {
-		next <- i
-	}
-	close(next)
 	wg.Wait()
 }
 
 // filterSQL turns filters into a condition on p (the pages row): its
-// document, of the same tenant ($1), matches every filter.
+// document, of the same tenant ($1), matches every filter. Its values
+// are appended to args and numbered after them.
 func filterSQL(filters []Filter, args []any) (string, []any, error) {
 	if len(filters) == 0 {
 		return "", args, nil

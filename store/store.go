@@ -38,6 +38,14 @@ type Config struct {
 	// EfSearch is hnsw.ef_search for the first stage; raised to Candidates
 	// if lower. Default: Candidates.
 	EfSearch int
+	// Rerank is how many candidates, the best by MaxSim over their
+	// binarised vectors (codes.go), get exact MaxSim over their full fp16
+	// vectors; at least a search's TopK. Default 40 (4 x DefaultTopK).
+	// Together with Candidates it trades recall for latency: a search reads
+	// 16 KB a candidate and 264 KB a reranked page of 1030 vectors. At
+	// Candidates or more, every candidate is reranked exactly (the search
+	// before codes existed).
+	Rerank int
 	// PendingTTL is how long a staged document may go without a write
 	// before the sweeper deletes it. Default 1h.
 	PendingTTL time.Duration
@@ -53,6 +61,7 @@ func (c Config) WithDefaults() Config {
 	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 5*time.Second)
 	c.Candidates = cmp.Or(c.Candidates, 800)
 	c.EfSearch = max(c.EfSearch, c.Candidates)
+	c.Rerank = cmp.Or(c.Rerank, 4*DefaultTopK)
 	c.PendingTTL = cmp.Or(c.PendingTTL, time.Hour)
 	c.SweepInterval = cmp.Or(c.SweepInterval, 5*time.Minute)
 	return c
@@ -80,6 +89,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: Candidates %d: must be in [1, %d]", c.Candidates, maxEfSearch)
 	case c.EfSearch > maxEfSearch:
 		return fmt.Errorf("store: EfSearch %d: must be at most %d", c.EfSearch, maxEfSearch)
+	case c.Rerank < 1 || c.Rerank > maxEfSearch:
+		return fmt.Errorf("store: Rerank %d: must be in [1, %d]", c.Rerank, maxEfSearch)
 	case c.PendingTTL <= 0:
 		return fmt.Errorf("store: PendingTTL %v: must be positive", c.PendingTTL)
 	}

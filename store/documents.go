@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -59,8 +58,9 @@ func checkEmbedding(what string, e model.Embedding) error {
 		return fmt.Errorf("%w: %s: %d values for %d x %d", ErrInvalidDocument, what, len(e.Values), e.Rows, e.Dim)
 	}
 	for _, v := range e.Values {
-		// Beyond fp16's range (65504) a value cannot be stored; NaN and Inf never.
-		if math.IsNaN(float64(v)) || math.Abs(float64(v)) > 65504 {
+		// Beyond fp16's range (65504) a value cannot be stored; NaN (which
+		// fails both comparisons) and Inf never.
+		if !(v >= -65504 && v <= 65504) {
 			return fmt.Errorf("%w: %s: value %v is not finite or beyond fp16's range", ErrInvalidDocument, what, v)
 		}
 	}

@@ -121,11 +121,13 @@ func (f *fdeEncoder) page(e model.Embedding) []float32 {
 		v := e.Vector(i)
 		dots(f.planes, v, hv)
 		for r := range f.reps {
+			// Bit k is set when the product is positive: the sign bit,
+			// flipped, without a branch (random signs defeat prediction);
+			// an exact zero counts as positive, which Gaussian hyperplanes
+			// make immaterial.
 			b := 0
 			for k, h := range hv[r*f.simHashBits : (r+1)*f.simHashBits] {
-				if h > 0 {
-					b |= 1 << k
-				}
+				b |= int(math.Float32bits(h)>>31^1) << k
 			}
 			buckets[i*f.reps+r] = uint8(b)
 			rb := r*f.buckets + b

@@ -122,3 +122,21 @@ func TestDotsAndAdd(t *testing.T) {
 		}
 	}
 }
+
+// The asymmetric code score is the dot product of the query with the
+// page's vectors binarised to ±1.
+func TestAsymMaxSim(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	q, p := randomPage(rng, 5), randomPage(rng, 40)
+	signs := model.Embedding{Rows: p.Rows, Dim: p.Dim, Values: make([]float32, len(p.Values))}
+	for i, v := range p.Values {
+		signs.Values[i] = -1
+		if v > 0 {
+			signs.Values[i] = 1
+		}
+	}
+	got, want := newAsymTables(q).maxSim(patchCodes(p)), MaxSim(q, signs)
+	if math.Abs(float64(got-want)) > 1e-4 {
+		t.Errorf("asymmetric MaxSim %v, want %v", got, want)
+	}
+}

@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,6 +24,9 @@ const DefaultTopK = 10
 // MaxQueryVectors bounds a query's vectors (ColPali queries have ~20).
 const MaxQueryVectors = 1024
 
+// searchStagesMsg is the debug log message with a search's stage times.
+const searchStagesMsg = "search stages"
+
 // maxScanTuples bounds a filtered first stage's iterative index scan
 // (hnsw.max_scan_tuples): how many index tuples pgvector visits looking
 // for Candidates pages that pass the filter before it stops with fewer.
@@ -32,7 +37,6 @@ type candidate struct {
 	docID   string
 	page    int
 	codes   []byte // nil: stored before codes existed
-	hamming int
 	doc     Document
 	vectors []byte
 	score   float32
@@ -44,7 +48,8 @@ type candidate struct {
 //     under a filter that matches at most Candidates pages, every page
 //     that matches, since then that is no dearer and exact);
 //  2. the best Rerank of those by MaxSim over their binarised vectors
-//     (popcounts over 16 KB a page, codes.go), in Go;
+//     (16 KB a page, codes.go: Hamming by popcount, then the float query
+//     against the bits), in Go;
 //  3. exact MaxSim against those pages' full vectors, in Go.
 //
 // Hits come best first.
@@ -68,7 +73,9 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	qfde := fde.bits(fde.page(query))
+	tEncode := time.Now()
 
 	var cands []candidate
 	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
@@ -119,17 +126,28 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 		if err != nil {
 			return err
 		}
-		cands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
-			var c candidate
-			err := r.Scan(&c.docID, &c.page, &c.codes)
-			return c, err
-		})
+		// The Hamming pass, when the list will need it, as rows arrive.
+		var score func(*candidate)
+		if nCand > asymFactor*nRerank {
+			q := codesOf(patchCodes(query))
+			score = func(c *candidate) {
+				if c.codes != nil {
+					c.score = float32(hammingMaxSim(q, c.codes))
+				}
+			}
+		}
+		cands, err = scoreRows(rows, make([]candidate, nCand), func(r pgx.Rows, c *candidate) error {
+			return r.Scan(&c.docID, &c.page, &c.codes)
+		}, score)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: search: %w", err)
 	}
-	cands = shortlist(query, cands, nRerank)
+	tFirst := time.Now()
+	nFirst := len(cands)
+	cands = shortlist(query, cands, nRerank, nCand > asymFactor*nRerank)
+	tCodes := time.Now()
 	if len(cands) == 0 {
 		return []Hit{}, nil
 	}
@@ -149,18 +167,28 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 		if err != nil {
 			return err
 		}
-		cands, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
-			var c candidate
-			err := r.Scan(&c.doc.ID, &c.doc.Tenant, &c.doc.IdempotencyKey, &c.doc.Metadata, &c.doc.PageCount, &c.doc.CreatedAt,
+		// Exact MaxSim as each page's vectors arrive.
+		cands, err = scoreRows(rows, make([]candidate, len(ids)), func(r pgx.Rows, c *candidate) error {
+			return r.Scan(&c.doc.ID, &c.doc.Tenant, &c.doc.IdempotencyKey, &c.doc.Metadata, &c.doc.PageCount, &c.doc.CreatedAt,
 				&c.page, &c.vectors)
-			return c, err
+		}, func(c *candidate) {
+			c.score = MaxSim(query, DecodeFP16(c.vectors, VectorDim))
+			c.vectors = nil
 		})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: search: %w", err)
 	}
-	rerank(query, cands)
+	tFetch := time.Now()
+	// Where a search's time goes, for benchmarks/storebench and for a
+	// slow query's diagnosis (debug level: nothing is built otherwise).
+	if s.logger.Enabled(ctx, slog.LevelDebug) {
+		s.logger.LogAttrs(ctx, slog.LevelDebug, searchStagesMsg,
+			slog.Int("candidates", nFirst), slog.Int("reranked", len(cands)),
+			slog.Duration("encode", tEncode.Sub(t0)), slog.Duration("first_stage", tFirst.Sub(tEncode)),
+			slog.Duration("codes", tCodes.Sub(tFirst)), slog.Duration("fetch_rerank", tFetch.Sub(tCodes)))
+	}
 	slices.SortFunc(cands, func(a, b candidate) int {
 		return cmp.Or(cmp.Compare(b.score, a.score), strings.Compare(a.doc.ID, b.doc.ID), cmp.Compare(a.page, b.page))
 	})
@@ -174,43 +202,90 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 	return hits, nil
 }
 
-// shortlist keeps the n candidates with the best Hamming MaxSim against
-// the query's codes, and every candidate without codes (stored before
-// they existed: those go to the exact rerank as all candidates once did).
-func shortlist(query model.Embedding, cands []candidate, n int) []candidate {
+// asymFactor: the Hamming pass keeps asymFactor x Rerank candidates for
+// the asymmetric pass. Hamming MaxSim is the cheaper (~1 ns a vector
+// pair against ~4) and coarser of the two: measured on the benchmark's
+// corpus, the exact top 10 is all inside Hamming's top 80-160, but only
+// 95% inside its top 40, against 99% for the asymmetric score.
+const asymFactor = 4
+
+// shortlist keeps the n candidates that score best over their codes, and
+// every candidate without codes (stored before they existed: those go to
+// the exact rerank as all candidates once did). Two passes: Hamming
+// MaxSim (bits against bits, by popcount) keeps asymFactor x n, then
+// MaxSim of the float query against the ±1 codes keeps n. hammed: the
+// candidates' scores are their Hamming MaxSim already.
+func shortlist(query model.Embedding, cands []candidate, n int, hammed bool) []candidate {
 	if len(cands) <= n {
 		return cands
 	}
-	q := codesOf(patchCodes(query))
-	parallel(len(cands), func(i int) {
-		if c := &cands[i]; c.codes != nil {
-			c.hamming = hammingMaxSim(q, c.codes)
-		}
-	})
-	var keep, legacy []candidate
+	var coded, legacy []candidate
 	for _, c := range cands {
 		if c.codes == nil {
 			legacy = append(legacy, c)
 		} else {
-			keep = append(keep, c)
+			coded = append(coded, c)
 		}
 	}
-	slices.SortFunc(keep, func(a, b candidate) int { return cmp.Compare(b.hamming, a.hamming) })
-	keep = keep[:min(n, len(keep))]
-	for i := range keep {
-		keep[i].codes = nil
+	if len(coded) > asymFactor*n {
+		if !hammed {
+			q := codesOf(patchCodes(query))
+			parallel(len(coded), func(i int) { coded[i].score = float32(hammingMaxSim(q, coded[i].codes)) })
+		}
+		coded = bestBy(coded, asymFactor*n)
 	}
-	return append(keep, legacy...)
+	if len(coded) > n {
+		t := newAsymTables(query)
+		parallel(len(coded), func(i int) { coded[i].score = t.maxSim(coded[i].codes) })
+		coded = bestBy(coded, n)
+	}
+	for i := range coded {
+		coded[i].codes = nil
+	}
+	return append(coded, legacy...)
 }
 
-// rerank sets each candidate's exact MaxSim score, spreading the
-// candidates over the CPUs; it drops their vectors once scored.
-func rerank(query model.Embedding, cands []candidate) {
-	parallel(len(cands), func(i int) {
-		c := &cands[i]
-		c.score = MaxSim(query, DecodeFP16(c.vectors, VectorDim))
-		c.vectors = nil
-	})
+// bestBy keeps the n candidates of highest score.
+func bestBy(cands []candidate, n int) []candidate {
+	slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(b.score, a.score) })
+	return cands[:min(n, len(cands))]
+}
+
+// scoreRows scans rows into buf (the most rows the statement can give)
+// and runs score (if not nil) on each row, on the CPUs, as the next rows
+// arrive: the database's reading and the gateway's arithmetic overlap.
+func scoreRows(rows pgx.Rows, buf []candidate, scan func(pgx.Rows, *candidate) error, score func(*candidate)) ([]candidate, error) {
+	defer rows.Close()
+	next := make(chan int, len(buf)) // never blocks the reader
+	var wg sync.WaitGroup
+	if score != nil {
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				for i := range next {
+					score(&buf[i])
+				}
+			})
+		}
+	}
+	n := 0
+	var err error
+	for err == nil && rows.Next() {
+		switch {
+		case n == len(buf):
+			err = fmt.Errorf("more than the %d rows asked for", len(buf))
+		default:
+			if err = scan(rows, &buf[n]); err == nil && score != nil {
+				next <- n
+			}
+			n++
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		err = rows.Err()
+	}
+	return buf[:n], err
 }
 
 // parallel runs fn(0..n-1) over the CPUs.

@@ -48,7 +48,7 @@ func ingest(t *testing.T, s *store.Store, rng *rand.Rand, docs, perDoc, rows, gr
 // a page without codes (stored before they existed) is still found.
 func TestSearchStages(t *testing.T) {
 	ctx := testutil.Context(t)
-	s, cfg := newStore(t, store.Config{Candidates: 40, Rerank: 10})
+	s, cfg := newStore(t, store.Config{Candidates: 60, Rerank: 8}) // Hamming keeps 32, asymmetric 8
 	rng := rand.New(rand.NewPCG(14, 3))
 	all := ingest(t, s, rng, 20, 4, 32, 2) // 80 pages, groups 0 and 1 of 40 each
 
@@ -70,9 +70,12 @@ func TestSearchStages(t *testing.T) {
 			keep    func(storedPage) bool
 		}{
 			{"no filter", nil, func(storedPage) bool { return true }},
-			// 40 pages match, more than Candidates: the index, iteratively.
+			// 40 pages match: all of them (no more than Candidates).
 			{"group filter", []store.Filter{{Field: "metadata.group", Values: []string{target.doc.Metadata["group"]}}},
 				func(p storedPage) bool { return p.doc.Metadata["group"] == target.doc.Metadata["group"] }},
+			// All 80 pages match, more than Candidates: the index, iteratively.
+			{"wide filter", []store.Filter{{Field: "metadata.group", Values: []string{"0", "1"}}},
+				func(storedPage) bool { return true }},
 			// 4 pages match: all of them, exactly.
 			{"document filter", []store.Filter{{Field: "document_id", Values: []string{target.doc.ID}}},
 				func(p storedPage) bool { return p.doc.ID == target.doc.ID }},

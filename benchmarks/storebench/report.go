@@ -45,6 +45,16 @@ func (r *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "\np50 and p95: the median over %d rounds of each round's percentile over %d queries, run one at a time.\n", o.rounds, o.queries)
 	fmt.Fprintf(&b, "Recall: against exact MaxSim over every page (every page the filter admits) in float32.\n\n")
+	fmt.Fprintf(&b, "Where a search's time goes (mean ms per search, from the store's debug log; first stage = the filter count if any, the HNSW scan and reading the candidates' codes, with the Hamming pass in Go as they arrive; codes = the asymmetric pass (and the Hamming pass when it did not overlap); fetch_rerank = reading the short list's fp16 vectors, with exact MaxSim in Go as they arrive):\n\n")
+	fmt.Fprintf(&b, "| setting | %s |\n|---|%s\n", strings.Join(stageNames, " | "), strings.Repeat("---|", len(stageNames)))
+	for _, s := range r.searches {
+		fmt.Fprintf(&b, "| %s |", s.label)
+		for _, n := range stageNames {
+			fmt.Fprintf(&b, " %.1f |", float64(s.stages[n].Microseconds())/1000)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
 
 	fmt.Fprintf(&b, "### Ingestion and storage\n\n| figure | value |\n|---|---|\n")
 	if r.reused {

@@ -20,6 +20,7 @@ type searchRun struct {
 	label  string
 	recall float64
 	rounds [][]time.Duration
+	stages map[string]time.Duration // mean per search, from the store's debug log
 }
 
 // A filter of the benchmark: the store's, and which pages it admits.
@@ -31,6 +32,8 @@ type benchFilter struct {
 
 func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, r *report, logger *slog.Logger) error {
 	o := c.o
+	rec := newStages(logger.Handler())
+	storeLogger := slog.New(rec)
 	type job struct {
 		st setting
 		f  benchFilter
@@ -48,7 +51,7 @@ func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, 
 	)
 	for _, j := range jobs {
 		ss, err := store.Open(ctx, store.Config{URL: url, Schema: schema, MaxConns: 1, SweepInterval: -1,
-			Candidates: j.st.candidates, Rerank: j.st.rerank}, logger)
+			Candidates: j.st.candidates, Rerank: j.st.rerank}, storeLogger)
 		if err != nil {
 			return err
 		}
@@ -63,6 +66,7 @@ func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, 
 			ss.Close()
 			return err
 		}
+		rec.take()
 		for round := range o.rounds {
 			var lat []time.Duration
 			for q, qe := range c.queries {
@@ -87,6 +91,7 @@ func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, 
 			run.rounds = append(run.rounds, lat)
 		}
 		ss.Close()
+		run.stages = rec.take()
 		run.recall = float64(found) / float64(max(wanted, 1))
 		p50, p95 := run.medians()
 		logger.Info("searched", "setting", run.label, "recall@10", fmt.Sprintf("%.3f", run.recall), "p50", ms(p50), "p95", ms(p95), "load", loadavg())

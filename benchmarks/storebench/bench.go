@@ -29,6 +29,8 @@ type corpus struct {
 	queries []model.Embedding
 	// scores[q][i]: exact MaxSim of query q with page i (float32 pages).
 	scores [][]float32
+	// calls: wall time in each ingestion call, summed over the clients.
+	calls struct{ begin, add, commit atomic.Int64 }
 }
 
 // Page i belongs to document i / pagesPerDoc; its metadata: "half" is
@@ -208,6 +210,8 @@ func ingest(ctx context.Context, s *store.Store, c *corpus, r *report, logger *s
 	cpu := cpuTime() - cpu0
 	r.ingestCPUms = float64(cpu.Milliseconds()) / float64(o.pages)
 	r.genCPUms = float64(genNanos.Load()) / 1e6 / float64(o.pages)
+	perPage := func(v int64) float64 { return float64(v) / 1e6 / float64(o.pages) }
+	r.callMs = [3]float64{perPage(c.calls.begin.Load()), perPage(c.calls.add.Load()), perPage(c.calls.commit.Load())}
 	return nil
 }
 
@@ -220,16 +224,22 @@ func ingestDoc(ctx context.Context, s *store.Store, c *corpus, d int, genNanos *
 	for i := range ps {
 		ps[i] = c.syn.page(o.seed, first+i)
 	}
-	genNanos.Add(int64(time.Since(t0)))
+	t1 := time.Now()
+	genNanos.Add(int64(t1.Sub(t0)))
 	doc, _, err := s.BeginDocument(ctx, store.NewDocument{Tenant: store.DefaultTenant,
 		IdempotencyKey: "storebench-" + strconv.Itoa(d), Metadata: c.docMeta(d)})
 	if err != nil {
 		return err
 	}
+	t2 := time.Now()
 	if err := s.AddPages(ctx, store.DefaultTenant, doc.ID, 1, ps); err != nil {
 		return err
 	}
+	t3 := time.Now()
 	_, err = s.CommitDocument(ctx, store.DefaultTenant, doc.ID)
+	c.calls.begin.Add(int64(t2.Sub(t1)))
+	c.calls.add.Add(int64(t3.Sub(t2)))
+	c.calls.commit.Add(int64(time.Since(t3)))
 	return err
 }
 

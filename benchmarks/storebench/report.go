@@ -69,8 +69,6 @@ func (r *report) markdown() string {
 			r.ingestCPUms-r.genCPUms, r.ingestCPUms, r.genCPUms)
 		fmt.Fprintf(&b, "| client wall ms per page in BeginDocument / AddPages (encoding + insert) / CommitDocument (HNSW inserts), summed over clients | %.1f / %.1f / %.1f |\n",
 			r.callMs[0], r.callMs[1], r.callMs[2])
-		fmt.Fprintf(&b, "| client wall ms per page in BeginDocument / AddPages (encoding + insert) / CommitDocument (HNSW inserts), summed over clients | %.1f / %.1f / %.1f |\n",
-			r.callMs[0], r.callMs[1], r.callMs[2])
 	}
 	per := func(v int64) int64 { return v / max(r.storedPages, 1) }
 	fmt.Fprintf(&b, "| bytes per page, pages table total (heap + TOAST + indexes) | %d |\n", per(r.bytes.total))

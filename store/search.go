@@ -45,8 +45,8 @@ type candidate struct {
 // Search ranks tenant's committed pages against query in three stages:
 //
 //  1. Candidates pages, by HNSW over the pages' FDEs inside Postgres (or,
-//     under a filter that matches at most Candidates pages, every page
-//     that matches, since then that is no dearer and exact);
+//     when the tenant's pages under the filter are at most Candidates,
+//     all of them, since then that is no dearer and exact);
 //  2. the best Rerank of those by MaxSim over their binarised vectors
 //     (16 KB a page, codes.go: Hamming by popcount, then the float query
 //     against the bits), in Go;
@@ -83,20 +83,18 @@ func (s *Store) Search(ctx context.Context, tenant string, query model.Embedding
 		if err != nil {
 			return err
 		}
-		exact := false
-		if filter != "" {
-			// A filter's selectivity, counted up to the candidate budget:
-			// when every matching page fits it, all of them go to the
-			// next stage (exact, and no dearer than the index's
-			// candidates); otherwise the index is walked, skipping pages
-			// that do not match, until Candidates pass.
-			var n int
-			if err := tx.QueryRow(ctx, s.q(`SELECT count(*) FROM (SELECT 1 FROM {pages} p
-				WHERE p.tenant = $1 AND p.committed`+filter+` LIMIT $2 + 1) m`), args...).Scan(&n); err != nil {
-				return err
-			}
-			exact = n <= nCand
+		// The pages the search may return (the tenant's, under the
+		// filter), counted up to the candidate budget: when all of them
+		// fit it, they are the candidates (exact, and no dearer than the
+		// index's); otherwise the index is walked, skipping pages that do
+		// not match the filter, until Candidates pass. A small tenant, or
+		// a selective filter, is thus searched exactly.
+		var n int
+		if err := tx.QueryRow(ctx, s.q(`SELECT count(*) FROM (SELECT 1 FROM {pages} p
+			WHERE p.tenant = $1 AND p.committed`+filter+` LIMIT $2 + 1) m`), args...).Scan(&n); err != nil {
+			return err
 		}
+		exact := n <= nCand
 		var sql string
 		stageArgs := args
 		if exact {

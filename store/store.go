@@ -31,9 +31,10 @@ type Config struct {
 	// is down answers ErrUnavailable quickly. Default 5s.
 	ConnectTimeout time.Duration
 	// Candidates is how many pages the first stage (HNSW over the FDEs)
-	// hands to the exact MaxSim rerank; at least a search's TopK. Default
-	// 800: recall@10 0.98 against exact MaxSim at 10,000 pages here; see
-	// benchmarks/results/store.md for the curve.
+	// hands to the rerank over their codes; at least a search's TopK.
+	// Default 800: with Rerank 40, recall@10 0.96 against exact MaxSim at
+	// 10,000 ColPali-shaped pages; see benchmarks/results/store.md for the
+	// curve.
 	Candidates int
 	// EfSearch is hnsw.ef_search for the first stage; raised to Candidates
 	// if lower. Default: Candidates.

@@ -29,7 +29,7 @@ func (r *report) markdown() string {
 	o := r.o
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %d pages x %d vectors on %s\n\n", o.pages, o.patches, r.db)
-	fmt.Fprintf(&b, "Command: `go run ./benchmarks/storebench %s`  \n", strings.Join(r.args, " "))
+	fmt.Fprintf(&b, "Command: `go run ./benchmarks/storebench %s`  \n", strings.Join(redact(r.args), " "))
 	fmt.Fprintf(&b, "Database: `%s`  \n", r.version)
 	fmt.Fprintf(&b, "Machine: %d CPUs (GOMAXPROCS %d), %s/%s; load average (1, 5, 15 min): %s  \n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, strings.Join(r.load, "; "))
@@ -80,4 +80,19 @@ func (r *report) markdown() string {
 		b.WriteString(p + "\n")
 	}
 	return b.String()
+}
+
+// redact replaces a database URL on the command line (it may hold a
+// password) by a variable.
+func redact(args []string) []string {
+	out := slices.Clone(args)
+	for i, a := range out {
+		switch {
+		case (a == "-database-url" || a == "--database-url") && i+1 < len(out):
+			out[i+1] = `"$DATABASE_URL"`
+		case strings.HasPrefix(a, "-database-url="), strings.HasPrefix(a, "--database-url="):
+			out[i] = `-database-url="$DATABASE_URL"`
+		}
+	}
+	return out
 }

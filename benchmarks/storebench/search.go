@@ -21,6 +21,9 @@ type searchRun struct {
 	recall float64
 	rounds [][]time.Duration
 	stages map[string]time.Duration // mean per search, from the store's debug log
+	// CPU per search: this process's (the gateway's part) and the
+	// postgres processes' (see postgresCPU).
+	cpu, dbCPU time.Duration
 }
 
 // A filter of the benchmark: the store's, and which pages it admits.
@@ -67,6 +70,7 @@ func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, 
 			return err
 		}
 		rec.take()
+		cpu0, pg0 := cpuTime(), postgresCPU()
 		for round := range o.rounds {
 			var lat []time.Duration
 			for q, qe := range c.queries {
@@ -90,6 +94,8 @@ func searches(ctx context.Context, url string, c *corpus, docOf map[string]int, 
 			}
 			run.rounds = append(run.rounds, lat)
 		}
+		n := time.Duration(o.rounds * len(c.queries))
+		run.cpu, run.dbCPU = (cpuTime()-cpu0)/n, (postgresCPU()-pg0)/n
 		ss.Close()
 		run.stages = rec.take()
 		run.recall = float64(found) / float64(max(wanted, 1))

@@ -1,14 +1,17 @@
 // Package store keeps documents, their pages and the pages' ColPali
 // vectors in Postgres with pgvector, and searches them: an approximate
-// first stage inside Postgres, then exact MaxSim over the candidates.
+// first stage inside Postgres, a cheap rerank over binarised vectors, then
+// exact MaxSim over a short list.
 //
 // # Overview
 //
 // A document is a row of documents; each of its pages is a row of pages
-// holding two encodings of the page's vectors:
+// holding three encodings of the page's vectors:
 //
 //   - fde: a fixed-dimensional encoding in the spirit of MUVERA (fde.go),
 //     binarised to bit(10240) and indexed by HNSW with Hamming distance;
+//   - codes: each vector binarised, one sign bit a dimension, 16 bytes a
+//     vector (16,480 bytes for a 1030-vector page; codes.go);
 //   - vectors: the full vectors, 128-d little-endian fp16 packed in a
 //     bytea stored out of line uncompressed (2 bytes a value: 263,680
 //     bytes for a 1030-vector ColPali page).
@@ -18,11 +21,15 @@
 // on a real one (see README.md for the arithmetic).
 //
 // Search encodes the query like a page, asks HNSW for Config.Candidates
-// pages nearest in Hamming distance (hnsw.ef_search set per transaction),
-// reads those pages' full vectors by primary key in the same statement,
-// and computes exact MaxSim in Go across the CPUs. Recall against exact
-// MaxSim over every page rises with Candidates; benchmarks/storebench
-// measures it (benchmarks/results/store.md).
+// pages nearest in Hamming distance (hnsw.ef_search set per transaction)
+// with their codes, keeps the Config.Rerank best by MaxSim over the codes
+// (popcounts), reads only those pages' full vectors by primary key and
+// computes exact MaxSim in Go across the CPUs. Under a filter, the
+// filter's matches are counted up to Candidates first: if they all fit,
+// they are the candidates (exact); if not, the index is walked with
+// pgvector's iterative scan, skipping pages that do not match. Recall
+// against exact MaxSim over every page rises with Candidates and Rerank;
+// benchmarks/storebench measures it (benchmarks/results/store.md).
 //
 // # Tenancy
 //
@@ -58,7 +65,12 @@
 // migrations/NNN_name.up.sql are embedded and applied by Migrate in one
 // transaction holding a transaction-scoped advisory lock, recorded in
 // schema_migrations: running it twice, or from two gateways at once, is
-// safe (the second waits and finds nothing to do).
+// safe (the second waits and finds nothing to do). pgvector is used in
+// whatever schema it is installed in (found in pg_extension and put on
+// the migration's search_path; Search names its operator by schema), so
+// a role that is not a superuser migrates a database whose administrator
+// (or managed service) created the extension; Migrate creates it only
+// when it is missing, and says who must when it cannot.
 //
 // # Concurrency Model
 //
@@ -73,10 +85,11 @@
 //
 // # Embedded and real Postgres
 //
-// Nothing here depends on which database it talks to: the embedded PGlite
-// (internal/embeddedpg, the default without DATABASE_URL) and a real
-// Postgres with pgvector run the same statements. Known differences are
-// of speed only: PGlite serialises transactions, has no autovacuum (so no
-// statistics, hence Search's planner settings for the first stage), and
-// computes in WebAssembly.
+// Nothing here depends on which database it talks to, but for one
+// choice: pages go in by binary COPY on a real Postgres and by batched
+// INSERTs on the embedded PGlite (internal/embeddedpg, the default without
+// DATABASE_URL), whose socket server breaks on a binary COPY. Other known
+// differences are of speed only: PGlite serialises transactions, has no
+// autovacuum (so no statistics, hence Search's planner settings for the
+// first stage), and computes in WebAssembly.
 package store

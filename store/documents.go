@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,22 +16,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
-// Page-insert batching: pages go to the server in pgx batches of at most
-// this many rows or bytes (one round trip each), never by COPY (PGlite's
-// socket server breaks on a binary COPY).
-const (
-	insertBatchPages = 32
-	insertBatchBytes = 8 << 20
-)
-
-// encodedPage is a page ready to insert: its FDE and its packed vectors.
+// encodedPage is a page ready to insert: its FDE, its vectors' codes
+// and its packed vectors.
 type encodedPage struct {
 	number  int
 	patches int
 	fde     pgtype.Bits
+	codes   []byte
 	vectors []byte
 }
 
@@ -47,8 +41,9 @@ func checkEmbedding(what string, e model.Embedding) error {
 		return fmt.Errorf("%w: %s: %d values for %d x %d", ErrInvalidDocument, what, len(e.Values), e.Rows, e.Dim)
 	}
 	for _, v := range e.Values {
-		// Beyond fp16's range (65504) a value cannot be stored; NaN and Inf never.
-		if math.IsNaN(float64(v)) || math.Abs(float64(v)) > 65504 {
+		// Beyond fp16's range (65504) a value cannot be stored; NaN (which
+		// fails both comparisons) and Inf never.
+		if !(v >= -65504 && v <= 65504) {
 			return fmt.Errorf("%w: %s: value %v is not finite or beyond fp16's range", ErrInvalidDocument, what, v)
 		}
 	}
@@ -69,7 +64,8 @@ func encodePages(first int, pages []model.Embedding) ([]encodedPage, error) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(pages); i = int(next.Add(1) - 1) {
 				p := pages[i]
-				out[i] = encodedPage{number: first + i, patches: p.Rows, fde: fde.bits(fde.page(p)), vectors: encodeFP16(p)}
+				out[i] = encodedPage{number: first + i, patches: p.Rows, fde: fde.bits(fde.page(p)),
+					codes: patchCodes(p), vectors: encodeFP16(p)}
 			}
 		})
 	}
@@ -152,6 +148,12 @@ func (s *Store) claimKey(ctx context.Context, tx pgx.Tx, tenant, key string, fp 
 	return Document{}, false, err
 }
 
+// isKeyViolation reports a unique violation of the idempotency key.
+func isKeyViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "documents_idempotency_key"
+}
+
 // isUniqueViolation reports a duplicate idempotency key raced in by a
 // concurrent request.
 func isUniqueViolation(err error) bool {
@@ -166,63 +168,75 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-// insertPages writes pages of a pending document (not committed: invisible
-// to Search) in batches; an existing page (a retried AddPages) is replaced.
-func (s *Store) insertPages(ctx context.Context, tx pgx.Tx, tenant, id string, pages []encodedPage) error {
-	const committed = false
-	insert := s.q(`INSERT INTO {pages} (tenant, document_id, page, patches, committed, fde, vectors)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (tenant, document_id, page) DO UPDATE
-		SET patches = excluded.patches, fde = excluded.fde, vectors = excluded.vectors`)
-	for len(pages) > 0 {
-		var b pgx.Batch
-		size := 0
-		n := 0
-		for n < len(pages) && n < insertBatchPages && (n == 0 || size+len(pages[n].vectors) <= insertBatchBytes) {
-			p := pages[n]
-			b.Queue(insert, tenant, id, p.number, p.patches, committed, p.fde, p.vectors)
-			size += len(p.vectors)
-			n++
-		}
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return err
-		}
-		pages = pages[n:]
-	}
-	return nil
-}
-
+// encodedPage is a page ready to insert: its FDE, its vectors' codes
+// and its packed vectors.
 // BeginDocument starts a staged document: invisible to Search, Get and
 // List until CommitDocument. With an IdempotencyKey a
 // committed document of the tenant holds, that document is returned with
 // existing=true; a pending one is discarded and begun afresh.
+//
+// Calls racing with one key (the losers hit the unique index) are
+// answered as a retry arriving a moment later would be, except that a
+// pending document the winner has just begun is left to it: the
+// committed document (existing=true) when the request matches,
+// ErrConflict when it differs, and an error of class errclass.Aborted
+// ("retry later") while the matching winner is still in flight.
 func (s *Store) BeginDocument(ctx context.Context, d NewDocument) (doc Document, existing bool, err error) {
 	if err := checkTenant(d.Tenant); err != nil {
 		return Document{}, false, err
 	}
 	fp := fingerprint(d)
-	for attempt := 0; ; attempt++ {
-		err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-			found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
-			if err != nil || ok {
-				doc, existing = found, ok
-				return err
-			}
-			doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
-				(tenant, idempotency_key, fingerprint, metadata, state)
-				VALUES ($1, $2, $3, $4, 'pending') RETURNING `+documentColumns),
-				d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata)))
-			existing = false
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		found, ok, err := s.claimKey(ctx, tx, d.Tenant, d.IdempotencyKey, fp)
+		if err != nil || ok {
+			doc, existing = found, ok
 			return err
-		})
-		if attempt == 0 && d.IdempotencyKey != "" && isUniqueViolation(err) {
-			continue
 		}
-		if err != nil {
-			return Document{}, false, fmt.Errorf("store: begin document: %w", err)
-		}
-		return doc, existing, nil
+		doc, err = scanDocument(tx.QueryRow(ctx, s.q(`INSERT INTO {documents}
+			(tenant, idempotency_key, fingerprint, metadata, state)
+			VALUES ($1, $2, $3, $4, 'pending') RETURNING `+documentColumns),
+			d.Tenant, nullIfEmpty(d.IdempotencyKey), fp, nonNil(d.Metadata)))
+		existing = false
+		return err
+	})
+	if d.IdempotencyKey != "" && isKeyViolation(err) {
+		doc, existing, err = s.keyRaced(ctx, d.Tenant, d.IdempotencyKey, fp)
 	}
+	if err != nil {
+		return Document{}, false, fmt.Errorf("store: begin document: %w", err)
+	}
+	return doc, existing, nil
+}
+
+// keyRaced answers a BeginDocument that lost a race for its idempotency
+// key: another transaction inserted a document with the key after this
+// one looked for it. It reads what the winner left, without taking it
+// over.
+func (s *Store) keyRaced(ctx context.Context, tenant, key string, fp []byte) (doc Document, existing bool, err error) {
+	var state string
+	var oldFP []byte
+	err = s.inTx(ctx, readOnly, func(tx pgx.Tx) error {
+		row := tx.QueryRow(ctx, s.q(`SELECT `+documentColumns+`, state, fingerprint FROM {documents}
+			WHERE tenant = $1 AND idempotency_key = $2`), tenant, key)
+		return row.Scan(&doc.ID, &doc.Tenant, &doc.IdempotencyKey, &doc.Metadata, &doc.PageCount, &doc.CreatedAt, &state, &oldFP)
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// The winner was itself discarded or swept meanwhile.
+		return Document{}, false, errclass.Errorf(errclass.Aborted,
+			"idempotency key %q: a concurrent ingestion with this key came and went; retry", key)
+	case err != nil:
+		return Document{}, false, err
+	case string(oldFP) != string(fp):
+		return Document{}, false, fmt.Errorf("%w: key %q names document %s", ErrConflict, key, doc.ID)
+	case state == "committed":
+		if doc.Metadata == nil {
+			doc.Metadata = map[string]string{}
+		}
+		return doc, true, nil
+	}
+	return Document{}, false, errclass.Errorf(errclass.Aborted,
+		"idempotency key %q: a concurrent ingestion with this key is in progress (document %s); retry later", key, doc.ID)
 }
 
 // lockPending locks the pending document id of tenant inside tx:
@@ -260,7 +274,7 @@ func (s *Store) AddPages(ctx context.Context, tenant, id string, first int, page
 		if err := s.lockPending(ctx, tx, tenant, id); err != nil {
 			return err
 		}
-		if err := s.insertPages(ctx, tx, tenant, id, enc); err != nil {
+		if err := s.insertPages(ctx, tx, tenant, id, false, enc); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.q(`UPDATE {documents} SET updated_at = clock_timestamp() WHERE tenant = $1 AND id = $2`), tenant, id)

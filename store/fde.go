@@ -35,9 +35,12 @@ import (
 // recall against float ones, and 10,240 bits (80 repetitions x 8
 // buckets x 16 dims, Morphik's shape) recover most of it, the rest coming
 // from more candidates (see benchmarks/results/store.md). Encoding costs
-// (3 + 16) x 80 dot products of 128 dims a vector, ~25 ms for a
-// 256-vector page on one core; encodePages spreads pages over the CPUs. Queries are encoded like pages (means and
-// filled buckets), since Hamming distance compares both sides alike.
+// 240 hyperplane products of 128 dims and 80 additions of 128 values a
+// vector, plus 10,240 products a page (see page); with AVX2 that is
+// ~2 ms for a 1030-vector page on one core (BenchmarkEncodePage), and
+// encodePages spreads pages over the CPUs. Queries are encoded like pages
+// (means and filled buckets), since Hamming distance compares both sides
+// alike.
 //
 // The parameters are part of the schema: pages.fde is bit(fdeDim), and
 // stored encodings are only comparable with queries encoded by the same
@@ -57,19 +60,19 @@ const FDEBits = fdeDim
 // VectorDim is the only vector width the store accepts (ColPali's 128).
 const VectorDim = 128
 
-type fdeRep struct {
-	planes [][]float32 // simHashBits Gaussian hyperplanes
-	proj   [][]float32 // projDim rows of ±1/sqrt(projDim)
-}
-
 // fdeEncoder holds the random matrices of one FDE configuration, drawn
 // independently per repetition.
 type fdeEncoder struct {
-	reps        []fdeRep
+	reps        int
 	simHashBits int
 	buckets     int
 	projDim     int
 	dim         int
+	// planes: reps x simHashBits Gaussian hyperplanes of VectorDim, back
+	// to back (repetition r's bit k is row r*simHashBits+k).
+	planes []float32
+	// proj: reps x projDim rows of ±1/sqrt(projDim), back to back.
+	proj []float32
 }
 
 // fde is the store's encoder, drawn once from fdeSeed: every process
@@ -78,61 +81,70 @@ var fde = newFDEEncoder(fdeReps, fdeSimHashBits, fdeProjDim, fdeSeed)
 
 func newFDEEncoder(nReps, simHashBits, projDim int, seed uint64) *fdeEncoder {
 	rng := rand.New(rand.NewPCG(seed, seed>>1)) // #nosec G404 -- the projections must be reproducible from the configured seed (the index depends on them); they are not secret
-	f := &fdeEncoder{reps: make([]fdeRep, nReps), simHashBits: simHashBits, buckets: 1 << simHashBits,
+	f := &fdeEncoder{reps: nReps, simHashBits: simHashBits, buckets: 1 << simHashBits,
 		projDim: projDim, dim: nReps << simHashBits * projDim}
 	scale := float32(1 / math.Sqrt(float64(projDim)))
-	for r := range f.reps {
+	// The draw order (a repetition's planes, then its projection) is the
+	// stored encodings': it must not change without re-encoding.
+	for range nReps {
 		for range simHashBits {
-			p := make([]float32, VectorDim)
-			for j := range p {
-				p[j] = float32(rng.NormFloat64())
+			for range VectorDim {
+				f.planes = append(f.planes, float32(rng.NormFloat64()))
 			}
-			f.reps[r].planes = append(f.reps[r].planes, p)
 		}
-		for range projDim {
-			p := make([]float32, VectorDim)
-			for j := range p {
-				if rng.IntN(2) == 0 {
-					p[j] = scale
-				} else {
-					p[j] = -scale
-				}
+		for range projDim * VectorDim {
+			if rng.IntN(2) == 0 {
+				f.proj = append(f.proj, scale)
+			} else {
+				f.proj = append(f.proj, -scale)
 			}
-			f.reps[r].proj = append(f.reps[r].proj, p)
 		}
 	}
 	return f
 }
 
 // page encodes a page or a query (its vectors must be VectorDim wide).
+//
+// A block is the mean of its bucket's projected vectors; projection is
+// linear, so it is the projection of the bucket's summed vectors: each
+// vector costs its reps x simHashBits hyperplane products and reps
+// additions of 128 values, and the projections are done once a bucket
+// (reps x buckets x projDim products a page, whatever its size) instead
+// of once a vector and repetition.
 func (f *fdeEncoder) page(e model.Embedding) []float32 {
-	out := make([]float32, f.dim)
-	buckets := make([]int, e.Rows)
-	counts := make([]int, f.buckets)
-	for r := range f.reps {
-		rep := &f.reps[r]
-		base := r * f.buckets * f.projDim
-		clear(counts)
-		for i := range e.Rows {
-			v := e.Vector(i)
+	nPlanes := f.reps * f.simHashBits
+	hv := make([]float32, nPlanes)
+	buckets := make([]uint8, e.Rows*f.reps) // vector i's bucket in repetition r: [i*reps+r]
+	sums := make([]float32, f.reps*f.buckets*VectorDim)
+	counts := make([]int32, f.reps*f.buckets)
+	for i := range e.Rows {
+		v := e.Vector(i)
+		dots(f.planes, v, hv)
+		for r := range f.reps {
+			// Bit k is set when the product is positive: the sign bit,
+			// flipped, without a branch (random signs defeat prediction);
+			// an exact zero counts as positive, which Gaussian hyperplanes
+			// make immaterial.
 			b := 0
-			for k, p := range rep.planes {
-				if dot(p, v) > 0 {
-					b |= 1 << k
-				}
+			for k, h := range hv[r*f.simHashBits : (r+1)*f.simHashBits] {
+				b |= int(math.Float32bits(h)>>31^1) << k
 			}
-			buckets[i] = b
-			counts[b]++
-			blk := out[base+b*f.projDim : base+(b+1)*f.projDim]
-			for k, p := range rep.proj {
-				blk[k] += dot(p, v)
-			}
+			buckets[i*f.reps+r] = uint8(b)
+			rb := r*f.buckets + b
+			counts[rb]++
+			addTo(sums[rb*VectorDim:(rb+1)*VectorDim], v)
 		}
+	}
+	out := make([]float32, f.dim)
+	for r := range f.reps {
+		proj := f.proj[r*f.projDim*VectorDim : (r+1)*f.projDim*VectorDim]
 		for b := range f.buckets {
-			blk := out[base+b*f.projDim : base+(b+1)*f.projDim]
+			rb := r*f.buckets + b
+			blk := out[rb*f.projDim : (rb+1)*f.projDim]
 			switch {
-			case counts[b] > 0:
-				inv := 1 / float32(counts[b])
+			case counts[rb] > 0:
+				dots(proj, sums[rb*VectorDim:(rb+1)*VectorDim], blk)
+				inv := 1 / float32(counts[rb])
 				for k := range blk {
 					blk[k] *= inv
 				}
@@ -140,14 +152,12 @@ func (f *fdeEncoder) page(e model.Embedding) []float32 {
 				// Empty bucket: the vector whose bucket is nearest in
 				// Hamming distance stands in for it.
 				best, bestDist := 0, f.simHashBits+1
-				for i, bi := range buckets {
-					if d := bits.OnesCount(uint(bi ^ b)); d < bestDist {
+				for i := range e.Rows {
+					if d := bits.OnesCount8(buckets[i*f.reps+r] ^ uint8(b)); d < bestDist {
 						best, bestDist = i, d
 					}
 				}
-				for k, p := range rep.proj {
-					blk[k] = dot(p, e.Vector(best))
-				}
+				dots(proj, e.Vector(best), blk)
 			}
 		}
 	}
@@ -169,18 +179,27 @@ func (f *fdeEncoder) bits(v []float32) pgtype.Bits {
 // MaxSim is the late-interaction score: for each query vector its best dot
 // product over the page's vectors, summed. Both must have the same Dim.
 func MaxSim(query, page model.Embedding) float32 {
-	var total float32
-	for q := range query.Rows {
-		qv := query.Vector(q)
-		best := float32(math.Inf(-1))
-		for p := range page.Rows {
-			if s := dot(qv, page.Vector(p)); s > best {
-				best = s
+	if page.Rows == 0 || query.Rows == 0 {
+		return 0
+	}
+	best := make([]float32, 2*query.Rows)
+	sims := best[query.Rows:]
+	best = best[:query.Rows]
+	for q := range best {
+		best[q] = float32(math.Inf(-1))
+	}
+	qv := query.Values[:query.Rows*query.Dim]
+	for p := range page.Rows {
+		dots(qv, page.Vector(p), sims)
+		for q, s := range sims {
+			if s > best[q] {
+				best[q] = s
 			}
 		}
-		if page.Rows > 0 {
-			total += best
-		}
+	}
+	var total float32
+	for _, b := range best {
+		total += b
 	}
 	return total
 }

@@ -14,8 +14,13 @@ import (
 // encodeFP16 packs e's values.
 func encodeFP16(e model.Embedding) []byte {
 	out := make([]byte, 2*len(e.Values))
-	for i, v := range e.Values {
-		binary.LittleEndian.PutUint16(out[2*i:], toHalf(v))
+	i := 0
+	if hasF16C && len(e.Values) >= 8 {
+		i = len(e.Values) &^ 7
+		toHalfF16C(&halvesOf(out)[0], &e.Values[0], i)
+	}
+	for ; i < len(e.Values); i++ {
+		binary.LittleEndian.PutUint16(out[2*i:], toHalf(e.Values[i]))
 	}
 	return out
 }
@@ -25,10 +30,20 @@ func encodeFP16(e model.Embedding) []byte {
 func DecodeFP16(b []byte, dim int) model.Embedding {
 	n := len(b) / 2
 	e := model.Embedding{Rows: n / dim, Dim: dim, Values: make([]float32, n)}
-	for i := range e.Values {
-		e.Values[i] = fromHalf(binary.LittleEndian.Uint16(b[2*i:]))
-	}
+	decodeFP16Into(e.Values, b)
 	return e
+}
+
+// decodeFP16Into unpacks len(dst) values of b into dst.
+func decodeFP16Into(dst []float32, b []byte) {
+	i := 0
+	if hasF16C && len(dst) >= 8 {
+		i = len(dst) &^ 7
+		fromHalfF16C(&dst[0], &halvesOf(b[:2*i])[0], i)
+	}
+	for ; i < len(dst); i++ {
+		dst[i] = fromHalf(binary.LittleEndian.Uint16(b[2*i:]))
+	}
 }
 
 // toHalf rounds to the nearest binary16, ties to even; overflow becomes

@@ -56,3 +56,29 @@ func TestEncodeDecodeFP16(t *testing.T) {
 		}
 	}
 }
+
+// The F16C path (encodeFP16, DecodeFP16) agrees with the portable
+// conversion on every half value and on random floats, subnormals and
+// overflow included.
+func TestFP16FastPathMatchesPortable(t *testing.T) {
+	var vals []float32
+	for h := range 1 << 16 {
+		if f := fromHalf(uint16(h)); !math.IsNaN(float64(f)) {
+			vals = append(vals, f, math.Nextafter32(f, 0), math.Nextafter32(f, float32(math.Inf(1))))
+		}
+	}
+	vals = append(vals, 1e-8, -3e-6, 65519, 65520, -70000, 5.960464477539063e-08, 2.980232238769531e-08)
+	b := encodeFP16(model.Embedding{Rows: 1, Dim: len(vals), Values: vals})
+	for i, v := range vals {
+		if got, want := uint16(b[2*i])|uint16(b[2*i+1])<<8, toHalf(v); got != want {
+			t.Fatalf("encodeFP16(%g) = %#04x, toHalf %#04x", v, got, want)
+		}
+	}
+	e := DecodeFP16(b, len(vals))
+	for i := range vals {
+		h := uint16(b[2*i]) | uint16(b[2*i+1])<<8
+		if want := fromHalf(h); e.Values[i] != want && !(math.IsNaN(float64(want)) && math.IsNaN(float64(e.Values[i]))) {
+			t.Fatalf("DecodeFP16(%#04x) = %g, want %g", h, e.Values[i], want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,13 +31,22 @@ type Config struct {
 	// is down answers ErrUnavailable quickly. Default 5s.
 	ConnectTimeout time.Duration
 	// Candidates is how many pages the first stage (HNSW over the FDEs)
-	// hands to the exact MaxSim rerank; at least a search's TopK. Default
-	// 800: recall@10 0.98 against exact MaxSim at 10,000 pages here; see
-	// benchmarks/results/store.md for the curve.
+	// hands to the rerank over their codes; at least a search's TopK.
+	// Default 800: with Rerank 40, recall@10 0.96 against exact MaxSim at
+	// 10,000 ColPali-shaped pages; see benchmarks/results/store.md for the
+	// curve.
 	Candidates int
 	// EfSearch is hnsw.ef_search for the first stage; raised to Candidates
 	// if lower. Default: Candidates.
 	EfSearch int
+	// Rerank is how many candidates, the best by MaxSim over their
+	// binarised vectors (codes.go), get exact MaxSim over their full fp16
+	// vectors; at least a search's TopK. Default 40 (4 x DefaultTopK).
+	// Together with Candidates it trades recall for latency: a search reads
+	// 16 KB a candidate and 264 KB a reranked page of 1030 vectors. At
+	// Candidates or more, every candidate is reranked exactly (the search
+	// before codes existed).
+	Rerank int
 	// PendingTTL is how long a staged document may go without a write
 	// before the sweeper deletes it. Default 1h.
 	PendingTTL time.Duration
@@ -52,6 +62,7 @@ func (c Config) WithDefaults() Config {
 	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 5*time.Second)
 	c.Candidates = cmp.Or(c.Candidates, 800)
 	c.EfSearch = max(c.EfSearch, c.Candidates)
+	c.Rerank = cmp.Or(c.Rerank, 4*DefaultTopK)
 	c.PendingTTL = cmp.Or(c.PendingTTL, time.Hour)
 	c.SweepInterval = cmp.Or(c.SweepInterval, 5*time.Minute)
 	return c
@@ -79,6 +90,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: Candidates %d: must be in [1, %d]", c.Candidates, maxEfSearch)
 	case c.EfSearch > maxEfSearch:
 		return fmt.Errorf("store: EfSearch %d: must be at most %d", c.EfSearch, maxEfSearch)
+	case c.Rerank < 1 || c.Rerank > maxEfSearch:
+		return fmt.Errorf("store: Rerank %d: must be in [1, %d]", c.Rerank, maxEfSearch)
 	case c.PendingTTL <= 0:
 		return fmt.Errorf("store: PendingTTL %v: must be positive", c.PendingTTL)
 	}
@@ -104,6 +117,9 @@ type Store struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	sql    *strings.Replacer // {documents}, {pages} → schema-qualified names
+
+	vecSchema atomic.Pointer[string] // pgvector's schema, once known (see vectorSchema)
+	copyOK    atomic.Int32           // page inserts by COPY: 0 unknown, 1 yes, 2 no (see insertPages)
 
 	stopSweep chan struct{}
 	sweepDone sync.WaitGroup

@@ -11,7 +11,6 @@ import (
 	neturl "net/url"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/store"
@@ -313,10 +313,11 @@ func TestIdempotentRetry(t *testing.T) {
 
 	// Concurrent requests with one key make at most one document. A staged
 	// ingestion whose pending document a concurrent one discarded fails
-	// with ErrNotFound (the gateway answers ABORTED, and its client
-	// retries); BeginDocument retries a unique violation once, so more
-	// racers than that can see it too. Those that succeed agree, and a
-	// retry afterwards finds the one document.
+	// with ErrNotFound, and one that loses the race for the key while the
+	// winner is in flight with an errclass.Aborted error (the gateway
+	// answers ABORTED for both, and its client retries); never a raw
+	// unique violation. Those that succeed agree, and a retry afterwards
+	// finds the one document.
 	d.IdempotencyKey = "upload-2"
 	var wg sync.WaitGroup
 	var createdCount atomic.Int32
@@ -325,7 +326,7 @@ func TestIdempotentRetry(t *testing.T) {
 		wg.Go(func() {
 			doc, created, err := ingestDocument(ctx, s, d, ps)
 			if err != nil {
-				if !errors.Is(err, store.ErrNotFound) && !strings.Contains(err.Error(), "23505") {
+				if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errclass.Aborted) {
 					t.Errorf("concurrent ingest: %v, want success or a discarded pending document", err)
 				}
 				return

@@ -9,7 +9,8 @@
 --            little-endian IEEE fp16, patches x 128 (2 bytes a value).
 -- Every row carries its tenant and every key starts with it.
 
-CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;
+-- pgvector is created (or found, in whatever schema) by Migrate, which
+-- puts its schema on the search_path after the store's own.
 
 CREATE TABLE documents (
     tenant          text        NOT NULL,

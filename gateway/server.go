@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/morphik-org/colpali-gateway/admission"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
 	"github.com/morphik-org/colpali-gateway/internal/protoutf8"
@@ -57,6 +58,10 @@ type Deps struct {
 	// EmbeddingService works as ever. The EmbeddingService never depends on
 	// it, so embeddings are served while the database is down.
 	Documents DocumentStore
+	// Admission, when set, refuses embeddings, searches and ingestions
+	// beyond its concurrency limits and memory budget (gateway/admission.go).
+	// Default: every call is admitted.
+	Admission *admission.Controller
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -156,6 +161,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
+	admitUnary, admitStream := s.admissionInterceptors()
 	srv := grpc.NewServer(
 		// Invalid UTF-8 in a request string: INVALID_ARGUMENT naming the
 		// field (from validation), not grpc-go's INTERNAL parse error.
@@ -170,7 +176,8 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			loggingInterceptor(s.deps.Logger),
 			recovery.UnaryServerInterceptor(panicHandler),
 			deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
-			statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
+			statusInterceptor(s.deps.Logger), // sees the call's deadline
+			admitUnary,                       // inside the edge, which must see its refusals
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
@@ -178,6 +185,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			recovery.StreamServerInterceptor(panicHandler),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 			streamStatusInterceptor(s.deps.Logger),
+			admitStream,
 		),
 	)
 	colpaliv1.RegisterEmbeddingServiceServer(srv, &embeddingService{cfg: s.cfg, embedder: s.deps.Embedder})

@@ -124,8 +124,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		}
 	}()
 
+	admit, err := o.admission.controller(logger, registry)
+	if err != nil {
+		return err
+	}
 	srv, err := gateway.New(o.gateway, gateway.Deps{
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
+		Admission: admit,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,66 @@
+// Package admission decides, at the gateway's entry, whether a call is
+// served or refused at once, so that beyond capacity the gateway sheds load
+// instead of queueing it into an outage.
+//
+// # Overview
+//
+// Two gates, both checked before a call does any work:
+//
+//   - An adaptive concurrency limit per class of call (query embedding,
+//     image embedding, search, ingestion): at most Limit calls of a class
+//     are in flight. A call over the limit is refused with class
+//     errclass.Overloaded, reason CONCURRENCY_LIMIT and a RetryInfo delay,
+//     which the gateway's edge sends as RESOURCE_EXHAUSTED (HTTP 429).
+//   - A memory budget in bytes shared by every class: each call reserves an
+//     estimate of the memory it will hold (its request bytes, its decoded
+//     images, its search candidates) and gives it back when it ends. A call
+//     that does not fit is refused with reason MEMORY_BUDGET.
+//
+// # The limit's algorithm
+//
+// The limit follows the latency of the admitted calls, in the family of
+// Netflix's concurrency-limits (AIMD, Gradient2) and Envoy's adaptive
+// concurrency filter, but steers toward an explicit latency target rather
+// than toward a measured no-load latency: the gateway's calls include a
+// batching delay that is wanted, and an operator states what latency the
+// admitted calls must keep.
+//
+// Completed calls are collected in windows (at least Config.Window long and
+// Config.MinSamples calls). At the end of each window the limit L moves
+// once, on the window's Config.Quantile latency q:
+//
+//   - q above the target: L ← L × max(1/2, target/q), the gradient; and
+//     L ← L × Config.Backoff when calls of the window were dropped
+//     downstream (timed out or refused as overloaded), as AIMD does;
+//   - q within the target, and the window used at least half of L (a limit
+//     that was not reached says nothing about more): L ← L + √L, the
+//     headroom Gradient2 adds as its queue allowance;
+//
+// then L is smoothed (L ← (1-s)·L + s·L_new, s = Config.Smoothing) and kept
+// within [MinLimit, MaxLimit]. By Little's law the calls in flight are
+// throughput × latency, so at saturation L settles near target × capacity:
+// what the backends can answer within the target, and no more.
+//
+// # Priorities
+//
+// Lower priority levels are shed first: a call of level p of n (1 served
+// first) is admitted while the class's calls in flight are under
+// L × (1 - PriorityReserve × (p-1)/(n-1)). The most urgent level may use the
+// whole limit; the least urgent stops PriorityReserve short of it, which
+// leaves that share to the levels above.
+//
+// # Concurrency Model
+//
+// A Controller is safe for concurrent use. Each class has one mutex held
+// for a few arithmetic operations on admit and release (the window's
+// quantile is computed under it once per window, over at most
+// maxWindowSamples samples); the memory budget is a single atomic counter.
+// Time comes from a clock.Clock, so tests drive the windows with a fake.
+//
+// # Request Lifecycle and Ownership
+//
+// Admit returns a *Permit or an error; a Permit holds one slot of its class
+// and its bytes of the budget until Done, which must be called exactly once
+// (a second call is a no-op) with the call's outcome. Refused calls hold
+// nothing.
+package admission

@@ -90,7 +90,7 @@ func New(cfg Config, deps Deps) (*Controller, error) {
 	}
 	c := &Controller{cfg: cfg, clock: deps.Clock, classes: map[Class]*limiter{}}
 	for _, cl := range Classes {
-		c.classes[cl] = newLimiter(cfg)
+		c.classes[cl] = newLimiter(cfg, deps.Clock.Now())
 	}
 	c.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "colpali_admission_shed_total",

@@ -20,8 +20,8 @@ type limiter struct {
 	mu       sync.Mutex
 	limit    float64 // guarded by mu
 	inFlight int     // guarded by mu
-	// The current window, guarded by mu: when it began (zero: no sample
-	// yet), its latencies in seconds, how many samples it took in all, how
+	// The current window, guarded by mu: when it began (when the last one
+	// closed), its latencies in seconds, how many samples it took in all, how
 	// many were dropped downstream, and the most calls in flight during it.
 	windowStart time.Time
 	samples     []float64
@@ -33,8 +33,8 @@ type limiter struct {
 	recent time.Duration
 }
 
-func newLimiter(cfg Config) *limiter {
-	return &limiter{cfg: cfg, limit: float64(cfg.InitialLimit), samples: make([]float64, 0, maxWindowSamples)}
+func newLimiter(cfg Config, now time.Time) *limiter {
+	return &limiter{cfg: cfg, limit: float64(cfg.InitialLimit), windowStart: now, samples: make([]float64, 0, maxWindowSamples)}
 }
 
 // tryAcquire takes a slot for a call of priority level (1 first) of
@@ -71,10 +71,6 @@ func (l *limiter) release(now time.Time, latency time.Duration, o Outcome) {
 	if o == Ignored {
 		return
 	}
-	if l.windowStart.IsZero() {
-		l.windowStart = now
-		l.peak = max(l.peak, l.inFlight+1)
-	}
 	sample := latency.Seconds()
 	if len(l.samples) < maxWindowSamples {
 		l.samples = append(l.samples, sample)
@@ -86,13 +82,13 @@ func (l *limiter) release(now time.Time, latency time.Duration, o Outcome) {
 		l.dropped++
 	}
 	if l.taken >= l.cfg.MinSamples && now.Sub(l.windowStart) >= l.cfg.Window {
-		l.updateLocked()
+		l.updateLocked(now)
 	}
 }
 
 // updateLocked moves the limit once on the window that just ended and
-// starts the next.
-func (l *limiter) updateLocked() {
+// starts the next at now.
+func (l *limiter) updateLocked(now time.Time) {
 	slices.Sort(l.samples)
 	idx := min(len(l.samples)-1, int(math.Ceil(l.cfg.Quantile*float64(len(l.samples))))-1)
 	q := l.samples[max(idx, 0)]
@@ -112,9 +108,10 @@ func (l *limiter) updateLocked() {
 	l.limit = min(max(next, float64(l.cfg.MinLimit)), float64(l.cfg.MaxLimit))
 	l.recent = time.Duration(q * float64(time.Second))
 
-	l.windowStart = time.Time{}
+	l.windowStart = now
 	l.samples = l.samples[:0]
-	l.taken, l.dropped, l.peak = 0, 0, 0
+	l.taken, l.dropped = 0, 0
+	l.peak = l.inFlight // the calls still in flight are the next window's too
 }
 
 // snapshot is the limit (rounded down) and the calls in flight.

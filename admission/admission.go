@@ -90,7 +90,11 @@ func New(cfg Config, deps Deps) (*Controller, error) {
 	}
 	c := &Controller{cfg: cfg, clock: deps.Clock, classes: map[Class]*limiter{}}
 	for _, cl := range Classes {
-		c.classes[cl] = newLimiter(cfg, deps.Clock.Now())
+		target := cfg.LatencyTarget
+		if cl == Image || cl == Ingest {
+			target = cfg.ImageLatencyTarget
+		}
+		c.classes[cl] = newLimiter(cfg, target, deps.Clock.Now())
 	}
 	c.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "colpali_admission_shed_total",

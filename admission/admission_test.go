@@ -69,7 +69,7 @@ func TestLimitRefusesBeyondItAtOnceWithRetryInfo(t *testing.T) {
 		t.Errorf("reason = %+v, want %s for class query", reason, ReasonConcurrency)
 	}
 	var retry *errclass.Retry
-	if !errors.As(err, &retry) || retry.Delay != c.Config().LatencyTarget {
+	if !errors.As(err, &retry) || retry.Delay != DefaultLatencyTarget {
 		t.Errorf("retry = %+v, want the latency target before any window", retry)
 	}
 	if !strings.Contains(err.Error(), "query concurrency limit") {
@@ -110,22 +110,36 @@ func TestLimitDoesNotGrowWhenUnused(t *testing.T) {
 }
 
 func TestLimitShrinksWhenSlowAndOnDrops(t *testing.T) {
-	c, clk := newTest(t, Config{InitialLimit: 100, MinSamples: DefaultMinLimit, LatencyTarget: time.Second})
+	c, clk := newTest(t, Config{InitialLimit: 100, MinSamples: DefaultMinLimit, ImageLatencyTarget: time.Second, MaxWindow: time.Minute})
 	window(t, c, clk, Image, 4*time.Second, Success)
-	// gradient 1/4 clamped at 1/2, smoothed 0.3: 100 → 85.
-	if got, _ := c.Limit(Image); got != 85 {
-		t.Errorf("limit after a window at 4x the target = %d, want 85", got)
+	// gradient 1/4 clamped at 1/2, at once: 100 → 50.
+	if got, _ := c.Limit(Image); got != 50 {
+		t.Errorf("limit after a window at 4x the target = %d, want 50", got)
 	}
-	// Drops within the target still back off: 85 → 85·(0.7+0.3·0.9).
+	// Drops within the target still back off: 50 → 45.
 	window(t, c, clk, Image, 100*time.Millisecond, Dropped)
-	if got, _ := c.Limit(Image); got != 82 {
-		t.Errorf("limit after a window of drops = %d, want 82 (85 x (0.7 + 0.3 x 0.9))", got)
+	if got, _ := c.Limit(Image); got != 45 {
+		t.Errorf("limit after a window of drops = %d, want 45", got)
 	}
 	for range 100 {
 		window(t, c, clk, Image, 10*time.Second, Success)
 	}
 	if got, _ := c.Limit(Image); got != DefaultMinLimit {
 		t.Errorf("limit after long overload = %d, want MinLimit %d", got, DefaultMinLimit)
+	}
+}
+
+func TestSlowClassAdaptsWithFewCalls(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 32, ImageLatencyTarget: time.Second})
+	// Two calls of 8s each, far fewer than MinSamples: the window closes
+	// after MaxWindow all the same.
+	ps := admitN(t, c, Image, 2)
+	clk.Advance(8 * time.Second)
+	for _, p := range ps {
+		p.Done(Success)
+	}
+	if got, _ := c.Limit(Image); got != 16 {
+		t.Errorf("limit after two slow calls over MaxWindow = %d, want 16", got)
 	}
 }
 
@@ -151,7 +165,7 @@ func TestSettlesAtCapacityWithinTarget(t *testing.T) {
 		step     = 5 * time.Millisecond
 		duration = 60 * time.Second
 	)
-	c, clk := newTest(t, Config{LatencyTarget: target})
+	c, clk := newTest(t, Config{ImageLatencyTarget: target})
 	type call struct {
 		p   *Permit
 		end time.Time

@@ -9,7 +9,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultLatencyTarget   = time.Second
+	DefaultLatencyTarget      = 500 * time.Millisecond
+	DefaultImageLatencyTarget = 5 * time.Second
+	DefaultMaxWindow          = 2 * time.Second
 	DefaultInitialLimit    = 32
 	DefaultMinLimit        = 4
 	DefaultMaxLimit        = 2048
@@ -26,9 +28,15 @@ const (
 // Config is the admission controller's configuration. A zero field takes
 // its default (WithDefaults); Validate refuses a zero or out-of-range one.
 type Config struct {
-	// LatencyTarget is the latency the admitted calls keep: the limit
-	// shrinks while the window's Quantile latency is above it. Default 1s.
+	// LatencyTarget is the latency the admitted query embeddings and
+	// searches keep: a class's limit shrinks while its window's Quantile
+	// latency is above its target. Default 500ms.
 	LatencyTarget time.Duration
+	// ImageLatencyTarget is LatencyTarget for page image embeddings and
+	// ingestions (of up to 16 pages a call, the default most; an
+	// ingestion's latency is divided by its groups of 16 pages), which take
+	// far longer than a query. Default 5s.
+	ImageLatencyTarget time.Duration
 	// InitialLimit is each class's limit before any call has completed.
 	// Default 32.
 	InitialLimit int
@@ -40,11 +48,15 @@ type Config struct {
 	// MinSamples is the fewest completed calls in a window before the limit
 	// moves. Default 16.
 	MinSamples int
+	// MaxWindow closes a window with fewer than MinSamples calls (but at
+	// least one), so that a class of slow calls (16-page images at a few
+	// calls a second) still adapts within seconds. Default 2s.
+	MaxWindow time.Duration
 	// Quantile of a window's latencies compared with LatencyTarget.
 	// Default 0.9.
 	Quantile float64
-	// Smoothing is the weight of each window's new limit against the old
-	// one, in (0, 1]. Default 0.3.
+	// Smoothing is the weight of each window's raised limit against the
+	// old one, in (0, 1]; a lowered limit applies at once. Default 0.3.
 	Smoothing float64
 	// Backoff multiplies the limit after a window in which calls were
 	// dropped downstream (timed out, or refused as overloaded), in (0, 1).
@@ -66,6 +78,8 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.LatencyTarget = cmp.Or(c.LatencyTarget, DefaultLatencyTarget)
+	c.ImageLatencyTarget = cmp.Or(c.ImageLatencyTarget, DefaultImageLatencyTarget)
+	c.MaxWindow = cmp.Or(c.MaxWindow, DefaultMaxWindow)
 	c.InitialLimit = cmp.Or(c.InitialLimit, DefaultInitialLimit)
 	c.MinLimit = cmp.Or(c.MinLimit, DefaultMinLimit)
 	c.MaxLimit = cmp.Or(c.MaxLimit, DefaultMaxLimit)
@@ -87,6 +101,11 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	var errs config.Errors
 	errs.Add(config.Positive("LatencyTarget", c.LatencyTarget))
+	errs.Add(config.Positive("ImageLatencyTarget", c.ImageLatencyTarget))
+	errs.Add(config.Positive("MaxWindow", c.MaxWindow))
+	if c.Window > 0 && c.MaxWindow > 0 && c.Window > c.MaxWindow {
+		errs.Bad("Window", c.Window, "exceeds {MaxWindow} (%v)", c.MaxWindow)
+	}
 	errs.Add(config.Positive("InitialLimit", c.InitialLimit))
 	errs.Add(config.Positive("MinLimit", c.MinLimit))
 	errs.Add(config.Positive("MaxLimit", c.MaxLimit))

@@ -25,21 +25,27 @@
 // batching delay that is wanted, and an operator states what latency the
 // admitted calls must keep.
 //
+// Each class has its target: Config.LatencyTarget for queries and
+// searches, Config.ImageLatencyTarget for page images and ingestions.
 // Completed calls are collected in windows (at least Config.Window long and
-// Config.MinSamples calls). At the end of each window the limit L moves
-// once, on the window's Config.Quantile latency q:
+// Config.MinSamples calls, or Config.MaxWindow long with any). At the end
+// of each window the limit L moves once, on the window's Config.Quantile
+// latency q:
 //
-//   - q above the target: L ← L × max(1/2, target/q), the gradient; and
-//     L ← L × Config.Backoff when calls of the window were dropped
-//     downstream (timed out or refused as overloaded), as AIMD does;
+//   - q above the target: L ← L × max(1/2, target/q), the gradient,
+//     applied at once (too many calls in flight cost every admitted call
+//     its latency);
 //   - q within the target, and the window used at least half of L (a limit
-//     that was not reached says nothing about more): L ← L + √L, the
-//     headroom Gradient2 adds as its queue allowance;
+//     that was not reached says nothing about more): L grows toward
+//     L + √L, the headroom Gradient2 adds as its queue allowance, smoothed
+//     (L ← (1-s)·L + s·(L + √L), s = Config.Smoothing);
+//   - calls of the window dropped downstream (timed out, or refused as
+//     overloaded): L ← L × Config.Backoff at most, as AIMD does;
 //
-// then L is smoothed (L ← (1-s)·L + s·L_new, s = Config.Smoothing) and kept
-// within [MinLimit, MaxLimit]. By Little's law the calls in flight are
-// throughput × latency, so at saturation L settles near target × capacity:
-// what the backends can answer within the target, and no more.
+// and L is kept within [MinLimit, MaxLimit]. By Little's law the calls in
+// flight are throughput × latency, so at saturation L settles near
+// target × capacity: what the backends can answer within the target, and
+// no more.
 //
 // # Priorities
 //

@@ -15,7 +15,8 @@ const maxWindowSamples = 512
 // limiter is one class's adaptive concurrency limit (see the package doc
 // for the algorithm).
 type limiter struct {
-	cfg Config
+	cfg    Config
+	target time.Duration
 
 	mu       sync.Mutex
 	limit    float64 // guarded by mu
@@ -33,8 +34,8 @@ type limiter struct {
 	recent time.Duration
 }
 
-func newLimiter(cfg Config, now time.Time) *limiter {
-	return &limiter{cfg: cfg, limit: float64(cfg.InitialLimit), windowStart: now, samples: make([]float64, 0, maxWindowSamples)}
+func newLimiter(cfg Config, target time.Duration, now time.Time) *limiter {
+	return &limiter{cfg: cfg, target: target, limit: float64(cfg.InitialLimit), windowStart: now, samples: make([]float64, 0, maxWindowSamples)}
 }
 
 // tryAcquire takes a slot for a call of priority level (1 first) of
@@ -81,7 +82,7 @@ func (l *limiter) release(now time.Time, latency time.Duration, o Outcome) {
 	if o == Dropped {
 		l.dropped++
 	}
-	if l.taken >= l.cfg.MinSamples && now.Sub(l.windowStart) >= l.cfg.Window {
+	if elapsed := now.Sub(l.windowStart); l.taken >= l.cfg.MinSamples && elapsed >= l.cfg.Window || elapsed >= l.cfg.MaxWindow {
 		l.updateLocked(now)
 	}
 }
@@ -92,19 +93,21 @@ func (l *limiter) updateLocked(now time.Time) {
 	slices.Sort(l.samples)
 	idx := min(len(l.samples)-1, int(math.Ceil(l.cfg.Quantile*float64(len(l.samples))))-1)
 	q := l.samples[max(idx, 0)]
-	target := l.cfg.LatencyTarget.Seconds()
+	target := l.target.Seconds()
 	next := l.limit
 	switch {
 	case q > target:
 		next = l.limit * max(0.5, target/q)
 	case float64(l.peak) >= l.limit/2:
-		next = l.limit + math.Sqrt(l.limit)
+		// Growth is smoothed, a cut is not: too many calls in flight
+		// cost every admitted call its latency, too few only some
+		// goodput for a window.
+		s := l.cfg.Smoothing
+		next = (1-s)*l.limit + s*(l.limit+math.Sqrt(l.limit))
 	}
 	if l.dropped > 0 {
 		next = min(next, l.limit*l.cfg.Backoff)
 	}
-	s := l.cfg.Smoothing
-	next = (1-s)*l.limit + s*next
 	l.limit = min(max(next, float64(l.cfg.MinLimit)), float64(l.cfg.MaxLimit))
 	l.recent = time.Duration(q * float64(time.Second))
 
@@ -128,7 +131,7 @@ func (l *limiter) retryDelay() time.Duration {
 	d := l.recent
 	l.mu.Unlock()
 	if d == 0 {
-		d = l.cfg.LatencyTarget
+		d = l.target
 	}
 	return min(max(d, l.cfg.MinRetryDelay), l.cfg.MaxRetryDelay)
 }

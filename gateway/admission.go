@@ -181,7 +181,10 @@ func (a *admitter) request(req any) (admission.Request, bool) {
 		for i, p := range r.GetPages() {
 			images[i] = p.GetImage()
 		}
-		return admission.Request{Class: admission.Ingest, Bytes: a.imagesBytes(images), Weight: len(images)}, true
+		// Latency per group of up to MaxImages pages, the size of the image
+		// calls ImageLatencyTarget is meant for.
+		groups := (len(images) + a.cfg.MaxImages - 1) / a.cfg.MaxImages
+		return admission.Request{Class: admission.Ingest, Bytes: a.imagesBytes(images), Weight: groups}, true
 	}
 	return admission.Request{}, false
 }

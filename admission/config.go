@@ -12,17 +12,17 @@ const (
 	DefaultLatencyTarget      = 500 * time.Millisecond
 	DefaultImageLatencyTarget = 5 * time.Second
 	DefaultMaxWindow          = 2 * time.Second
-	DefaultInitialLimit    = 32
-	DefaultMinLimit        = 4
-	DefaultMaxLimit        = 2048
-	DefaultWindow          = 250 * time.Millisecond
-	DefaultMinSamples      = 16
-	DefaultQuantile        = 0.9
-	DefaultSmoothing       = 0.3
-	DefaultBackoff         = 0.9
-	DefaultPriorityReserve = 0.25
-	DefaultMinRetryDelay   = 50 * time.Millisecond
-	DefaultMaxRetryDelay   = 5 * time.Second
+	DefaultInitialLimit       = 32
+	DefaultMinLimit           = 4
+	DefaultMaxLimit           = 2048
+	DefaultWindow             = 250 * time.Millisecond
+	DefaultMinSamples         = 16
+	DefaultQuantile           = 0.9
+	DefaultSmoothing          = 0.3
+	DefaultBackoff            = 0.9
+	DefaultPriorityReserve    = 0.25
+	DefaultMinRetryDelay      = 50 * time.Millisecond
+	DefaultMaxRetryDelay      = 5 * time.Second
 )
 
 // Config is the admission controller's configuration. A zero field takes

@@ -97,6 +97,23 @@ func TestLimitGrowsWhileFastAndBusy(t *testing.T) {
 	}
 }
 
+func TestLimitClimbsFastFarUnderTheTarget(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 16, MinSamples: 16, LatencyTarget: time.Second})
+	for range 10 {
+		// Fill the limit, complete 16 calls fast, release the rest.
+		limit, _ := c.Limit(Query)
+		ps := admitN(t, c, Query, limit)
+		clk.Advance(c.Config().Window)
+		for _, p := range ps {
+			p.Done(Success)
+		}
+	}
+	// Each window: L × 1.15 (L/2 of headroom, smoothed 0.3).
+	if got, _ := c.Limit(Query); got < 50 {
+		t.Errorf("limit %d after 10 windows far under the target from 16; want above 50 (x1.15 a window)", got)
+	}
+}
+
 func TestLimitDoesNotGrowWhenUnused(t *testing.T) {
 	c, clk := newTest(t, Config{InitialLimit: 64, MinSamples: 4})
 	for range 10 {

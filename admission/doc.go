@@ -37,8 +37,10 @@
 //     its latency);
 //   - q within the target, and the window used at least half of L (a limit
 //     that was not reached says nothing about more): L grows toward
-//     L + √L, the headroom Gradient2 adds as its queue allowance, smoothed
-//     (L ← (1-s)·L + s·(L + √L), s = Config.Smoothing);
+//     L + √L, the headroom Gradient2 adds as its queue allowance, or
+//     toward L + L/2 while q is under half the target (a slow start, so
+//     that a limit cut by an overload climbs back within seconds), smoothed
+//     (L ← (1-s)·L + s·(L + headroom), s = Config.Smoothing);
 //   - calls of the window dropped downstream (timed out, or refused as
 //     overloaded): L ← L × Config.Backoff at most, as AIMD does;
 //

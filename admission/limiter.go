@@ -102,8 +102,15 @@ func (l *limiter) updateLocked(now time.Time) {
 		// Growth is smoothed, a cut is not: too many calls in flight
 		// cost every admitted call its latency, too few only some
 		// goodput for a window.
+		// Far under the target, grow by half the limit (a slow start),
+		// so that a limit set low at start or after an overload does not
+		// take minutes to climb back.
+		headroom := math.Sqrt(l.limit)
+		if q <= target/2 {
+			headroom = max(headroom, l.limit/2)
+		}
 		s := l.cfg.Smoothing
-		next = (1-s)*l.limit + s*(l.limit+math.Sqrt(l.limit))
+		next = (1-s)*l.limit + s*(l.limit+headroom)
 	}
 	if l.dropped > 0 {
 		next = min(next, l.limit*l.cfg.Backoff)

@@ -413,6 +413,10 @@ func TestDefaultMemoryBudget(t *testing.T) {
 	if got, _ := DefaultMemoryBudget(); got != 1<<29 {
 		t.Errorf("no limit, 1 GiB of memory: budget %d, want 512 MiB", got)
 	}
+	meminfoFile = write("meminfo-big", "MemTotal:        67108864 kB\n")
+	if got, _ := DefaultMemoryBudget(); got != maxUnlimitedBudget {
+		t.Errorf("no limit, 64 GiB of memory: budget %d, want the cap %d", got, maxUnlimitedBudget)
+	}
 	meminfoFile = missing
 	if got, _ := DefaultMemoryBudget(); got != fallbackBudget {
 		t.Errorf("nothing known: budget %d, want %d", got, fallbackBudget)

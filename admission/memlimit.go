@@ -21,6 +21,10 @@ const (
 	// fallbackBudget applies when no limit is known: neither a cgroup
 	// memory limit nor GOMEMLIMIT, nor /proc/meminfo.
 	fallbackBudget = 1 << 30
+	// maxUnlimitedBudget caps the budget of a process under no limit at
+	// all: half of a large machine's memory is not this process's to take
+	// (4 GiB: about 19 concurrent searches of 800 candidates).
+	maxUnlimitedBudget = 4 << 30
 	// unlimited is what cgroup v1 reports for "no limit" (a page-rounded
 	// MaxInt64); anything at least this large means none.
 	unlimited = 1 << 62
@@ -38,7 +42,7 @@ var (
 // under: the container's (cgroup v2 memory.max, else cgroup v1
 // memory.limit_in_bytes) or the Go runtime's (GOMEMLIMIT, as
 // debug.SetMemoryLimit(-1) reports it). With neither, half of the
-// machine's memory up to 1 GiB. source says where the figure came from,
+// machine's memory up to 4 GiB (1 GiB if unknown). source says where the figure came from,
 // for the log.
 func DefaultMemoryBudget() (budget int64, source string) {
 	limit, source := int64(math.MaxInt64), ""
@@ -54,7 +58,7 @@ func DefaultMemoryBudget() (budget int64, source string) {
 		return max(1, int64(float64(limit)*budgetShare)), fmt.Sprintf("%.0f%% of %d bytes (%s)", budgetShare*100, limit, source)
 	}
 	if total, ok := memTotal(); ok {
-		return min(fallbackBudget, int64(float64(total)*budgetShare)), "no memory limit set; half of MemTotal up to 1 GiB"
+		return min(maxUnlimitedBudget, int64(float64(total)*budgetShare)), "no memory limit set; half of MemTotal up to 4 GiB"
 	}
 	return fallbackBudget, "no memory limit set; 1 GiB"
 }

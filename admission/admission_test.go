@@ -396,8 +396,9 @@ func TestDefaultMemoryBudget(t *testing.T) {
 		}
 		return p
 	}
-	saved := [3]string{cgroupV2File, cgroupV1File, meminfoFile}
-	t.Cleanup(func() { cgroupV2File, cgroupV1File, meminfoFile = saved[0], saved[1], saved[2] })
+	saved, savedLimit := [3]string{cgroupV2File, cgroupV1File, meminfoFile}, goMemLimit
+	t.Cleanup(func() { cgroupV2File, cgroupV1File, meminfoFile, goMemLimit = saved[0], saved[1], saved[2], savedLimit })
+	goMemLimit = func() int64 { return math.MaxInt64 }
 	missing := filepath.Join(dir, "missing")
 
 	cgroupV2File, cgroupV1File, meminfoFile = write("v2", "2147483648\n"), missing, missing
@@ -417,6 +418,11 @@ func TestDefaultMemoryBudget(t *testing.T) {
 	if got, _ := DefaultMemoryBudget(); got != maxUnlimitedBudget {
 		t.Errorf("no limit, 64 GiB of memory: budget %d, want the cap %d", got, maxUnlimitedBudget)
 	}
+	goMemLimit = func() int64 { return 1 << 30 }
+	if got, src := DefaultMemoryBudget(); got != 1<<29 || !strings.Contains(src, "GOMEMLIMIT") {
+		t.Errorf("GOMEMLIMIT 1 GiB on a large machine: budget %d (%s), want 512 MiB from GOMEMLIMIT", got, src)
+	}
+	goMemLimit = func() int64 { return math.MaxInt64 }
 	meminfoFile = missing
 	if got, _ := DefaultMemoryBudget(); got != fallbackBudget {
 		t.Errorf("nothing known: budget %d, want %d", got, fallbackBudget)

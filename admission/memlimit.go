@@ -36,6 +36,9 @@ var (
 	cgroupV2File = "/sys/fs/cgroup/memory.max"
 	cgroupV1File = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 	meminfoFile  = "/proc/meminfo"
+	// goMemLimit is GOMEMLIMIT as the runtime holds it (math.MaxInt64:
+	// none).
+	goMemLimit = func() int64 { return debug.SetMemoryLimit(-1) }
 )
 
 // DefaultMemoryBudget is half of the smallest memory limit the process is
@@ -51,7 +54,7 @@ func DefaultMemoryBudget() (budget int64, source string) {
 	} else if v, ok := readLimit(cgroupV1File); ok {
 		limit, source = v, cgroupV1File
 	}
-	if v := debug.SetMemoryLimit(-1); v > 0 && v < limit && v < unlimited {
+	if v := goMemLimit(); v > 0 && v < limit && v < unlimited {
 		limit, source = v, "GOMEMLIMIT"
 	}
 	if limit < unlimited {

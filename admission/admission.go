@@ -168,19 +168,42 @@ func (c *Controller) Admit(r Request) (*Permit, error) {
 	}
 	ok, inFlight, allowed := l.tryAcquire(r.Level, r.Levels)
 	if !ok {
-		c.shed.WithLabelValues(string(r.Class), "concurrency_limit").Inc()
 		limit, _ := l.snapshot()
-		err := errclass.Errorf(errclass.Overloaded, "the %s concurrency limit is reached: %d calls in flight, %d allowed at priority %d (limit %d)",
-			r.Class, inFlight, allowed, max(r.Level, 1), limit)
-		return nil, errclass.RetryAfter(errclass.WithReason(err, ReasonConcurrency, map[string]string{
-			"class": string(r.Class), "limit": strconv.Itoa(limit),
-		}), l.retryDelay())
+		return nil, c.concurrencyError(r.Class, l, inFlight, allowed, r.Level, limit)
 	}
 	if err := c.reserve(r.Class, r.Bytes, l); err != nil {
 		l.release(c.clock.Now(), 0, Ignored)
 		return nil, err
 	}
 	return &Permit{c: c, l: l, bytes: r.Bytes, weight: max(r.Weight, 1), start: c.clock.Now()}, nil
+}
+
+// Check refuses a call of class at once, as Admit would, when the class
+// is at its limit even for the most urgent level, and returns nil
+// otherwise, reserving nothing: a cheap early test for a front end (the
+// REST side) that would otherwise decode a call only to see it refused.
+// The call must still go through Admit.
+func (c *Controller) Check(class Class) error {
+	l, ok := c.classes[class]
+	if !ok {
+		return errclass.Errorf(errclass.Internal, "admission: unknown class %q", class)
+	}
+	l.mu.Lock()
+	inFlight, allowed, limit := l.inFlight, l.allowedLocked(1, 1), int(l.limit)
+	l.mu.Unlock()
+	if inFlight < allowed {
+		return nil
+	}
+	return c.concurrencyError(class, l, inFlight, allowed, 1, limit)
+}
+
+func (c *Controller) concurrencyError(class Class, l *limiter, inFlight, allowed, level, limit int) error {
+	c.shed.WithLabelValues(string(class), "concurrency_limit").Inc()
+	err := errclass.Errorf(errclass.Overloaded, "the %s concurrency limit is reached: %d calls in flight, %d allowed at priority %d (limit %d)",
+		class, inFlight, allowed, max(level, 1), limit)
+	return errclass.RetryAfter(errclass.WithReason(err, ReasonConcurrency, map[string]string{
+		"class": string(class), "limit": strconv.Itoa(limit),
+	}), l.retryDelay())
 }
 
 // reserve takes n bytes of the budget, or says why not.

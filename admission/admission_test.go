@@ -138,11 +138,28 @@ func TestLimitShrinksWhenSlowAndOnDrops(t *testing.T) {
 	if got, _ := c.Limit(Image); got != 45 {
 		t.Errorf("limit after a window of drops = %d, want 45", got)
 	}
-	for range 100 {
-		window(t, c, clk, Image, 10*time.Second, Success)
+}
+
+// TestFutileCutIsUndone: a latency that stays above the target whatever
+// the limit is not queueing the limit controls; the limit must not be cut
+// down to MinLimit for it.
+func TestFutileCutIsUndone(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 64, MinSamples: DefaultMinLimit, LatencyTarget: 500 * time.Millisecond, MaxWindow: time.Minute})
+	window(t, c, clk, Query, 2*time.Second, Success)
+	if got, _ := c.Limit(Query); got != 32 {
+		t.Fatalf("limit after a window at 4x the target = %d, want 32", got)
 	}
-	if got, _ := c.Limit(Image); got != DefaultMinLimit {
-		t.Errorf("limit after long overload = %d, want MinLimit %d", got, DefaultMinLimit)
+	// Calls admitted after the cut are still at 2s: the cut did not help
+	// and is undone.
+	window(t, c, clk, Query, 2*time.Second, Success)
+	if got, _ := c.Limit(Query); got != 64 {
+		t.Fatalf("limit after a futile cut = %d, want 64 restored", got)
+	}
+	for range 10 {
+		window(t, c, clk, Query, 2*time.Second, Success)
+	}
+	if got, _ := c.Limit(Query); got < 32 {
+		t.Errorf("limit after a minute of a latency no limit lowers = %d; want it kept near 64, not cut to the floor", got)
 	}
 }
 

@@ -44,7 +44,21 @@
 //   - calls of the window dropped downstream (timed out, or refused as
 //     overloaded): L ← L × Config.Backoff at most, as AIMD does;
 //
-// and L is kept within [MinLimit, MaxLimit]. By Little's law the calls in
+// and L is kept within [MinLimit, MaxLimit].
+//
+// A cut shows only in calls admitted after it, so after a cut the limit
+// holds until enough of those have completed (MinSamples, or one after the
+// cut's latency plus MaxWindow), rather than cut again on calls admitted
+// before it (TCP cuts its window once per round trip for the same reason).
+// Their latency then judges the cut: queueing latency falls with the
+// limit, so a cut to a share r of L should take about 1-r off it. A cut of
+// at least a fifth that took off less than half that, from a latency
+// still above the target, was futile: the latency is not queueing the limit
+// controls (the gateway's own CPU saturated by parsing calls, refused and
+// admitted alike; a backend slow at any concurrency), and cutting on would
+// only starve the batcher, and goodput with it, down to MinLimit. The cut
+// is undone and cuts are held for 20 windows, while L may grow; the next
+// cut is then tried from there. By Little's law the calls in
 // flight are throughput × latency, so at saturation L settles near
 // target × capacity: what the backends can answer within the target, and
 // no more.

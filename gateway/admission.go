@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"image"
+	"net/http"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/morphik-org/colpali-gateway/admission"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
@@ -222,4 +226,47 @@ func (a *admitter) level(kind model.Kind, asked uint32) (level, levels int) {
 		}
 	}
 	return level, levels
+}
+
+// restClasses are the admission classes of the REST routes that Admit
+// covers, by method and path.
+var restClasses = map[string]admission.Class{
+	"POST /v1/queries:embed":    admission.Query,
+	"POST /v1/images:embed":     admission.Image,
+	"POST /v1/documents:search": admission.Search,
+	"POST /v1/documents":        admission.Ingest,
+}
+
+// restAdmission refuses a REST call whose class is at its limit before
+// grpc-gateway reads and decodes its body and forwards it over the
+// loopback connection: under overload those are most of a refused REST
+// call's cost, spent by the CPU the admitted calls need. The answer is the
+// edge's own (toStatus), in grpc-gateway's JSON error shape. Calls that
+// pass are admitted, or not, by the gRPC interceptor as usual.
+func (s *Server) restAdmission() runtime.Middleware {
+	return func(next runtime.HandlerFunc) runtime.HandlerFunc {
+		if s.deps.Admission == nil {
+			return next
+		}
+		return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+			class, ok := restClasses[r.Method+" "+r.URL.Path]
+			if !ok {
+				next(w, r, params)
+				return
+			}
+			err := s.deps.Admission.Check(class)
+			if err == nil {
+				next(w, r, params)
+				return
+			}
+			st := status.Convert(toStatus(r.Context(), s.deps.Logger, err))
+			body, merr := protojson.Marshal(st.Proto())
+			if merr != nil { // a status always marshals; keep the code regardless
+				body = []byte(`{"code":8,"message":"overloaded"}`)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
+			_, _ = w.Write(body)
+		}
+	}
 }

@@ -227,7 +227,7 @@ func (s *Server) newHTTPServer() error {
 	s.loopback = conn
 
 	mux := runtime.NewServeMux(
-		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
+		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg)), s.restAdmission()),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			// Unknown JSON fields are refused, so a misspelt field is a 400
 			// naming it rather than a silently ignored option.

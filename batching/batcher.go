@@ -150,6 +150,9 @@ func (b *Batcher) ModelName(kind model.Kind) string { return b.down.ModelName(ki
 // levels are 1 (served first) to PriorityLevels.
 func (b *Batcher) PriorityLevels(kind model.Kind) int { return b.cfg.model(kind).PriorityLevels }
 
+// DefaultPriority is the level of kind's requests that ask for none.
+func (b *Batcher) DefaultPriority(kind model.Kind) int { return b.cfg.model(kind).DefaultPriority }
+
 // Embed queues items for kind's model and returns their embeddings, in
 // order, once the batches that carry them have been answered. It returns
 // early with ctx's error when ctx ends, with ErrQueueFull at once when the

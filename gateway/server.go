@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/morphik-org/colpali-gateway/admission"
 	"github.com/morphik-org/colpali-gateway/auth"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/gen/openapiv2"
@@ -73,6 +74,10 @@ type Deps struct {
 	// TLS, when set, puts TLS (and mutual TLS, if it holds a client CA) on
 	// every listener; see transport.go. Default: clear text.
 	TLS TLS
+	// Admission, when set, refuses embeddings, searches and ingestions
+	// beyond its concurrency limits and memory budget (gateway/admission.go).
+	// Default: every call is admitted.
+	Admission *admission.Controller
 }
 
 // Server is the gateway: a gRPC server and an HTTP server in front of it.
@@ -189,13 +194,15 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		Logger(ctx, s.deps.Logger).Error("panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
+	admitUnary, admitStream := s.admissionInterceptors()
 	unary := []grpc.UnaryServerInterceptor{
 		metrics.unaryInterceptor(),
 		loggingInterceptor(s.deps.Logger),
 		recovery.UnaryServerInterceptor(panicHandler),
 		s.accessUnary(), // auth, scopes, quotas: access.go
 		deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
-		statusInterceptor(s.deps.Logger), // innermost: sees the call's deadline
+		statusInterceptor(s.deps.Logger), // sees the call's deadline
+		admitUnary,                       // inside the edge, which must see its refusals
 	}
 	// REST calls pass the same interceptors, in process: the same
 	// credential check, scopes and quotas as gRPC.
@@ -220,6 +227,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			s.accessStream(),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),
 			streamStatusInterceptor(s.deps.Logger),
+			admitStream,
 		),
 	}
 	srv := grpc.NewServer(opts...)
@@ -248,7 +256,7 @@ func (s *Server) newHTTPServer() error {
 	conn := s.rest
 
 	mux := runtime.NewServeMux(
-		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg))),
+		runtime.WithMiddlewares(restMiddleware(newRESTLimits(s.cfg)), s.restAdmission()),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler{&runtime.JSONPb{
 			// Unknown JSON fields are refused, so a misspelt field is a 400
 			// naming it rather than a silently ignored option.

@@ -63,6 +63,7 @@ type options struct {
 	mix                   mix
 	queriesPerCall        int
 	pagesPerCall          int
+	pageW, pageH          int
 	seed                  uint64
 	maxOutstanding        int
 }
@@ -79,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&mixText, "mix", "query=1", "call `shares` as kind=weight pairs, kinds query and image, e.g. query=90,image=10")
 	fs.IntVar(&o.queriesPerCall, "queries-per-call", 1, "`number` of queries in each query call")
 	fs.IntVar(&o.pagesPerCall, "pages-per-call", 4, "`number` of page images in each image call")
+	pageSize := fs.String("page-size", "32x32", "`WxH` pixels of each page image (large pages are noise, drawn from 8 distinct pages)")
 	fs.Uint64Var(&o.seed, "seed", 1, "`seed` of the arrival times, call kinds and payloads")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "`deadline` of each call")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "how long to wait, after the last arrival, for calls in flight before canceling them")
@@ -104,6 +106,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.duration <= 0 || o.duration > maxDuration {
 		bad("-duration %v: want above 0 and at most %v", o.duration, maxDuration)
+	}
+	if _, err := fmt.Sscanf(*pageSize, "%dx%d", &o.pageW, &o.pageH); err != nil || o.pageW < 1 || o.pageH < 1 || o.pageW*o.pageH > 40_000_000 {
+		bad("-page-size %q: want WxH, at least 1x1 and at most 40,000,000 pixels", *pageSize)
 	}
 	m, err := parseMix(mixText)
 	if err != nil {
@@ -157,7 +162,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	queries := queryTexts(o.queriesPerCall)
-	images, err := pageImages(o.pagesPerCall)
+	images, err := pageImages(o.pagesPerCall, o.pageW, o.pageH)
 	if err != nil {
 		return err
 	}

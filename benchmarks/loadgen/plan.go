@@ -122,14 +122,39 @@ func queryTexts(n int) [][]string {
 	return out
 }
 
-// pageImages are payloadPoolSize calls of n distinct small PNG pages each.
-// Small, because the load generator must not be the bottleneck; the
-// simulator's cost does not depend on the pixels.
-func pageImages(n int) ([][][]byte, error) {
+// pageImages are payloadPoolSize calls of n distinct PNG pages each of
+// w x h pixels. Small by default (32x32), because the load generator must
+// not be the bottleneck and the simulator's cost does not depend on the
+// pixels; large pages (for the gateway's memory under image load) are
+// noise, which PNG cannot compress, drawn from a few distinct pages shared
+// by every call so that the generator's own memory stays small.
+func pageImages(n, w, h int) ([][][]byte, error) {
 	out := make([][][]byte, payloadPoolSize)
+	if w*h > 32*32 {
+		const distinct = 8
+		rng := rand.New(rand.NewPCG(uint64(w), uint64(h)))
+		pages := make([][]byte, distinct)
+		for i := range pages {
+			img := image.NewGray(image.Rect(0, 0, w, h))
+			for p := range img.Pix {
+				img.Pix[p] = uint8(rng.Uint32())
+			}
+			var buf bytes.Buffer
+			if err := png.Encode(&buf, img); err != nil {
+				return nil, err
+			}
+			pages[i] = buf.Bytes()
+		}
+		for i := range out {
+			for j := range n {
+				out[i] = append(out[i], pages[(i+j)%distinct])
+			}
+		}
+		return out, nil
+	}
 	for i := range out {
 		for j := range n {
-			img := image.NewGray(image.Rect(0, 0, 32, 32))
+			img := image.NewGray(image.Rect(0, 0, w, h))
 			for p := range img.Pix {
 				img.Pix[p] = uint8(i*31 + j*7 + p)
 			}

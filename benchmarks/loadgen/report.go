@@ -41,6 +41,17 @@ type Report struct {
 	// call by code over all kinds.
 	Kinds  map[string]*KindReport `json:"kinds"`
 	Errors map[string]int         `json:"errors"`
+	// ErrorLatency is the latency of failed calls by code, over all
+	// kinds, from the call's send (not its planned arrival): how fast a
+	// refusal comes back.
+	ErrorLatency map[string]Latency `json:"error_latency_ms,omitempty"`
+}
+
+// Latency summarises latencies, in milliseconds.
+type Latency struct {
+	P50Ms float64 `json:"p50_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
 }
 
 // KindReport is one call kind's figures. Latencies are of successful calls,
@@ -65,11 +76,12 @@ type recorder struct {
 	latencies map[string][]time.Duration
 	sent      map[string]int
 	errors    map[string]map[string]int
+	errLat    map[string][]time.Duration // by code
 	lags      []time.Duration
 }
 
 func newRecorder() *recorder {
-	return &recorder{latencies: map[string][]time.Duration{}, sent: map[string]int{}, errors: map[string]map[string]int{}}
+	return &recorder{latencies: map[string][]time.Duration{}, sent: map[string]int{}, errors: map[string]map[string]int{}, errLat: map[string][]time.Duration{}}
 }
 
 func (r *recorder) record(kind, code string, latency, lag time.Duration) {
@@ -85,6 +97,9 @@ func (r *recorder) record(kind, code string, latency, lag time.Duration) {
 		r.errors[kind] = map[string]int{}
 	}
 	r.errors[kind][code]++
+	// From the send, not the planned arrival: how fast the server
+	// answered, whatever the generator's own lag.
+	r.errLat[code] = append(r.errLat[code], latency-lag)
 }
 
 // fill completes rep from the recorded outcomes over the planned window d.
@@ -111,6 +126,14 @@ func (r *recorder) fill(rep *Report, d time.Duration, itemsPerCall map[string]in
 			rep.Errors[code] += c
 		}
 		rep.Kinds[kind] = k
+	}
+	for code, lat := range r.errLat {
+		lat = slices.Clone(lat)
+		slices.Sort(lat)
+		if rep.ErrorLatency == nil {
+			rep.ErrorLatency = map[string]Latency{}
+		}
+		rep.ErrorLatency[code] = Latency{P50Ms: ms(percentile(lat, 50)), P99Ms: ms(percentile(lat, 99)), MaxMs: ms(lat[len(lat)-1])}
 	}
 	lags := slices.Clone(r.lags)
 	slices.Sort(lags)

@@ -40,6 +40,7 @@ type options struct {
 	log                     cli.LogFlags
 	access                  accessFlags    // -auth, -jwt-*, -quota-*: access.go
 	transport               transportFlags // transport.go
+	admission               admissionFlags
 
 	// flags maps a Config field, as the Config's Validate names it with
 	// the component's prefix ("gateway.MaxQueries"), to its flag.
@@ -184,6 +185,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	registerQueueFlags(bb, "query", "query", "Query.", &o.batching.Query)
 	registerQueueFlags(bb, "image", "page image", "Image.", &o.batching.Image)
 
+	o.admission.register(b)
 	o.db.register(fs)
 	o.log.Register(fs)
 	o.access.register(fs)
@@ -272,6 +274,7 @@ func parseOptions(args []string, stderr io.Writer, getenv func(string) string) (
 		{routerFields, o.router.Validate()},
 		{scrapeFields, o.scrape.Validate()},
 		{nvmlFields, o.nvml.Validate()},
+		{admissionFields, o.admission.validate()},
 	} {
 		errs = append(errs, config.Rename(c.err, o.flagName(c.prefix)))
 	}

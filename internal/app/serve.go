@@ -138,11 +138,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	defer acc.close()
+	admit, err := o.admission.controller(logger, registry)
+	if err != nil {
+		return err
+	}
 	srv, err := gateway.New(o.gateway, gateway.Deps{
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
 		Flush:         batcher.Close,
 		Authenticator: acc.authn, Quotas: acc.quotas,
-		TLS: listenersTLS,
+		TLS:       listenersTLS,
+		Admission: admit,
 	})
 	if err != nil {
 		return err

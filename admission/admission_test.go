@@ -1,0 +1,447 @@
+package admission
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/morphik-org/colpali-gateway/internal/clock/clocktest"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
+)
+
+func newTest(t *testing.T, cfg Config) (*Controller, *clocktest.Fake) {
+	t.Helper()
+	if cfg.MemoryBudget == 0 {
+		cfg.MemoryBudget = 1 << 30
+	}
+	clk := clocktest.New(time.Unix(1_000_000, 0))
+	c, err := New(cfg, Deps{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, clk
+}
+
+// admitN admits n calls of class at level 1 of 1, failing the test if
+// one is refused.
+func admitN(t *testing.T, c *Controller, class Class, n int) []*Permit {
+	t.Helper()
+	var ps []*Permit
+	for i := range n {
+		p, err := c.Admit(Request{Class: class})
+		if err != nil {
+			t.Fatalf("call %d of %d refused: %v", i+1, n, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// window completes permits after latency each, enough of them and long
+// enough for one window to close.
+func window(t *testing.T, c *Controller, clk *clocktest.Fake, class Class, latency time.Duration, o Outcome) {
+	t.Helper()
+	cfg := c.Config()
+	ps := admitN(t, c, class, cfg.MinSamples)
+	clk.Advance(max(latency, cfg.Window))
+	for _, p := range ps {
+		p.Done(o)
+	}
+}
+
+func TestLimitRefusesBeyondItAtOnceWithRetryInfo(t *testing.T) {
+	c, _ := newTest(t, Config{InitialLimit: 8})
+	ps := admitN(t, c, Query, 8)
+	_, err := c.Admit(Request{Class: Query})
+	if !errors.Is(err, errclass.Overloaded) {
+		t.Fatalf("call over the limit: %v, want class Overloaded", err)
+	}
+	var reason *errclass.Reason
+	if !errors.As(err, &reason) || reason.Reason != ReasonConcurrency || reason.Metadata["class"] != "query" {
+		t.Errorf("reason = %+v, want %s for class query", reason, ReasonConcurrency)
+	}
+	var retry *errclass.Retry
+	if !errors.As(err, &retry) || retry.Delay != DefaultLatencyTarget {
+		t.Errorf("retry = %+v, want the latency target before any window", retry)
+	}
+	if !strings.Contains(err.Error(), "query concurrency limit") {
+		t.Errorf("message %q does not name the class's limit", err)
+	}
+	// Other classes have their own limits.
+	admitN(t, c, Image, 8)
+	ps[0].Done(Success)
+	admitN(t, c, Query, 1)
+}
+
+func TestLimitGrowsWhileFastAndBusy(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 16, MinSamples: 16})
+	prev, _ := c.Limit(Query)
+	for range 10 {
+		window(t, c, clk, Query, 10*time.Millisecond, Success)
+		got, _ := c.Limit(Query)
+		if got < prev {
+			t.Fatalf("limit fell from %d to %d on fast calls", prev, got)
+		}
+		prev = got
+	}
+	if prev <= 16 {
+		t.Errorf("limit %d after 10 fast, busy windows; want above the initial 16", prev)
+	}
+}
+
+func TestLimitClimbsFastFarUnderTheTarget(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 16, MinSamples: 16, LatencyTarget: time.Second})
+	for range 10 {
+		// Fill the limit, complete 16 calls fast, release the rest.
+		limit, _ := c.Limit(Query)
+		ps := admitN(t, c, Query, limit)
+		clk.Advance(c.Config().Window)
+		for _, p := range ps {
+			p.Done(Success)
+		}
+	}
+	// Each window: L × 1.15 (L/2 of headroom, smoothed 0.3).
+	if got, _ := c.Limit(Query); got < 50 {
+		t.Errorf("limit %d after 10 windows far under the target from 16; want above 50 (x1.15 a window)", got)
+	}
+}
+
+func TestLimitDoesNotGrowWhenUnused(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 64, MinSamples: 4})
+	for range 10 {
+		// 4 calls in flight of a limit of 64: the limit was not the
+		// bound, so fast answers say nothing about more.
+		window(t, c, clk, Query, 10*time.Millisecond, Success)
+	}
+	if got, _ := c.Limit(Query); got != 64 {
+		t.Errorf("limit %d after windows that used a 16th of it; want 64 kept", got)
+	}
+}
+
+func TestLimitShrinksWhenSlowAndOnDrops(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 100, MinSamples: DefaultMinLimit, ImageLatencyTarget: time.Second, MaxWindow: time.Minute})
+	window(t, c, clk, Image, 4*time.Second, Success)
+	// gradient 1/4 clamped at 1/2, at once: 100 → 50.
+	if got, _ := c.Limit(Image); got != 50 {
+		t.Errorf("limit after a window at 4x the target = %d, want 50", got)
+	}
+	// Drops within the target still back off: 50 → 45.
+	window(t, c, clk, Image, 100*time.Millisecond, Dropped)
+	if got, _ := c.Limit(Image); got != 45 {
+		t.Errorf("limit after a window of drops = %d, want 45", got)
+	}
+}
+
+// TestFutileCutIsUndone: a latency that stays above the target whatever
+// the limit is not queueing the limit controls; the limit must not be cut
+// down to MinLimit for it.
+func TestFutileCutIsUndone(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 64, MinSamples: DefaultMinLimit, LatencyTarget: 500 * time.Millisecond, MaxWindow: time.Minute})
+	window(t, c, clk, Query, 2*time.Second, Success)
+	if got, _ := c.Limit(Query); got != 32 {
+		t.Fatalf("limit after a window at 4x the target = %d, want 32", got)
+	}
+	// Calls admitted after the cut are still at 2s: the cut did not help
+	// and is undone.
+	window(t, c, clk, Query, 2*time.Second, Success)
+	if got, _ := c.Limit(Query); got != 64 {
+		t.Fatalf("limit after a futile cut = %d, want 64 restored", got)
+	}
+	for range 10 {
+		window(t, c, clk, Query, 2*time.Second, Success)
+	}
+	if got, _ := c.Limit(Query); got < 32 {
+		t.Errorf("limit after a minute of a latency no limit lowers = %d; want it kept near 64, not cut to the floor", got)
+	}
+}
+
+func TestSlowClassAdaptsWithFewCalls(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 32, ImageLatencyTarget: time.Second})
+	// Two calls of 8s each, far fewer than MinSamples: the window closes
+	// after MaxWindow all the same.
+	ps := admitN(t, c, Image, 2)
+	clk.Advance(8 * time.Second)
+	for _, p := range ps {
+		p.Done(Success)
+	}
+	if got, _ := c.Limit(Image); got != 16 {
+		t.Errorf("limit after two slow calls over MaxWindow = %d, want 16", got)
+	}
+}
+
+func TestIgnoredCallsAreNoSample(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 32})
+	for range 5 {
+		window(t, c, clk, Query, 10*time.Second, Ignored)
+	}
+	if got, in := c.Limit(Query); got != 32 || in != 0 {
+		t.Errorf("limit, in flight = %d, %d after ignored calls; want 32, 0", got, in)
+	}
+}
+
+// TestSettlesAtCapacityWithinTarget drives the limit with a simulated
+// server, open-loop, at 3x its capacity: each call's latency is a fixed
+// cost plus the calls ahead of it over the capacity (Little's law). The
+// admitted calls must keep near the target, and goodput near capacity.
+func TestSettlesAtCapacityWithinTarget(t *testing.T) {
+	const (
+		capacity = 200.0 // calls per second
+		base     = 20 * time.Millisecond
+		target   = 500 * time.Millisecond
+		step     = 5 * time.Millisecond
+		duration = 60 * time.Second
+	)
+	c, clk := newTest(t, Config{ImageLatencyTarget: target})
+	type call struct {
+		p   *Permit
+		end time.Time
+	}
+	var (
+		inFlight            []call
+		served, refused     int
+		latencies           []time.Duration
+		arrivals, servedEnd float64
+	)
+	start := clk.Now()
+	for clk.Now().Sub(start) < duration {
+		clk.Advance(step)
+		now := clk.Now()
+		inFlight = slices.DeleteFunc(inFlight, func(cl call) bool {
+			if cl.end.After(now) {
+				return false
+			}
+			cl.p.Done(Success)
+			if now.Sub(start) > duration/2 {
+				served++
+			}
+			return true
+		})
+		for arrivals += 3 * capacity * step.Seconds(); arrivals >= 1; arrivals-- {
+			p, err := c.Admit(Request{Class: Image})
+			if err != nil {
+				refused++
+				continue
+			}
+			latency := base + time.Duration(float64(len(inFlight))/capacity*float64(time.Second))
+			inFlight = append(inFlight, call{p: p, end: now.Add(latency)})
+			if now.Sub(start) > duration/2 {
+				latencies = append(latencies, latency)
+			}
+		}
+	}
+	servedEnd = float64(served) / (duration / 2).Seconds()
+	slices.Sort(latencies)
+	p99 := latencies[len(latencies)*99/100]
+	limit, _ := c.Limit(Image)
+	t.Logf("second half: goodput %.0f/s of capacity %.0f, p99 %v (target %v), limit %d, refused %d", servedEnd, capacity, p99, target, limit, refused)
+	if servedEnd < 0.9*capacity {
+		t.Errorf("goodput %.0f/s; want at least 90%% of capacity %.0f/s", servedEnd, capacity)
+	}
+	if p99 > target*3/2 {
+		t.Errorf("admitted p99 %v; want within 1.5x the target %v", p99, target)
+	}
+	if refused == 0 {
+		t.Error("nothing refused at 3x capacity")
+	}
+}
+
+func TestLowerPrioritiesAreShedFirst(t *testing.T) {
+	c, _ := newTest(t, Config{InitialLimit: 20, PriorityReserve: 0.5})
+	// Level 3 of 3 may use half the limit (10), level 2 three quarters
+	// (15), level 1 all of it.
+	for i := range 10 {
+		if _, err := c.Admit(Request{Class: Query, Level: 3, Levels: 3}); err != nil {
+			t.Fatalf("level 3 call %d refused: %v", i+1, err)
+		}
+	}
+	if _, err := c.Admit(Request{Class: Query, Level: 3, Levels: 3}); !errors.Is(err, errclass.Overloaded) {
+		t.Fatalf("11th level 3 call: %v, want refused", err)
+	}
+	for range 5 {
+		if _, err := c.Admit(Request{Class: Query, Level: 2, Levels: 3}); err != nil {
+			t.Fatalf("level 2 call refused: %v", err)
+		}
+	}
+	if _, err := c.Admit(Request{Class: Query, Level: 2, Levels: 3}); !errors.Is(err, errclass.Overloaded) {
+		t.Fatalf("16th call at level 2: %v, want refused", err)
+	}
+	for range 5 {
+		if _, err := c.Admit(Request{Class: Query, Level: 1, Levels: 3}); err != nil {
+			t.Fatalf("level 1 call refused: %v", err)
+		}
+	}
+	if _, err := c.Admit(Request{Class: Query, Level: 1, Levels: 3}); !errors.Is(err, errclass.Overloaded) {
+		t.Fatalf("21st call at level 1: %v, want refused", err)
+	}
+}
+
+func TestMemoryBudget(t *testing.T) {
+	c, _ := newTest(t, Config{MemoryBudget: 1000})
+	a, err := c.Admit(Request{Class: Image, Bytes: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Admit(Request{Class: Search, Bytes: 500})
+	var reason *errclass.Reason
+	var retry *errclass.Retry
+	if !errors.Is(err, errclass.Overloaded) || !errors.As(err, &reason) || reason.Reason != ReasonMemory || !errors.As(err, &retry) {
+		t.Fatalf("call over the budget: %v; want Overloaded, %s, with a retry delay", err, ReasonMemory)
+	}
+	if !strings.Contains(err.Error(), "memory budget of 1000 bytes") {
+		t.Errorf("message %q does not name the budget", err)
+	}
+	// A refusal for memory gives back its concurrency slot.
+	if _, in := c.Limit(Search); in != 0 {
+		t.Errorf("search in flight = %d after a refusal; want 0", in)
+	}
+	// A call larger than the whole budget can never fit: no retry delay.
+	_, err = c.Admit(Request{Class: Image, Bytes: 1001})
+	if !errors.As(err, &reason) || reason.Reason != ReasonMemory || errors.As(err, &retry) {
+		t.Errorf("call over the whole budget: %v; want %s without a retry delay", err, ReasonMemory)
+	}
+	a.Done(Success)
+	a.Done(Success) // a second Done gives nothing back twice
+	if got := c.MemoryInUse(); got != 0 {
+		t.Fatalf("memory in use %d after Done; want 0", got)
+	}
+	b, err := c.Admit(Request{Class: Search, Bytes: 1000})
+	if err != nil {
+		t.Fatalf("call of the whole budget, alone: %v", err)
+	}
+	b.Done(Ignored)
+	if got, in := c.MemoryInUse(), 0; got != 0 {
+		t.Errorf("memory in use %d, in flight %d at the end; want 0", got, in)
+	}
+}
+
+func TestRetryDelayFollowsRecentLatency(t *testing.T) {
+	c, clk := newTest(t, Config{InitialLimit: 16, MinSamples: 16, LatencyTarget: time.Second})
+	window(t, c, clk, Query, 300*time.Millisecond, Success)
+	for { // fill whatever the limit now is
+		_, err := c.Admit(Request{Class: Query})
+		var retry *errclass.Retry
+		if errors.As(err, &retry) {
+			if retry.Delay != 300*time.Millisecond {
+				t.Errorf("retry delay %v; want the last window's p90, 300ms", retry.Delay)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestUnknownClassIsInternal(t *testing.T) {
+	c, _ := newTest(t, Config{})
+	if _, err := c.Admit(Request{Class: "video"}); !errors.Is(err, errclass.Internal) {
+		t.Errorf("unknown class: %v, want Internal", err)
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	err := Config{
+		LatencyTarget: -1, InitialLimit: 1, MinLimit: 8, MaxLimit: 4, Window: time.Second, MinSamples: 1,
+		Quantile: 1.5, Smoothing: 0.5, Backoff: 1, PriorityReserve: 0.5, MemoryBudget: 1,
+		MinRetryDelay: time.Second, MaxRetryDelay: time.Millisecond,
+	}.Validate()
+	for _, field := range []string{"LatencyTarget", "MinLimit", "InitialLimit", "Quantile", "Backoff", "MinRetryDelay"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("Validate: %v; want %s named", err, field)
+		}
+	}
+	if err := (Config{}).WithDefaults().Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c, err := New(Config{InitialLimit: 4, MemoryBudget: 100}, Deps{Registerer: reg, Clock: clocktest.New(time.Unix(0, 0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitN(t, c, Image, 4)
+	_, _ = c.Admit(Request{Class: Image})
+	_, _ = c.Admit(Request{Class: Query, Bytes: 101})
+	for name, want := range map[string]float64{
+		"colpali_admission_limit":               4 * 4,
+		"colpali_admission_in_flight":           4,
+		"colpali_admission_shed_total":          2,
+		"colpali_admission_memory_budget_bytes": 100,
+	} {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := math.NaN()
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			got = 0
+			for _, m := range mf.GetMetric() {
+				got += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		if got != want {
+			t.Errorf("%s summed over labels = %v, want %v", name, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(c.shed.WithLabelValues("image", "concurrency_limit")); got != 1 {
+		t.Errorf("image concurrency sheds = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(c.shed.WithLabelValues("query", "memory_budget")); got != 1 {
+		t.Errorf("query memory sheds = %v, want 1", got)
+	}
+}
+
+func TestDefaultMemoryBudget(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	saved, savedLimit := [3]string{cgroupV2File, cgroupV1File, meminfoFile}, goMemLimit
+	t.Cleanup(func() { cgroupV2File, cgroupV1File, meminfoFile, goMemLimit = saved[0], saved[1], saved[2], savedLimit })
+	goMemLimit = func() int64 { return math.MaxInt64 }
+	missing := filepath.Join(dir, "missing")
+
+	cgroupV2File, cgroupV1File, meminfoFile = write("v2", "2147483648\n"), missing, missing
+	if got, src := DefaultMemoryBudget(); got != 1<<30 || !strings.Contains(src, "v2") {
+		t.Errorf("cgroup v2 limit 2 GiB: budget %d (%s), want 1 GiB", got, src)
+	}
+	cgroupV2File, cgroupV1File = write("v2max", "max\n"), write("v1", "1073741824\n")
+	if got, _ := DefaultMemoryBudget(); got != 1<<29 {
+		t.Errorf("cgroup v2 max, v1 1 GiB: budget %d, want 512 MiB", got)
+	}
+	cgroupV1File = write("v1none", "9223372036854771712\n")
+	meminfoFile = write("meminfo", "MemTotal:        1048576 kB\nMemFree: 1 kB\n")
+	if got, _ := DefaultMemoryBudget(); got != 1<<29 {
+		t.Errorf("no limit, 1 GiB of memory: budget %d, want 512 MiB", got)
+	}
+	meminfoFile = write("meminfo-big", "MemTotal:        67108864 kB\n")
+	if got, _ := DefaultMemoryBudget(); got != maxUnlimitedBudget {
+		t.Errorf("no limit, 64 GiB of memory: budget %d, want the cap %d", got, maxUnlimitedBudget)
+	}
+	goMemLimit = func() int64 { return 1 << 30 }
+	if got, src := DefaultMemoryBudget(); got != 1<<29 || !strings.Contains(src, "GOMEMLIMIT") {
+		t.Errorf("GOMEMLIMIT 1 GiB on a large machine: budget %d (%s), want 512 MiB from GOMEMLIMIT", got, src)
+	}
+	goMemLimit = func() int64 { return math.MaxInt64 }
+	meminfoFile = missing
+	if got, _ := DefaultMemoryBudget(); got != fallbackBudget {
+		t.Errorf("nothing known: budget %d, want %d", got, fallbackBudget)
+	}
+}

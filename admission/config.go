@@ -1,0 +1,139 @@
+package admission
+
+import (
+	"cmp"
+	"time"
+
+	"github.com/morphik-org/colpali-gateway/internal/config"
+)
+
+// Defaults of Config.
+const (
+	DefaultLatencyTarget      = 500 * time.Millisecond
+	DefaultImageLatencyTarget = 5 * time.Second
+	DefaultMaxWindow          = 2 * time.Second
+	DefaultInitialLimit       = 32
+	DefaultMinLimit           = 4
+	DefaultMaxLimit           = 2048
+	DefaultWindow             = 250 * time.Millisecond
+	DefaultMinSamples         = 16
+	DefaultQuantile           = 0.9
+	DefaultSmoothing          = 0.3
+	DefaultBackoff            = 0.9
+	DefaultPriorityReserve    = 0.25
+	DefaultMinRetryDelay      = 50 * time.Millisecond
+	DefaultMaxRetryDelay      = 5 * time.Second
+)
+
+// Config is the admission controller's configuration. A zero field takes
+// its default (WithDefaults); Validate refuses a zero or out-of-range one.
+type Config struct {
+	// LatencyTarget is the latency the admitted query embeddings and
+	// searches keep: a class's limit shrinks while its window's Quantile
+	// latency is above its target. Default 500ms.
+	LatencyTarget time.Duration
+	// ImageLatencyTarget is LatencyTarget for page image embeddings and
+	// ingestions (of up to 16 pages a call, the default most; an
+	// ingestion's latency is divided by its groups of 16 pages), which take
+	// far longer than a query. Default 5s.
+	ImageLatencyTarget time.Duration
+	// InitialLimit is each class's limit before any call has completed.
+	// Default 32.
+	InitialLimit int
+	// MinLimit and MaxLimit bound each class's limit. Defaults 4 and 2048.
+	MinLimit, MaxLimit int
+	// Window is the shortest time over which completed calls are gathered
+	// before the limit moves. Default 250ms.
+	Window time.Duration
+	// MinSamples is the fewest completed calls in a window before the limit
+	// moves. Default 16.
+	MinSamples int
+	// MaxWindow closes a window with fewer than MinSamples calls (but at
+	// least one), so that a class of slow calls (16-page images at a few
+	// calls a second) still adapts within seconds. Default 2s.
+	MaxWindow time.Duration
+	// Quantile of a window's latencies compared with LatencyTarget.
+	// Default 0.9.
+	Quantile float64
+	// Smoothing is the weight of each window's raised limit against the
+	// old one, in (0, 1]; a lowered limit applies at once. Default 0.3.
+	Smoothing float64
+	// Backoff multiplies the limit after a window in which calls were
+	// dropped downstream (timed out, or refused as overloaded), in (0, 1).
+	// Default 0.9.
+	Backoff float64
+	// PriorityReserve is the share of the limit the least urgent priority
+	// level may not use, in (0, 1) (a tiny share such as 0.001 treats the
+	// levels alike). Default 0.25.
+	PriorityReserve float64
+	// MemoryBudget is the bytes that admitted calls may reserve together.
+	// Default: DefaultMemoryBudget() (from the container's memory limit or
+	// GOMEMLIMIT).
+	MemoryBudget int64
+	// MinRetryDelay and MaxRetryDelay bound the RetryInfo delay suggested
+	// to refused calls (the class's recent latency). Defaults 50ms and 5s.
+	MinRetryDelay, MaxRetryDelay time.Duration
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.LatencyTarget = cmp.Or(c.LatencyTarget, DefaultLatencyTarget)
+	c.ImageLatencyTarget = cmp.Or(c.ImageLatencyTarget, DefaultImageLatencyTarget)
+	c.MaxWindow = cmp.Or(c.MaxWindow, DefaultMaxWindow)
+	c.InitialLimit = cmp.Or(c.InitialLimit, DefaultInitialLimit)
+	c.MinLimit = cmp.Or(c.MinLimit, DefaultMinLimit)
+	c.MaxLimit = cmp.Or(c.MaxLimit, DefaultMaxLimit)
+	c.Window = cmp.Or(c.Window, DefaultWindow)
+	c.MinSamples = cmp.Or(c.MinSamples, DefaultMinSamples)
+	c.Quantile = cmp.Or(c.Quantile, DefaultQuantile)
+	c.Smoothing = cmp.Or(c.Smoothing, DefaultSmoothing)
+	c.Backoff = cmp.Or(c.Backoff, DefaultBackoff)
+	c.PriorityReserve = cmp.Or(c.PriorityReserve, DefaultPriorityReserve)
+	c.MinRetryDelay = cmp.Or(c.MinRetryDelay, DefaultMinRetryDelay)
+	c.MaxRetryDelay = cmp.Or(c.MaxRetryDelay, DefaultMaxRetryDelay)
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget, _ = DefaultMemoryBudget()
+	}
+	return c
+}
+
+// Validate names every bad field of c by its Go name.
+func (c Config) Validate() error {
+	var errs config.Errors
+	errs.Add(config.Positive("LatencyTarget", c.LatencyTarget))
+	errs.Add(config.Positive("ImageLatencyTarget", c.ImageLatencyTarget))
+	errs.Add(config.Positive("MaxWindow", c.MaxWindow))
+	if c.Window > 0 && c.MaxWindow > 0 && c.Window > c.MaxWindow {
+		errs.Bad("Window", c.Window, "exceeds {MaxWindow} (%v)", c.MaxWindow)
+	}
+	errs.Add(config.Positive("InitialLimit", c.InitialLimit))
+	errs.Add(config.Positive("MinLimit", c.MinLimit))
+	errs.Add(config.Positive("MaxLimit", c.MaxLimit))
+	errs.Add(config.Positive("Window", c.Window))
+	errs.Add(config.Positive("MinSamples", c.MinSamples))
+	errs.Add(config.Positive("MemoryBudget", c.MemoryBudget))
+	errs.Add(config.Positive("MinRetryDelay", c.MinRetryDelay))
+	errs.Add(config.Positive("MaxRetryDelay", c.MaxRetryDelay))
+	if c.MinLimit > 0 && c.MaxLimit > 0 && c.MinLimit > c.MaxLimit {
+		errs.Bad("MinLimit", c.MinLimit, "exceeds {MaxLimit} (%d)", c.MaxLimit)
+	}
+	if c.InitialLimit > 0 && (c.InitialLimit < c.MinLimit || c.InitialLimit > c.MaxLimit) {
+		errs.Bad("InitialLimit", c.InitialLimit, "outside {MinLimit} to {MaxLimit} (%d to %d)", c.MinLimit, c.MaxLimit)
+	}
+	if !(c.Quantile > 0 && c.Quantile <= 1) {
+		errs.Bad("Quantile", c.Quantile, "want above 0 and at most 1")
+	}
+	if !(c.Smoothing > 0 && c.Smoothing <= 1) {
+		errs.Bad("Smoothing", c.Smoothing, "want above 0 and at most 1")
+	}
+	if !(c.Backoff > 0 && c.Backoff < 1) {
+		errs.Bad("Backoff", c.Backoff, "want above 0 and below 1")
+	}
+	if !(c.PriorityReserve > 0 && c.PriorityReserve < 1) {
+		errs.Bad("PriorityReserve", c.PriorityReserve, "want above 0 and below 1")
+	}
+	if c.MinRetryDelay > 0 && c.MaxRetryDelay > 0 && c.MinRetryDelay > c.MaxRetryDelay {
+		errs.Bad("MinRetryDelay", c.MinRetryDelay, "exceeds {MaxRetryDelay} (%v)", c.MaxRetryDelay)
+	}
+	return errs.Err()
+}

@@ -1,0 +1,88 @@
+// Package admission decides, at the gateway's entry, whether a call is
+// served or refused at once, so that beyond capacity the gateway sheds load
+// instead of queueing it into an outage.
+//
+// # Overview
+//
+// Two gates, both checked before a call does any work:
+//
+//   - An adaptive concurrency limit per class of call (query embedding,
+//     image embedding, search, ingestion): at most Limit calls of a class
+//     are in flight. A call over the limit is refused with class
+//     errclass.Overloaded, reason CONCURRENCY_LIMIT and a RetryInfo delay,
+//     which the gateway's edge sends as RESOURCE_EXHAUSTED (HTTP 429).
+//   - A memory budget in bytes shared by every class: each call reserves an
+//     estimate of the memory it will hold (its request bytes, its decoded
+//     images, its search candidates) and gives it back when it ends. A call
+//     that does not fit is refused with reason MEMORY_BUDGET.
+//
+// # The limit's algorithm
+//
+// The limit follows the latency of the admitted calls, in the family of
+// Netflix's concurrency-limits (AIMD, Gradient2) and Envoy's adaptive
+// concurrency filter, but steers toward an explicit latency target rather
+// than toward a measured no-load latency: the gateway's calls include a
+// batching delay that is wanted, and an operator states what latency the
+// admitted calls must keep.
+//
+// Each class has its target: Config.LatencyTarget for queries and
+// searches, Config.ImageLatencyTarget for page images and ingestions.
+// Completed calls are collected in windows (at least Config.Window long and
+// Config.MinSamples calls, or Config.MaxWindow long with any). At the end
+// of each window the limit L moves once, on the window's Config.Quantile
+// latency q:
+//
+//   - q above the target: L ← L × max(1/2, target/q), the gradient,
+//     applied at once (too many calls in flight cost every admitted call
+//     its latency);
+//   - q within the target, and the window used at least half of L (a limit
+//     that was not reached says nothing about more): L grows toward
+//     L + √L, the headroom Gradient2 adds as its queue allowance, or
+//     toward L + L/2 while q is under half the target (a slow start, so
+//     that a limit cut by an overload climbs back within seconds), smoothed
+//     (L ← (1-s)·L + s·(L + headroom), s = Config.Smoothing);
+//   - calls of the window dropped downstream (timed out, or refused as
+//     overloaded): L ← L × Config.Backoff at most, as AIMD does;
+//
+// and L is kept within [MinLimit, MaxLimit].
+//
+// A cut shows only in calls admitted after it, so after a cut the limit
+// holds until enough of those have completed (MinSamples, or one after the
+// cut's latency plus MaxWindow), rather than cut again on calls admitted
+// before it (TCP cuts its window once per round trip for the same reason).
+// Their latency then judges the cut: queueing latency falls with the
+// limit, so a cut to a share r of L should take about 1-r off it. A cut of
+// at least a fifth that took off less than half that, from a latency
+// still above the target, was futile: the latency is not queueing the limit
+// controls (the gateway's own CPU saturated by parsing calls, refused and
+// admitted alike; a backend slow at any concurrency), and cutting on would
+// only starve the batcher, and goodput with it, down to MinLimit. The cut
+// is undone and cuts are held for 20 windows, while L may grow; the next
+// cut is then tried from there. By Little's law the calls in
+// flight are throughput × latency, so at saturation L settles near
+// target × capacity: what the backends can answer within the target, and
+// no more.
+//
+// # Priorities
+//
+// Lower priority levels are shed first: a call of level p of n (1 served
+// first) is admitted while the class's calls in flight are under
+// L × (1 - PriorityReserve × (p-1)/(n-1)). The most urgent level may use the
+// whole limit; the least urgent stops PriorityReserve short of it, which
+// leaves that share to the levels above.
+//
+// # Concurrency Model
+//
+// A Controller is safe for concurrent use. Each class has one mutex held
+// for a few arithmetic operations on admit and release (the window's
+// quantile is computed under it once per window, over at most
+// maxWindowSamples samples); the memory budget is a single atomic counter.
+// Time comes from a clock.Clock, so tests drive the windows with a fake.
+//
+// # Request Lifecycle and Ownership
+//
+// Admit returns a *Permit or an error; a Permit holds one slot of its class
+// and its bytes of the budget until Done, which must be called exactly once
+// (a second call is a no-op) with the call's outcome. Refused calls hold
+// nothing.
+package admission

@@ -1,0 +1,98 @@
+package admission
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// Sizing of the default memory budget.
+const (
+	// budgetShare of the process's memory limit goes to the budget. The
+	// rest is the runtime's: the Go heap grows to about twice its live data
+	// between collections (GOGC=100) unless a GOMEMLIMIT holds it, and the
+	// budget counts only what calls hold, not the program's own baseline.
+	budgetShare = 0.5
+	// fallbackBudget applies when no limit is known: neither a cgroup
+	// memory limit nor GOMEMLIMIT, nor /proc/meminfo.
+	fallbackBudget = 1 << 30
+	// maxUnlimitedBudget caps the budget of a process under no limit at
+	// all: half of a large machine's memory is not this process's to take
+	// (4 GiB: about 19 concurrent searches of 800 candidates).
+	maxUnlimitedBudget = 4 << 30
+	// unlimited is what cgroup v1 reports for "no limit" (a page-rounded
+	// MaxInt64); anything at least this large means none.
+	unlimited = 1 << 62
+)
+
+// The files DefaultMemoryBudget reads; variables so that tests can point
+// them at fixtures.
+var (
+	cgroupV2File = "/sys/fs/cgroup/memory.max"
+	cgroupV1File = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+	meminfoFile  = "/proc/meminfo"
+	// goMemLimit is GOMEMLIMIT as the runtime holds it (math.MaxInt64:
+	// none).
+	goMemLimit = func() int64 { return debug.SetMemoryLimit(-1) }
+)
+
+// DefaultMemoryBudget is half of the smallest memory limit the process is
+// under: the container's (cgroup v2 memory.max, else cgroup v1
+// memory.limit_in_bytes) or the Go runtime's (GOMEMLIMIT, as
+// debug.SetMemoryLimit(-1) reports it). With neither, half of the
+// machine's memory up to 4 GiB (1 GiB if unknown). source says where the figure came from,
+// for the log.
+func DefaultMemoryBudget() (budget int64, source string) {
+	limit, source := int64(math.MaxInt64), ""
+	if v, ok := readLimit(cgroupV2File); ok {
+		limit, source = v, cgroupV2File
+	} else if v, ok := readLimit(cgroupV1File); ok {
+		limit, source = v, cgroupV1File
+	}
+	if v := goMemLimit(); v > 0 && v < limit && v < unlimited {
+		limit, source = v, "GOMEMLIMIT"
+	}
+	if limit < unlimited {
+		return max(1, int64(float64(limit)*budgetShare)), fmt.Sprintf("%.0f%% of %d bytes (%s)", budgetShare*100, limit, source)
+	}
+	if total, ok := memTotal(); ok {
+		return min(maxUnlimitedBudget, int64(float64(total)*budgetShare)), "no memory limit set; half of MemTotal up to 4 GiB"
+	}
+	return fallbackBudget, "no memory limit set; 1 GiB"
+}
+
+// readLimit reads a cgroup limit file: a byte count, or "max" (none).
+func readLimit(path string) (int64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	s := strings.TrimSpace(string(b))
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 || v >= unlimited {
+		return 0, false
+	}
+	return v, true
+}
+
+// memTotal is /proc/meminfo's MemTotal in bytes.
+func memTotal() (int64, bool) {
+	b, err := os.ReadFile(meminfoFile)
+	if err != nil {
+		return 0, false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err == nil && kb > 0
+		}
+	}
+	return 0, false
+}

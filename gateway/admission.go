@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/morphik-org/colpali-gateway/admission"
+	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
+	"github.com/morphik-org/colpali-gateway/internal/errclass"
+	"github.com/morphik-org/colpali-gateway/model"
+	"github.com/morphik-org/colpali-gateway/store"
+)
+
+// Estimates of the memory a call holds, for the admission controller's
+// budget. They err on the high side: the budget is meant to refuse a call
+// before the process runs out of memory, not to account for every byte.
+const (
+	// requestCopies: a request is held as received and as decoded (protobuf
+	// copies bytes fields). A REST call's JSON body, held by the HTTP side
+	// before the call reaches the gRPC server, is not seen here.
+	requestCopies = 2
+	// decodedBytesPerPixel: validation decodes each image once (one at a
+	// time) into an RGBA or YCbCr bitmap; 4 bytes a pixel bounds both.
+	decodedBytesPerPixel = 4
+	// pageVectors is a ColPali page's vector count (1030 patches).
+	pageVectors = 1030
+	// queryVectors bounds a query's vector count (its tokens).
+	queryVectors = 64
+	// outputBytesPerValue: each embedding value is held as the model's
+	// float32 and again encoded in the response.
+	outputBytesPerValue = 8
+	// candidateBytes is one search candidate's vectors as the store reads
+	// them: a page of FP16 vectors (about 264 KB).
+	candidateBytes = pageVectors * store.VectorDim * 2
+	// streamPageDecodedPixels is the bitmap charged for the page an
+	// IngestDocumentStream holds at a time (its pages are unknown when it
+	// is admitted): an A4 page at 300 dpi.
+	streamPageDecodedPixels = 2480 * 3508
+)
+
+// defaultPrioritier is implemented by an Embedder with priority levels
+// (the batcher): the level of a request that asks for none.
+type defaultPrioritier interface {
+	DefaultPriority(kind model.Kind) int
+}
+
+// admitter builds admission requests from calls and runs them through the
+// controller.
+type admitter struct {
+	ctl      *admission.Controller
+	cfg      Config
+	embedder Embedder
+	// candidates is how many pages the store reads per search.
+	candidates int
+}
+
+func newAdmitter(ctl *admission.Controller, cfg Config, embedder Embedder) *admitter {
+	return &admitter{ctl: ctl, cfg: cfg, embedder: embedder, candidates: store.Config{}.WithDefaults().Candidates}
+}
+
+// admissionInterceptors are the server's admission interceptors: the
+// admitter's, or ones that pass every call when Deps.Admission is nil.
+func (s *Server) admissionInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	if s.deps.Admission == nil {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				return handler(ctx, req)
+			}, func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+				return handler(srv, ss)
+			}
+	}
+	a := newAdmitter(s.deps.Admission, s.cfg, s.deps.Embedder)
+	return a.unary(), a.stream()
+}
+
+// unary refuses a call at once when its class is at its
+// concurrency limit or its memory does not fit the budget (errclass
+// Overloaded, which the edge turns into RESOURCE_EXHAUSTED with RetryInfo
+// and ErrorInfo), and otherwise times it for the limit. It runs inside the
+// edge (statusInterceptor), which must see its errors. Calls that are not
+// embeddings, searches or ingestions (health, ListBackends, document
+// reads, reflection) pass untouched: they are cheap, and probes must never
+// be shed.
+func (a *admitter) unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		r, ok := a.request(req)
+		if !ok {
+			return handler(ctx, req)
+		}
+		permit, err := a.ctl.Admit(r)
+		if err != nil {
+			return nil, err
+		}
+		finished := false
+		defer func() {
+			if !finished { // a panic: no latency sample, but the slot and bytes come back
+				permit.Done(admission.Ignored)
+			}
+		}()
+		resp, err = handler(ctx, req)
+		finished = true
+		permit.Done(outcome(ctx, err))
+		return resp, err
+	}
+}
+
+// stream is the unary interceptor for IngestDocumentStream; other streams
+// pass untouched.
+func (a *admitter) stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		if info.FullMethod != colpaliv1.DocumentService_IngestDocumentStream_FullMethodName {
+			return handler(srv, ss)
+		}
+		permit, err := a.ctl.Admit(admission.Request{
+			Class: admission.Ingest,
+			Bytes: int64(requestCopies*a.cfg.MaxImageBytes + decodedBytesPerPixel*streamPageDecodedPixels + pageVectors*store.VectorDim*outputBytesPerValue),
+		})
+		if err != nil {
+			return err
+		}
+		finished := false
+		defer func() {
+			if !finished {
+				permit.Done(admission.Ignored)
+			}
+		}()
+		err = handler(srv, ss)
+		finished = true
+		// A stream lasts as long as its client sends pages: its length
+		// says nothing of the gateway's load, so it is never a sample.
+		permit.Done(admission.Ignored)
+		return err
+	}
+}
+
+// outcome sorts a call's end for the limit: served (a latency sample),
+// dropped downstream (timed out or refused as overloaded: a sample and a
+// back-off), or the call's own failure (no sample).
+func outcome(ctx context.Context, err error) admission.Outcome {
+	switch {
+	case err == nil:
+		return admission.Success
+	case errors.Is(ctx.Err(), context.Canceled):
+		return admission.Ignored
+	case errors.Is(err, errclass.Overloaded), errors.Is(err, errclass.TimedOut),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return admission.Dropped
+	}
+	return admission.Ignored
+}
+
+// request is the admission request of a call, and false for calls that
+// are not admitted (they pass untouched).
+func (a *admitter) request(req any) (admission.Request, bool) {
+	switch r := req.(type) {
+	case *colpaliv1.EmbedQueriesRequest:
+		var n int64
+		for _, q := range r.GetQueries() {
+			n += int64(len(q))
+		}
+		level, levels := a.level(model.Query, r.GetPriority())
+		return admission.Request{
+			Class: admission.Query, Level: level, Levels: levels,
+			Bytes: requestCopies*n + int64(len(r.GetQueries()))*queryVectors*store.VectorDim*outputBytesPerValue,
+		}, true
+	case *colpaliv1.EmbedImagesRequest:
+		level, levels := a.level(model.Image, r.GetPriority())
+		return admission.Request{Class: admission.Image, Level: level, Levels: levels, Bytes: a.imagesBytes(r.GetImages())}, true
+	case *colpaliv1.SearchRequest:
+		level, levels := a.level(model.Query, 0)
+		cands := max(a.candidates, int(r.GetTopK()))
+		return admission.Request{
+			Class: admission.Search, Level: level, Levels: levels,
+			Bytes: requestCopies*int64(len(r.GetQuery())) + int64(cands)*candidateBytes + queryVectors*store.VectorDim*outputBytesPerValue,
+		}, true
+	case *colpaliv1.IngestDocumentRequest:
+		images := make([][]byte, len(r.GetPages()))
+		for i, p := range r.GetPages() {
+			images[i] = p.GetImage()
+		}
+		// Latency per group of up to MaxImages pages, the size of the image
+		// calls ImageLatencyTarget is meant for.
+		groups := (len(images) + a.cfg.MaxImages - 1) / a.cfg.MaxImages
+		return admission.Request{Class: admission.Ingest, Bytes: a.imagesBytes(images), Weight: groups}, true
+	}
+	return admission.Request{}, false
+}
+
+// imagesBytes estimates the memory an image call holds: its images (as
+// received and decoded), the largest bitmap validation decodes (one image
+// at a time), and the embeddings. An image whose header cannot be read is
+// charged nothing for its bitmap, and so is one over MaxImagePixels:
+// validation refuses both before decoding.
+func (a *admitter) imagesBytes(images [][]byte) int64 {
+	var n, bitmap int64
+	for _, img := range images {
+		n += int64(len(img))
+		if c, _, err := image.DecodeConfig(bytes.NewReader(img)); err == nil && c.Width > 0 && c.Height > 0 {
+			if px := int64(c.Width) * int64(c.Height); px <= int64(a.cfg.MaxImagePixels) {
+				bitmap = max(bitmap, px*decodedBytesPerPixel)
+			}
+		}
+	}
+	return requestCopies*n + bitmap + int64(len(images))*pageVectors*store.VectorDim*outputBytesPerValue
+}
+
+// level is a call's priority level and the model's level count: the
+// request's level, or the model's default for 0.
+func (a *admitter) level(kind model.Kind, asked uint32) (level, levels int) {
+	levels = 1
+	if p, ok := a.embedder.(priorityLeveler); ok {
+		levels = p.PriorityLevels(kind)
+	}
+	level = int(asked)
+	if level == 0 {
+		level = 1
+		if d, ok := a.embedder.(defaultPrioritier); ok {
+			level = d.DefaultPriority(kind)
+		}
+	}
+	return level, levels
+}
+
+// restClasses are the admission classes of the REST routes that Admit
+// covers, by method and path.
+var restClasses = map[string]admission.Class{
+	"POST /v1/queries:embed":    admission.Query,
+	"POST /v1/images:embed":     admission.Image,
+	"POST /v1/documents:search": admission.Search,
+	"POST /v1/documents":        admission.Ingest,
+}
+
+// restAdmission refuses a REST call whose class is at its limit before
+// grpc-gateway reads and decodes its body and forwards it over the
+// loopback connection: under overload those are most of a refused REST
+// call's cost, spent by the CPU the admitted calls need. The answer is the
+// edge's own (toStatus), in grpc-gateway's JSON error shape. Calls that
+// pass are admitted, or not, by the gRPC interceptor as usual.
+func (s *Server) restAdmission() runtime.Middleware {
+	return func(next runtime.HandlerFunc) runtime.HandlerFunc {
+		if s.deps.Admission == nil {
+			return next
+		}
+		return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+			class, ok := restClasses[r.Method+" "+r.URL.Path]
+			if !ok {
+				next(w, r, params)
+				return
+			}
+			err := s.deps.Admission.Check(class)
+			if err == nil {
+				next(w, r, params)
+				return
+			}
+			st := status.Convert(toStatus(r.Context(), s.deps.Logger, err))
+			body, merr := protojson.Marshal(st.Proto())
+			if merr != nil { // a status always marshals; keep the code regardless
+				body = []byte(`{"code":8,"message":"overloaded"}`)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
+			_, _ = w.Write(body)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/morphik-org/colpali-gateway/admission"
+)
+
+// admissionFields prefixes the admission Config's fields in options.flags.
+const admissionFields = "admission."
+
+// admissionFlags are the flags of the admission controller (package
+// admission): adaptive concurrency limits and the memory budget.
+type admissionFlags struct {
+	enabled bool
+	cfg     admission.Config
+	// budgetSource says where the default memory budget came from.
+	budgetSource string
+}
+
+// register registers the -admission* and -memory-budget flags, their
+// defaults taken from admission.Config's.
+func (a *admissionFlags) register(b binder) {
+	a.enabled = true
+	a.cfg = admission.Config{}.WithDefaults()
+	a.cfg.MemoryBudget, a.budgetSource = admission.DefaultMemoryBudget()
+	ab := b.with(admissionFields)
+	b.fs.BoolVar(&a.enabled, "admission", a.enabled, "refuse embeddings, searches and ingestions beyond adaptive concurrency limits and -memory-budget with RESOURCE_EXHAUSTED (HTTP 429) and a retry delay; false admits every call")
+	ab.duration(&a.cfg.LatencyTarget, "admission-latency-target", "LatencyTarget", "latency admitted query embeddings and searches keep: the concurrency limit of each shrinks while the p90 latency of its calls is above it")
+	ab.duration(&a.cfg.ImageLatencyTarget, "admission-image-latency-target", "ImageLatencyTarget", "-admission-latency-target of page image embeddings and ingestions (per 16 pages)")
+	ab.int(&a.cfg.InitialLimit, "admission-initial-limit", "InitialLimit", "concurrency limit of each model before calls are measured")
+	ab.int(&a.cfg.MinLimit, "admission-min-limit", "MinLimit", "lowest concurrency limit of each model")
+	ab.int(&a.cfg.MaxLimit, "admission-max-limit", "MaxLimit", "highest concurrency limit of each model")
+	ab.float(&a.cfg.Quantile, "admission-quantile", "Quantile", "quantile of each window's call latencies compared with the latency target, in (0, 1]")
+	ab.float(&a.cfg.PriorityReserve, "admission-priority-reserve", "PriorityReserve", "share of each limit that the least urgent priority level may not use (levels between get less reserved), in (0, 1)")
+	b.fs.Var(budgetFlag{a}, "memory-budget", "bytes that calls in flight may hold together (requests, decoded images, search candidates), e.g. 512MiB (default: half of the cgroup memory limit or GOMEMLIMIT; else half the machine's memory up to 4GiB)")
+	ab.bind("MemoryBudget", "memory-budget")
+}
+
+// validate names every bad admission flag; nothing to check when off.
+func (a *admissionFlags) validate() error {
+	if !a.enabled {
+		return nil
+	}
+	return a.cfg.Validate()
+}
+
+// controller builds the admission controller, or nil when -admission is
+// false.
+func (a *admissionFlags) controller(logger *slog.Logger, reg prometheus.Registerer) (*admission.Controller, error) {
+	if !a.enabled {
+		logger.Warn("admission control off: calls beyond capacity queue instead of being refused")
+		return nil, nil
+	}
+	ctl, err := admission.New(a.cfg, admission.Deps{Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("admission control on", "latency_target", a.cfg.LatencyTarget, "memory_budget_bytes", a.cfg.MemoryBudget, "memory_budget_source", a.budgetSource)
+	return ctl, nil
+}
+
+// byteSize is a flag.Value for a byte count: a number, optionally with a
+// unit (KiB, MiB, GiB, KB, MB, GB).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+
+func (b *byteSize) Set(s string) error {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 || v*float64(mult) > 1<<62 {
+		return fmt.Errorf("%q: want a byte count such as 536870912 or 512MiB", s)
+	}
+	*b = byteSize(v * float64(mult))
+	return nil
+}
+
+var _ flag.Value = (*byteSize)(nil)
+
+// budgetFlag is -memory-budget: a byteSize that also records that the
+// budget was given rather than derived.
+type budgetFlag struct{ a *admissionFlags }
+
+func (f budgetFlag) String() string {
+	if f.a == nil {
+		return "0"
+	}
+	return (*byteSize)(&f.a.cfg.MemoryBudget).String()
+}
+
+func (f budgetFlag) Set(s string) error {
+	if err := (*byteSize)(&f.a.cfg.MemoryBudget).Set(s); err != nil {
+		return err
+	}
+	f.a.budgetSource = "-memory-budget"
+	return nil
+}

@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"image"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -27,9 +25,10 @@ const (
 	// copies bytes fields). A REST call's JSON body, held by the HTTP side
 	// before the call reaches the gRPC server, is not seen here.
 	requestCopies = 2
-	// decodedBytesPerPixel: validation decodes each image once (one at a
-	// time) into an RGBA or YCbCr bitmap; 4 bytes a pixel bounds both.
-	decodedBytesPerPixel = 4
+	// checkBytes is what the image check holds per image: it reads the
+	// data through without a bitmap (internal/imagecheck), so its working
+	// set is a bounded buffer whatever the image's size.
+	checkBytes = 1 << 20
 	// pageVectors is a ColPali page's vector count (1030 patches).
 	pageVectors = 1030
 	// queryVectors bounds a query's vector count (its tokens).
@@ -37,13 +36,11 @@ const (
 	// outputBytesPerValue: each embedding value is held as the model's
 	// float32 and again encoded in the response.
 	outputBytesPerValue = 8
-	// candidateBytes is one search candidate's vectors as the store reads
-	// them: a page of FP16 vectors (about 264 KB).
-	candidateBytes = pageVectors * store.VectorDim * 2
-	// streamPageDecodedPixels is the bitmap charged for the page an
-	// IngestDocumentStream holds at a time (its pages are unknown when it
-	// is admitted): an A4 page at 300 dpi.
-	streamPageDecodedPixels = 2480 * 3508
+	// candidateBytes is one search candidate as the store's middle stage
+	// reads it: a sign bit per value (about 16 KB a page); rerankBytes one
+	// page of FP16 vectors (about 264 KB), read for the short list only.
+	candidateBytes = pageVectors * store.VectorDim / 8
+	rerankBytes    = pageVectors * store.VectorDim * 2
 )
 
 // defaultPrioritier is implemented by an Embedder with priority levels
@@ -58,12 +55,13 @@ type admitter struct {
 	ctl      *admission.Controller
 	cfg      Config
 	embedder Embedder
-	// candidates is how many pages the store reads per search.
-	candidates int
+	// candidates and rerank are how many pages a search reads the codes
+	// of, and the full vectors of (store.Config).
+	candidates, rerank int
 }
 
 func newAdmitter(ctl *admission.Controller, cfg Config, embedder Embedder) *admitter {
-	return &admitter{ctl: ctl, cfg: cfg, embedder: embedder, candidates: store.Config{}.WithDefaults().Candidates}
+	return &admitter{ctl: ctl, cfg: cfg, embedder: embedder, candidates: store.Config{}.WithDefaults().Candidates, rerank: store.Config{}.WithDefaults().Rerank}
 }
 
 // admissionInterceptors are the server's admission interceptors: the
@@ -120,7 +118,7 @@ func (a *admitter) stream() grpc.StreamServerInterceptor {
 		}
 		permit, err := a.ctl.Admit(admission.Request{
 			Class: admission.Ingest,
-			Bytes: int64(requestCopies*a.cfg.MaxImageBytes + decodedBytesPerPixel*streamPageDecodedPixels + pageVectors*store.VectorDim*outputBytesPerValue),
+			Bytes: int64(requestCopies*a.cfg.MaxImageBytes + checkBytes + pageVectors*store.VectorDim*outputBytesPerValue),
 		})
 		if err != nil {
 			return err
@@ -178,7 +176,8 @@ func (a *admitter) request(req any) (admission.Request, bool) {
 		cands := max(a.candidates, int(r.GetTopK()))
 		return admission.Request{
 			Class: admission.Search, Level: level, Levels: levels,
-			Bytes: requestCopies*int64(len(r.GetQuery())) + int64(cands)*candidateBytes + queryVectors*store.VectorDim*outputBytesPerValue,
+			Bytes: requestCopies*int64(len(r.GetQuery())) + int64(cands)*candidateBytes + int64(max(a.rerank, int(r.GetTopK())))*rerankBytes +
+				queryVectors*store.VectorDim*outputBytesPerValue,
 		}, true
 	case *colpaliv1.IngestDocumentRequest:
 		images := make([][]byte, len(r.GetPages()))
@@ -199,16 +198,11 @@ func (a *admitter) request(req any) (admission.Request, bool) {
 // charged nothing for its bitmap, and so is one over MaxImagePixels:
 // validation refuses both before decoding.
 func (a *admitter) imagesBytes(images [][]byte) int64 {
-	var n, bitmap int64
+	var n int64
 	for _, img := range images {
 		n += int64(len(img))
-		if c, _, err := image.DecodeConfig(bytes.NewReader(img)); err == nil && c.Width > 0 && c.Height > 0 {
-			if px := int64(c.Width) * int64(c.Height); px <= int64(a.cfg.MaxImagePixels) {
-				bitmap = max(bitmap, px*decodedBytesPerPixel)
-			}
-		}
 	}
-	return requestCopies*n + bitmap + int64(len(images))*pageVectors*store.VectorDim*outputBytesPerValue
+	return requestCopies*n + checkBytes + int64(len(images))*pageVectors*store.VectorDim*outputBytesPerValue
 }
 
 // level is a call's priority level and the model's level count: the

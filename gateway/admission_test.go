@@ -113,7 +113,7 @@ func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
 	if code, body := g.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz at the limit: HTTP %d %s", code, body)
 	}
-	if code, body := g.get(t, "/metrics"); code != http.StatusOK || !strings.Contains(string(body), `colpali_admission_shed_total{class="query",reason="concurrency_limit"} 2`) {
+	if code, body := g.getAdmin(t, "/metrics"); code != http.StatusOK || !strings.Contains(string(body), `colpali_admission_shed_total{class="query",reason="concurrency_limit"} 2`) {
 		t.Errorf("/metrics at the limit: HTTP %d, shed count missing", code)
 	}
 
@@ -190,15 +190,15 @@ func TestAdmissionReleasesOnEveryPath(t *testing.T) {
 	}
 }
 
-func TestAdmissionMemoryBudgetCountsDecodedImages(t *testing.T) {
-	// A 600x600 PNG is a few KB encoded and 1.4 MB decoded, and its
-	// embeddings are charged 1 MB more.
+func TestAdmissionMemoryBudgetCountsImages(t *testing.T) {
+	// Each image's embeddings are charged about 1 MB, and the check's
+	// buffer 1 MiB: two images do not fit 2.5 MiB, one does.
 	img := pngImage(t, 600, 600)
-	ctl := fixedAdmission(t, 16, 2<<20)
+	ctl := fixedAdmission(t, 16, 5<<19)
 	g := startGateway(t, Config{}, Deps{Admission: ctl})
-	_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{img}})
-	checkOverloaded(t, err, admission.ReasonMemory, false, "memory budget of 2097152 bytes")
-	code, body, _ := g.post(t, "/v1/images:embed", fmt.Sprintf(`{"images":[%q]}`, base64.StdEncoding.EncodeToString(img)))
+	_, err := g.client.EmbedImages(testContext(t), &colpaliv1.EmbedImagesRequest{Images: [][]byte{img, img}})
+	checkOverloaded(t, err, admission.ReasonMemory, false, "memory budget of 2621440 bytes")
+	code, body, _ := g.post(t, "/v1/images:embed", fmt.Sprintf(`{"images":[%q,%q]}`, base64.StdEncoding.EncodeToString(img), base64.StdEncoding.EncodeToString(img)))
 	if code != http.StatusTooManyRequests || !strings.Contains(string(body), admission.ReasonMemory) {
 		t.Errorf("REST: HTTP %d %s; want 429 naming %s", code, body, admission.ReasonMemory)
 	}

@@ -39,7 +39,7 @@ func (a *admissionFlags) register(b binder) {
 	ab.int(&a.cfg.MaxLimit, "admission-max-limit", "MaxLimit", "highest concurrency limit of each model")
 	ab.float(&a.cfg.Quantile, "admission-quantile", "Quantile", "quantile of each window's call latencies compared with the latency target, in (0, 1]")
 	ab.float(&a.cfg.PriorityReserve, "admission-priority-reserve", "PriorityReserve", "share of each limit that the least urgent priority level may not use (levels between get less reserved), in (0, 1)")
-	b.fs.Var(budgetFlag{a}, "memory-budget", "bytes that calls in flight may hold together (requests, decoded images, search candidates), e.g. 512MiB (default: half of the cgroup memory limit or GOMEMLIMIT; else half the machine's memory up to 4GiB)")
+	b.fs.Var(budgetFlag{a}, "memory-budget", "bytes that calls in flight may hold together (requests, image checks, embeddings, search candidates), e.g. 512MiB (default: half of the cgroup memory limit or GOMEMLIMIT; else half the machine's memory up to 4GiB)")
 	ab.bind("MemoryBudget", "memory-budget")
 }
 

@@ -154,13 +154,6 @@ func isKeyViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "documents_idempotency_key"
 }
 
-// isUniqueViolation reports a duplicate idempotency key raced in by a
-// concurrent request.
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
-}
-
 func nonNil(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}

@@ -49,5 +49,5 @@ func halvesOf(b []byte) []uint16 {
 	if len(b) < 2 {
 		return nil
 	}
-	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2) // #nosec G103 -- b's own memory as uint16s, half its length, used while b is alive
 }

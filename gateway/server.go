@@ -174,6 +174,8 @@ func (s *Server) Listen() error {
 		err = s.listenAdmin(&lc)
 	}
 	if err != nil {
+		// Stop ends the server's stream workers, started with it.
+		s.grpcServer.Stop()
 		_ = grpcLis.Close()
 		_ = httpLis.Close()
 		return err

@@ -20,6 +20,7 @@ import (
 	v1reflection "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/morphik-org/colpali-gateway/auth"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/internal/tlsreload"
@@ -284,7 +285,7 @@ func TestAdminAddressInUse(t *testing.T) {
 	}
 	defer busy.Close()
 	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: busy.Addr().String()},
-		Deps{Logger: testLogger(t), Embedder: &fakeEmbedder{}, Ready: func(context.Context) error { return nil }})
+		Deps{Logger: testLogger(t), Embedder: &fakeEmbedder{}, Ready: func(context.Context) error { return nil }, Authenticator: auth.None()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,9 +103,11 @@ func TestGPUGaugesWhileBusy(t *testing.T) {
 
 	call := inferAsync(ctx, c, imageRequest(t, 4))
 	waitFor(t, "the batch to execute", func() bool { _, idle := schedState(s, model.DefaultImageModel); return idle == 0 })
-	if used := scrape(t, ctx, s)["nv_gpu_memory_used_bytes"][uuid]; used != gpuWeightsMemory+4*gpuImageItemMemory {
-		t.Errorf("memory used while 4 pages execute = %v, want weights + 4 pages' activations", used)
-	}
+	// The gauge follows the batch onto the device a moment after the
+	// scheduler marks it taken: wait for it rather than read it once.
+	waitFor(t, "memory used while 4 pages execute to be the weights + 4 pages' activations", func() bool {
+		return scrape(t, ctx, s)["nv_gpu_memory_used_bytes"][uuid] == gpuWeightsMemory+4*gpuImageItemMemory
+	})
 	waitFor(t, "nv_gpu_utilization to rise", func() bool {
 		return scrape(t, ctx, s)["nv_gpu_utilization"][uuid] > 0.2
 	})

@@ -12,8 +12,14 @@ var setupOrder = []string{"none+triton", "static+triton", "adaptive+triton", "no
 // loadOrder is the order of batching.sh's loads.
 var loadOrder = []string{"query", "image", "mix"}
 
-// latencyGoal is the p95 the goals are stated against, in milliseconds.
-const latencyGoal = 100
+// latencyGoal is the query p95 the goals are stated against, in
+// milliseconds; imageGoal the one used for images-only load, the gateway's
+// default image latency target (a 4-page call alone takes 160-320 ms on
+// the benchmark profile, so 100 ms is out of reach for any set-up).
+const (
+	latencyGoal = 100
+	imageGoal   = 1000
+)
 
 // cell is one (load, rate, set-up) over rounds.
 type cell struct {
@@ -184,11 +190,11 @@ func writeGoals(b *strings.Builder, d batchingData) {
 		if d.cells[load] == nil {
 			continue
 		}
-		kind := "query"
+		kind, goal := "query", float64(latencyGoal)
 		if load == "image" {
-			kind = "image"
+			kind, goal = "image", imageGoal
 		}
-		fmt.Fprintf(b, "\n## %s: highest offered rate with %s p95 < %d ms\n\n", loadTitle(load), kind, latencyGoal)
+		fmt.Fprintf(b, "\n## %s: highest offered rate with %s p95 < %g ms\n\n", loadTitle(load), kind, goal)
 		b.WriteString("| set-up | rate | calls/s ok | vs none+triton | GPU busy |\n|---|---:|---:|---:|---:|\n")
 		base := 0.0
 		for _, s := range d.setups(load) {
@@ -198,7 +204,7 @@ func writeGoals(b *strings.Builder, d batchingData) {
 				if c == nil {
 					continue
 				}
-				if p := c.stat(kindFigure(kind, func(k *kindReport) float64 { return k.P95Ms })); p.med > 0 && p.med < latencyGoal {
+				if p := c.stat(kindFigure(kind, func(k *kindReport) float64 { return k.P95Ms })); p.med > 0 && p.med < goal {
 					rate, ok = r, true
 					tput = c.stat(func(r runRecord) (float64, bool) {
 						sum := 0.0

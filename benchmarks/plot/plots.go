@@ -50,14 +50,18 @@ func plotBatching(d batchingData, dir, name string) error {
 					return err
 				}
 			}
-			goal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: latencyGoal}, {X: d.rates(load)[len(d.rates(load))-1], Y: latencyGoal}})
+			target := float64(latencyGoal)
+			if kind == "image" {
+				target = imageGoal
+			}
+			goal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: target}, {X: d.rates(load)[len(d.rates(load))-1], Y: target}})
 			if err != nil {
 				return err
 			}
 			goal.Color = color.Gray{Y: 150}
 			goal.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
 			p.Add(goal)
-			p.Legend.Add(fmt.Sprintf("%d ms", latencyGoal), goal)
+			p.Legend.Add(fmt.Sprintf("%g ms", target), goal)
 			if err := p.Save(16*vg.Centimeter, 11*vg.Centimeter, filepath.Join(dir, fmt.Sprintf("%s-%s-%s.png", name, load, kind))); err != nil {
 				return err
 			}

@@ -46,13 +46,20 @@ func kindFigure(kind string, f func(*kindReport) float64) func(runRecord) (float
 	}
 }
 
-// busyFraction is the simulated GPU's busy time over the run's wall time
-// (arrivals and drain), per GPU.
+// busyFraction is the simulated GPU's busy time over the run's time from
+// the first planned arrival to the last answer (loadgen's elapsed time;
+// the whole wall time of the run when there is none), per GPU. The busy
+// counter is read just before and just after the load generator runs, and
+// nothing else loads the simulator meanwhile.
 func busyFraction(r runRecord) (float64, bool) {
-	if r.WallSeconds <= 0 {
+	span := r.Report.ElapsedSeconds
+	if span <= 0 {
+		span = r.WallSeconds
+	}
+	if span <= 0 {
 		return 0, false
 	}
-	return r.GPUBusySeconds / r.WallSeconds / float64(max(r.GPUs, 1)), true
+	return min(r.GPUBusySeconds/span/float64(max(r.GPUs, 1)), 1), true
 }
 
 // kindsOf is the call kinds a load sends.
@@ -127,7 +134,7 @@ func writeBatching(hdr header, runs []runRecord, source, dir, name string) error
 	b.WriteString(").\n\n")
 	b.WriteString("Every figure is the median over rounds, with the smallest and largest in brackets when they differ. ")
 	b.WriteString("Latencies in ms from each call's planned arrival; throughput is successful calls per second; ")
-	b.WriteString("GPU busy is `tritonsim_gpu_busy_seconds_total` over the run's wall time (arrivals and drain), per GPU.\n")
+	b.WriteString("GPU busy is `tritonsim_gpu_busy_seconds_total` over the time from the first planned arrival to the last answer, per GPU.\n")
 	for _, load := range loadOrder {
 		if d.cells[load] == nil {
 			continue

@@ -100,6 +100,9 @@ type runRecord struct {
 type report struct {
 	OfferedRate  float64                `json:"offered_rate"`
 	AchievedRate float64                `json:"achieved_rate"`
+	// ElapsedSeconds runs from the first planned arrival to the last
+	// answer.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	Sent         int                    `json:"sent"`
 	Dropped      int                    `json:"dropped"`
 	SendLagP99Ms float64                `json:"send_lag_p99_ms"`

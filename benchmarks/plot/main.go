@@ -98,16 +98,16 @@ type runRecord struct {
 
 // report is the part of loadgen's report the tables use.
 type report struct {
-	OfferedRate  float64                `json:"offered_rate"`
-	AchievedRate float64                `json:"achieved_rate"`
+	OfferedRate  float64 `json:"offered_rate"`
+	AchievedRate float64 `json:"achieved_rate"`
 	// ElapsedSeconds runs from the first planned arrival to the last
 	// answer.
-	ElapsedSeconds float64 `json:"elapsed_seconds"`
-	Sent         int                    `json:"sent"`
-	Dropped      int                    `json:"dropped"`
-	SendLagP99Ms float64                `json:"send_lag_p99_ms"`
-	Kinds        map[string]*kindReport `json:"kinds"`
-	Errors       map[string]int         `json:"errors"`
+	ElapsedSeconds float64                `json:"elapsed_seconds"`
+	Sent           int                    `json:"sent"`
+	Dropped        int                    `json:"dropped"`
+	SendLagP99Ms   float64                `json:"send_lag_p99_ms"`
+	Kinds          map[string]*kindReport `json:"kinds"`
+	Errors         map[string]int         `json:"errors"`
 }
 
 type kindReport struct {

@@ -8,9 +8,11 @@
 #   static+triton    gateway static, Triton's batcher on
 #   adaptive+triton  gateway adaptive (the default), Triton's batcher on
 #   none+none        nobody batches (gateway none, -dynamic-batching=false)
-# and, for the mix only, the same three batching set-ups on a simulator whose
-# models each have a GPU of their own (-gpu-layout separate, "+sep"), which
-# shows what the shared GPU costs the queries.
+# and, for the mix only, set-ups on a simulator whose models each have a
+# GPU of their own (-gpu-layout separate, "+sep"), which shows what the
+# shared GPU costs the queries. A mode written MODE-if1 runs the gateway
+# with -query-max-in-flight-batches 1 -image-max-in-flight-batches 1 (one
+# batch per model at Triton at a time, instead of the default 2).
 # Three loads (benchmarks/loadgen, gRPC, Poisson arrivals): queries only
 # (one query per call), images only (4-page calls) and the mix (90 % query
 # calls, 10 % 4-page image calls), each at three rates up to saturation.
@@ -31,7 +33,9 @@
 # Usage: benchmarks/batching.sh [OUT.jsonl]
 # Environment: DURATION of each run's arrivals (6s), ROUNDS (3), SPEED (0.5),
 # LOADS ("query:40,200,600 image:1,2,3 mix:8,16,28": name:rates, calls/s),
-# SETUPS (all four), LOAD_MAX (3), RETRIES (1), SEED (1).
+# SETUPS (the six above), SEP_LOADS (mix), LOAD_MAX (3), RETRIES (1), SEED (1),
+# MIX_BLOCK (20: loadgen deals call kinds in blocks of 20 calls holding the
+# mix's shares, so that a 6 s run offers the mix asked for).
 # Everything binds 127.0.0.1 ports chosen at run time and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +44,7 @@ DURATION=${DURATION:-6s}
 ROUNDS=${ROUNDS:-3}
 SPEED=${SPEED:-0.5}
 SEED=${SEED:-1}
+MIX_BLOCK=${MIX_BLOCK:-20}
 LOADS=${LOADS:-"query:40,200,600 image:1,2,3 mix:8,16,28"}
 read -r -a SETUPS <<<"${SETUPS:-none+triton static+triton adaptive+triton none+none none+triton+sep adaptive+triton+sep}"
 # SEP_LOADS: the loads the +sep set-ups run.
@@ -64,6 +69,11 @@ mix_of() {
 declare -A target simmetrics gwhttp
 for s in "${SETUPS[@]}"; do
 	IFS=+ read -r mode tb layout <<<"$s"
+	gwflags=()
+	if [[ $mode == *-if1 ]]; then
+		mode=${mode%-if1}
+		gwflags=(-query-max-in-flight-batches 1 -image-max-in-flight-batches 1)
+	fi
 	bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -log-format json \
 		-dynamic-batching="$([ "$tb" = none ] && echo false || echo true)" \
 		-gpu-layout "$([ "${layout:-}" = sep ] && echo separate || echo shared)" \
@@ -73,7 +83,7 @@ for s in "${SETUPS[@]}"; do
 	simmetrics[$s]=$(log_field "$tmp/sim-$s.log" metrics_addr "tritonsim listening (a Triton simulator, not Triton)")
 	# Info-level logs, one line per call, as in production: part of the cost.
 	bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -log-format json \
-		-triton-addrs "$sim=${simmetrics[$s]}" -batching-mode "$mode" >"$tmp/gw-$s.log" 2>&1 &
+		-triton-addrs "$sim=${simmetrics[$s]}" -batching-mode "$mode" "${gwflags[@]}" >"$tmp/gw-$s.log" 2>&1 &
 	pids+=($!)
 	target[$s]=$(log_field "$tmp/gw-$s.log" grpc_addr "gateway serving")
 	gwhttp[$s]=$(log_field "$tmp/gw-$s.log" http_addr "gateway serving")
@@ -89,7 +99,7 @@ run() {
 	before=$(busy_seconds "${simmetrics[$s]}")
 	t0=$(now_seconds)
 	bin/loadgen -protocol grpc -target "${target[$s]}" -rate "$rate" -duration "$DURATION" \
-		-mix "$(mix_of "$load")" -pages-per-call 4 -seed "$SEED" -timeout 5s -drain 5s \
+		-mix "$(mix_of "$load")" -mix-block "$MIX_BLOCK" -pages-per-call 4 -seed "$SEED" -timeout 5s -drain 5s \
 		-label "$s $load $rate round $4" -out "$tmp/run.json"
 	t1=$(now_seconds)
 	after=$(busy_seconds "${simmetrics[$s]}")
@@ -106,7 +116,7 @@ for s in "${SETUPS[@]}"; do
 done
 
 : >"$OUT"
-record "$OUT" bench=batching kind=header command="DURATION=$DURATION ROUNDS=$ROUNDS SPEED=$SPEED LOADS=\"$LOADS\" benchmarks/batching.sh" \
+record "$OUT" bench=batching kind=header command="DURATION=$DURATION ROUNDS=$ROUNDS SPEED=$SPEED MIX_BLOCK=$MIX_BLOCK LOADS=\"$LOADS\" SETUPS=\"${SETUPS[*]}\" benchmarks/batching.sh $OUT" \
 	date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" cores="$(nproc)" cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
 	simulator="bench-2x speed $SPEED jitter 0.2 stalls 0.002x200ms seed $SEED, one GPU shared by both models, 1 instance per model" \
 	duration="$DURATION" load_max="$LOAD_MAX"

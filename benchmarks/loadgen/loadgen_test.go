@@ -94,6 +94,13 @@ func TestPlanMixBlocks(t *testing.T) {
 			t.Errorf("seed %d: %d image calls in %d, want %.0f±2", seed, images, len(arr), want)
 		}
 	}
+	one, err := parseMix("query=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := plan(28, 6*time.Second, one, pool, 1, 0), plan(28, 6*time.Second, one, pool, 1, 20); !slices.Equal(a, b) {
+		t.Error("a mix of one kind plans differently with -mix-block")
+	}
 	odd, err := parseMix("query=2,image=1")
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 )
 
 func main() {
@@ -28,14 +29,15 @@ func main() {
 	routing := flag.String("routing", "", "`file` of routing.sh's JSON lines (skipped when empty)")
 	out := flag.String("out", ".", "`directory` for the Markdown and PNG files")
 	name := flag.String("batching-name", "batching", "`name` of the batching report's files: NAME.md and NAME-LOAD-KIND.png")
+	loads := flag.String("loads", "", "comma-separated `loads` of the batching file to report (query, image, mix); empty: all")
 	flag.Parse()
-	if err := run(*batching, *routing, *out, *name); err != nil {
+	if err := run(*batching, *routing, *out, *name, *loads); err != nil {
 		fmt.Fprintln(os.Stderr, "plot:", err)
 		os.Exit(1)
 	}
 }
 
-func run(batching, routing, out, name string) error {
+func run(batching, routing, out, name, loads string) error {
 	if batching == "" && routing == "" {
 		return errors.New("nothing to do: give -batching, -routing or both")
 	}
@@ -43,6 +45,13 @@ func run(batching, routing, out, name string) error {
 		hdr, runs, err := readRuns(batching)
 		if err != nil {
 			return err
+		}
+		if loads != "" {
+			keep := strings.Split(loads, ",")
+			runs = slices.DeleteFunc(runs, func(r runRecord) bool { return !slices.Contains(keep, r.Load) })
+			if len(runs) == 0 {
+				return fmt.Errorf("%s: no run of the loads %s", batching, loads)
+			}
 		}
 		if err := writeBatching(hdr, runs, filepath.Base(batching), out, name); err != nil {
 			return fmt.Errorf("batching: %w", err)

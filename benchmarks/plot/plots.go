@@ -109,6 +109,7 @@ func plotRouting(d routingData, dir string) error {
 			labels = append(labels, sc+" "+k)
 		}
 	}
+	top := 0.0
 	for i, pol := range policyOrder {
 		var pts plotter.XYs
 		var errs plotter.YErrors
@@ -120,6 +121,7 @@ func plotRouting(d routingData, dir string) error {
 					if st.med > 0 {
 						pts = append(pts, plotter.XY{X: float64(j) + 0.2*float64(i-1), Y: st.med})
 						errs = append(errs, struct{ Low, High float64 }{st.med - st.lo, st.hi - st.med})
+						top = max(top, st.hi)
 					}
 				}
 				j++
@@ -148,5 +150,6 @@ func plotRouting(d routingData, dir string) error {
 	}
 	p.NominalX(labels...)
 	p.X.Min, p.X.Max = -0.6, float64(len(labels))-0.4
+	p.Y.Max = top * 4 // room for the legend above the points
 	return p.Save(20*vg.Centimeter, 11*vg.Centimeter, filepath.Join(dir, "routing-p99.png"))
 }

@@ -21,10 +21,10 @@ func TestParseTritonPage(t *testing.T) {
 	}
 	st := tritonStats(nil, s)
 	want := Stats{
-		At:          clockBase,
-		Source:      SourceTritonMetrics,
-		Reported:    FieldQueue | FieldGPU, // one scrape: no rates yet
-		Pending:     5,
+		At:       clockBase,
+		Source:   SourceTritonMetrics,
+		Reported: FieldQueue | FieldGPU, // one scrape: no rates yet
+		Pending:  5,
 		Models: map[string]ModelStats{
 			"colpali_image": {Reported: FieldQueue, Pending: 3},
 			"colpali_query": {Reported: FieldQueue, Pending: 2},

@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
-# Routing: the same offered load through the gateway in front of three Triton
-# simulators of speeds 1x, 1x and 0.33x (one GPU three times slower), with
-# each balancing policy in turn: round_robin, least_outstanding, gpu_aware.
-# Then, per policy, the same load while one fast simulator is killed
-# (SIGKILL) in the middle of the run: batches in flight there must fail over.
+# Routing, fair: round robin vs least outstanding vs GPU-aware under the
+# mixed load (90 % single-query calls, 10 % 4-page image calls, open-loop
+# Poisson arrivals from benchmarks/loadgen over gRPC) through one gateway in
+# front of three Triton simulators of speeds 1, 1 and 0.33 (fast1, fast2,
+# slow), each running the bench-2x profile (2x slower than the router's
+# prior, non-linear) with lognormal jitter and rare stalls, Triton's
+# batcher on and one GPU shared by both models.
 #
-# The offered load is fixed with ghz --rps (an open-loop rate, with enough
-# concurrent callers that slow answers do not lower it), so every policy
-# faces the same arrivals; policies alternate within each round so that all
-# see the same machine noise. One gateway is started per run (same flags but
-# the policy) and reads each simulator's /metrics for GPU telemetry.
+# Three scenarios per policy:
+#   steady  no fault
+#   stall   at half time, fast2 gets STALL of extra latency on every batch
+#           (the simulator's /simulator/faults), lifted after the run
+#   kill    a fresh simulator (victim, speed 1) stands in for fast2 and is
+#           killed (SIGKILL) at half time: every call should still succeed
+# Each run starts a fresh gateway (flags identical but -router-policy) and
+# warms it up for 2 s. Method: ROUNDS rounds, the policies in ABBA order
+# (forward, reverse, forward, ...); the 1-minute load average recorded at
+# the start of each round, a round that started above LOAD_MAX repeated
+# (RETRIES times at most, then kept and flagged). Every run is one JSON line
+# in $OUT (loadgen's report plus the batches each backend got).
 #
-# Usage: benchmarks/routing.sh [OUT.md]
-# Environment: RPS offered load (110 req/s), DURATION seconds per run (10),
-# C concurrent callers (200), ROUNDS (2). Everything binds 127.0.0.1 ports
-# chosen at run time and is stopped on exit.
+# Usage: benchmarks/routing.sh [OUT.jsonl]
+# Environment: RATE offered calls/s (50), DURATION of the arrivals (10s),
+# ROUNDS (4), STALL (300ms), SCENARIOS ("steady stall kill"), LOAD_MAX (3),
+# RETRIES (1), SEED (1). Everything binds 127.0.0.1 ports chosen at run time
+# and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RPS=${RPS:-110}
+RATE=${RATE:-50}
 DURATION=${DURATION:-10}
-C=${C:-200}
-ROUNDS=${ROUNDS:-2}
-OUT=${1:-benchmarks/results/routing.md}
+ROUNDS=${ROUNDS:-4}
+STALL=${STALL:-300ms}
+SEED=${SEED:-1}
+SCENARIOS=${SCENARIOS:-"steady stall kill"}
+OUT=${1:-benchmarks/results/routing.jsonl}
 POLICIES=(round_robin least_outstanding gpu_aware)
 
 # shellcheck source=benchmarks/lib.sh
 source benchmarks/lib.sh
 
-
-# start_sim NAME SPEED: starts a simulator; sets sim_pid and sim_spec
+declare -A names metricsof
+# start_sim NAME SPEED SEED: starts a simulator; sets sim_pid and sim_spec
 # (grpc=metrics, the gateway's -triton-addrs syntax).
 start_sim() {
-	bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -speed "$2" -gpu-layout separate -dynamic-batching=false -profile linear -log-format json >"$tmp/sim-$1.log" 2>&1 &
+	bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -log-format json -speed "$2" \
+		-profile bench-2x -jitter-sigma 0.2 -stall-probability 0.002 -stall-duration 200ms -seed "$3" \
+		>"$tmp/sim-$1.log" 2>&1 &
 	sim_pid=$!
 	pids+=("$sim_pid")
 	local g m
@@ -40,11 +54,14 @@ start_sim() {
 	m=$(log_field "$tmp/sim-$1.log" metrics_addr "tritonsim listening (a Triton simulator, not Triton)")
 	sim_spec="$g=$m"
 	names[$g]=$1
+	metricsof[$1]=$m
 }
 
 # start_gateway POLICY BACKENDS: starts a gateway; sets gw_pid, gw, gw_http and gw_admin.
 start_gateway() {
-	bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -log-format json \
+	# -admission=false: this measures the balancing policies, not shedding
+	# (benchmarks/overload.sh does).
+	bin/gateway -auth none -admission=false -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -log-format json \
 		-router-policy "$1" -triton-addrs "$2" -health-interval 100ms >"$tmp/gw.log" 2>&1 &
 	gw_pid=$!
 	pids+=("$gw_pid")
@@ -55,7 +72,9 @@ start_gateway() {
 		if curl -fs "http://$gw_http/readyz" >/dev/null; then return; fi
 		sleep 0.1
 	done
-	echo "gateway never ready" >&2; cat "$tmp/gw.log" >&2; exit 1
+	echo "gateway never ready" >&2
+	cat "$tmp/gw.log" >&2
+	exit 1
 }
 
 stop_gateway() {
@@ -63,103 +82,82 @@ stop_gateway() {
 	wait "$gw_pid" 2>/dev/null || true
 }
 
-# picks: batches per backend from the gateway's metrics, as "name=n" pairs.
+# picks: batches per backend and model from the gateway's metrics, as JSON
+# {"fast1": n, ...}.
 picks() {
 	curl -fs "http://$gw_admin/metrics" | grep '^colpali_router_backend_picks_total' |
 		sed -E 's/.*backend="([^"]*)".* ([0-9.e+]+)$/\1 \2/' | while read -r addr n; do
-		printf '%s=%.0f ' "${names[$addr]:-$addr}" "$n"
-	done
+		printf '%s %.0f\n' "${names[$addr]:-$addr}" "$n"
+	done | jq -R -s -c 'split("\n") | map(select(length > 0) | split(" ") | {(.[0]): (.[1] | tonumber)}) | add // {}'
 }
 
-# Batches of mixed sizes, as a batcher in front of the router forms them:
-# ghz sends the messages of an array in turn. Eight messages (not a multiple
-# of three) so that round robin does not pin one size to one backend.
-# Mean 8 queries: 7.4 ms at speed 1, from 5.3 ms (1 query) to 14.6 ms (32).
-sizes=(1 4 1 16 1 1 32 8)
-data="["
-for n in "${sizes[@]}"; do
-	q=""
-	for i in $(seq 1 "$n"); do q+="\"what is late interaction, variant $i?\","; done
-	data+="{\"queries\":[${q%,}]},"
-done
-data="${data%,}]"
-load() { # OUT.json [SECONDS]: RPS x SECONDS requests at RPS
-	bin/ghz --insecure --proto proto/colpali/v1/embedding.proto --import-paths proto \
-		--call colpali.v1.EmbeddingService/EmbedQueries -d "$data" \
-		--rps "$RPS" -c "$C" -n "$(( RPS * ${2:-$secs} ))" -O json "$gw" >"$1" || true
+# retries: the gateway's retries by reason, as JSON.
+retries() {
+	curl -fs "http://$gw_admin/metrics" | grep '^colpali_router_retries_total' |
+		sed -E 's/.*reason="([^"]*)"} (.*)/\1 \2/' |
+		jq -R -s -c 'split("\n") | map(select(length > 0) | split(" ") | {(.[0]): (.[1] | tonumber)}) | add // {}'
 }
 
-declare -A names
-start_sim fast1 1; fast1=$sim_spec
-start_sim fast2 1; fast2=$sim_spec
-start_sim slow 0.33; slow=$sim_spec
-backends="$fast1,$fast2,$slow"
+# loadgen_run OUT.json SECONDS SEED: the mixed load at RATE.
+loadgen_run() {
+	bin/loadgen -protocol grpc -target "$gw" -rate "$RATE" -duration "${2}s" -mix query=90,image=10 \
+		-pages-per-call 4 -seed "$3" -timeout 30s -drain 30s -out "$1"
+}
 
-secs=$DURATION
-{
-	echo "# Routing: round robin vs least outstanding vs GPU-aware"
-	echo
-	echo "Command: \`RPS=$RPS DURATION=$DURATION C=$C ROUNDS=$ROUNDS benchmarks/routing.sh\` on $(date -u +%Y-%m-%d),"
-	echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), shared with other work: ratios within a round are what count."
-	echo "Backends: three Triton simulators, default query cost (5 ms + 0.3 ms per query), one instance each,"
-	echo "speeds 1, 1 and 0.33 (fast1, fast2, slow)."
-	echo "Load: ghz, EmbedQueries over gRPC, batches of ${sizes[*]} queries in turn (mean 8: 7.4 ms at speed 1,"
-	echo "so capacities of about 135, 135 and 45 batches/s; round robin saturates the slow one at 135 req/s),"
-	echo "$RPS req/s offered (--rps, evenly spaced) for ${DURATION}s ($((RPS * DURATION)) requests), $C concurrent callers."
-	echo "Each run starts a fresh gateway (flags identical but -router-policy) after the simulators are warm."
-	echo "Baseline of each table: round_robin. \"batches\" is colpali_router_backend_picks_total per backend."
-} >"$OUT"
+start_sim fast1 1 "$SEED"; fast1=$sim_spec
+start_sim fast2 1 "$((SEED + 1))"; fast2=$sim_spec
+start_sim slow 0.33 "$((SEED + 2))"; slow=$sim_spec
 
-for r in $(seq 1 "$ROUNDS"); do
-	# Rotate the order each round so no policy always runs first.
-	order=("${POLICIES[@]:$(( (r-1) % 3 ))}" "${POLICIES[@]:0:$(( (r-1) % 3 ))}")
-	declare -A pk=()
-	for p in "${order[@]}"; do
-		start_gateway "$p" "$backends"
-		load "$tmp/warm.json" 2
-		load "$tmp/$p-$r.json"
-		pk[$p]=$(picks)
-		stop_gateway
-	done
-	{
-		echo
-		echo "## Round $r (order: ${order[*]})"
-		echo
-		go run ./benchmarks/ghzreport "round_robin=$tmp/round_robin-$r.json" "least_outstanding=$tmp/least_outstanding-$r.json" "gpu_aware=$tmp/gpu_aware-$r.json"
-		echo
-		for p in "${POLICIES[@]}"; do echo "- $p batches (warm-up included): ${pk[$p]}"; done
-	} >>"$OUT"
-done
-
-# Kill one fast backend in the middle of each run.
-{
-	echo
-	echo "## One fast backend killed (SIGKILL) after $((secs / 2))s of each ${DURATION}s run"
-	echo
-	echo "A fresh simulator (victim, speed 1) replaces fast2 for each run and is killed mid-run;"
-	echo "errors are calls that failed although they had deadline left (the gateway's default 30s)."
-	echo
-} >>"$OUT"
-declare -A kp=()
-for p in "${POLICIES[@]}"; do
-	start_sim victim 1; victim=$sim_spec; victim_pid=$sim_pid
-	start_gateway "$p" "$fast1,$victim,$slow"
-	load "$tmp/warm.json" 2
-	load "$tmp/kill-$p.json" &
-	ghz_pid=$!
-	sleep $((secs / 2))
-	kill -9 "$victim_pid"
-	wait "$ghz_pid"
-	kp[$p]="$(picks) retries: $(curl -fs "http://$gw_admin/metrics" | grep '^colpali_router_retries_total' | sed -E 's/.*reason="([^"]*)"} (.*)/\1=\2/' | tr '\n' ' ')"
+# run POLICY SCENARIO ROUND ATTEMPT ROUNDLOAD: one measured run, appended to $OUT.
+run() {
+	local p=$1 sc=$2 second=$fast2 victim_pid=""
+	if [ "$sc" = kill ]; then
+		start_sim victim 1 "$((SEED + 1))"
+		second=$sim_spec
+		victim_pid=$sim_pid
+	fi
+	start_gateway "$p" "$fast1,$second,$slow"
+	loadgen_run /dev/null 2 99 >/dev/null
+	local before
+	before=$(picks)
+	loadgen_run "$tmp/run.json" "$DURATION" "$SEED" &
+	local lg=$!
+	case $sc in
+	stall)
+		sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
+		curl -fsS -d "{\"extra_latency\":\"$STALL\"}" "http://${metricsof[fast2]}/simulator/faults" >/dev/null
+		;;
+	kill)
+		sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
+		kill -9 "$victim_pid"
+		{ wait "$victim_pid" || true; } 2>/dev/null
+		;;
+	esac
+	wait "$lg"
+	if [ "$sc" = stall ]; then
+		curl -fsS -d '{"extra_latency":"0s"}' "http://${metricsof[fast2]}/simulator/faults" >/dev/null
+	fi
+	record "$OUT" bench=routing round="$3" attempt="$4" round_loadavg="$5" policy="$p" scenario="$sc" rate="$RATE" \
+		picks_before="$before" picks_after="$(picks)" retries="$(retries)" REPORT="$tmp/run.json"
 	stop_gateway
-done
-{
-	go run ./benchmarks/ghzreport "round_robin=$tmp/kill-round_robin.json" "least_outstanding=$tmp/kill-least_outstanding.json" "gpu_aware=$tmp/kill-gpu_aware.json"
-	echo
-	for p in "${POLICIES[@]}"; do echo "- $p batches: ${kp[$p]}"; done
-	for p in "${POLICIES[@]}"; do
-		codes=$(grep -o '"statusCodeDistribution":{[^}]*}' "$tmp/kill-$p.json" || true)
-		echo "- $p status codes: \`${codes#\"statusCodeDistribution\":}\`"
+}
+
+: >"$OUT"
+record "$OUT" bench=routing kind=header command="RATE=$RATE DURATION=$DURATION ROUNDS=$ROUNDS STALL=$STALL benchmarks/routing.sh" \
+	date="$(date -u +%Y-%m-%dT%H:%M:%SZ)" cores="$(nproc)" cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
+	simulator="3 simulators, speeds 1, 1, 0.33, bench-2x jitter 0.2 stalls 0.002x200ms, Triton batching on, one shared GPU each" \
+	duration="${DURATION}s" load_max="$LOAD_MAX" stall="$STALL"
+for r in $(seq 1 "$ROUNDS"); do
+	order=("${POLICIES[@]}")
+	if (( r % 2 == 0 )); then order=("${POLICIES[2]}" "${POLICIES[1]}" "${POLICIES[0]}"); fi
+	for attempt in $(seq 0 "$RETRIES"); do
+		l=$(loadavg1)
+		echo "round $r attempt $attempt: load average $l, order ${order[*]}" >&2
+		for sc in $SCENARIOS; do
+			for p in "${order[@]}"; do run "$p" "$sc" "$r" "$attempt" "$l"; done
+		done
+		if ! too_loaded "$l" || (( attempt == RETRIES )); then break; fi
+		echo "round $r started at load average $l > $LOAD_MAX: repeated" >&2
 	done
-} >>"$OUT"
-cat "$OUT"
+done
+echo "wrote $OUT" >&2

@@ -23,6 +23,14 @@ type Stats struct {
 	// (nv_inference_pending_request_count, summed over models). FieldQueue.
 	Pending float64
 
+	// Models is each model's own Triton figures (FieldQueue and
+	// FieldRates), keyed by Triton's model label, or nil when the source
+	// does not tell models apart (NVML). The sums above mix models whose
+	// queues and costs differ by orders of magnitude (a query waits
+	// milliseconds, a page batch hundreds), so a per-model decision reads
+	// these. Shared between callers: read it, do not modify it.
+	Models map[string]ModelStats
+
 	// The rest of the Triton figures are FieldRates: they need two scrapes
 	// of the same server, and cover the interval between them.
 
@@ -57,6 +65,26 @@ type Stats struct {
 	// Devices is the per-GPU detail, ordered by index (NVML) or UUID
 	// (Triton). It is shared between callers: read it, do not modify it.
 	Devices []Device
+}
+
+// ModelStats is one model's Triton figures; the fields mean what Stats'
+// fields of the same names mean, for that model only.
+type ModelStats struct {
+	// Reported is FieldQueue (Pending), FieldRates (the rest) or both.
+	Reported Fields
+	// Pending is the model's requests queued and not yet executing.
+	Pending float64
+	// QueueTimePerRequest, ComputePerExec and RequestTimePerRequest are
+	// means per successful request of the model over the last interval.
+	QueueTimePerRequest, ComputePerExec, RequestTimePerRequest time.Duration
+	// The model's rates over the last interval.
+	RequestsPerSecond, FailuresPerSecond, InferencesPerSecond, ExecutionsPerSecond float64
+}
+
+// Model is name's figures, when the source reported any for it.
+func (s Stats) Model(name string) (ModelStats, bool) {
+	m, ok := s.Models[name]
+	return m, ok
 }
 
 // Device is one GPU's figures.

@@ -54,6 +54,11 @@ func (m *Merged) Stats(backend string) (Stats, bool) {
 		if take.Has(FieldQueue) {
 			out.Pending = s.Pending
 		}
+		if take&(FieldQueue|FieldRates) != 0 && out.Models == nil {
+			// Per-model figures come with the queue and rates, from the
+			// one source (Triton's metrics) that tells models apart.
+			out.Models = s.Models
+		}
 		if take.Has(FieldRates) {
 			out.QueueTimePerRequest = s.QueueTimePerRequest
 			out.ComputePerExec = s.ComputePerExec

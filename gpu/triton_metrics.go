@@ -30,6 +30,8 @@ const (
 
 	// labelGPUUUID names the GPU of an nv_gpu_* series.
 	labelGPUUUID = "gpu_uuid"
+	// labelModel names the model of an nv_inference_* series.
+	labelModel = "model"
 )
 
 // tritonCounters are the cumulative counters Stats' rates come from.
@@ -44,11 +46,16 @@ type tritonSample struct {
 	at         time.Time
 	hasPending bool
 	pending    float64
+	// modelPending is pending per model label.
+	modelPending map[string]float64
 	// counters maps a counter's name to its series (keyed by their label
 	// set) and their values, so that a reset is found per series: one
 	// model reloading must not look like the whole server restarting.
 	counters map[string]map[string]float64
-	devices  []Device
+	// modelOf maps a series' label set to its model label, so that the
+	// rates can be told apart per model as well as summed.
+	modelOf map[string]string
+	devices []Device
 }
 
 // parseTritonMetrics reads Prometheus text exposition format with the
@@ -59,12 +66,16 @@ func parseTritonMetrics(r io.Reader, at time.Time) (*tritonSample, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &tritonSample{at: at, counters: make(map[string]map[string]float64)}
+	s := &tritonSample{
+		at: at, counters: make(map[string]map[string]float64),
+		modelPending: make(map[string]float64), modelOf: make(map[string]string),
+	}
 	if fam, ok := families[metricPending]; ok {
 		for _, m := range fam.GetMetric() {
 			if v, ok := metricValue(m); ok {
 				s.pending += v
 				s.hasPending = true
+				s.modelPending[labelValue(m, labelModel)] += v
 			}
 		}
 	}
@@ -76,7 +87,9 @@ func parseTritonMetrics(r io.Reader, at time.Time) (*tritonSample, error) {
 		series := make(map[string]float64, len(fam.GetMetric()))
 		for _, m := range fam.GetMetric() {
 			if v, ok := metricValue(m); ok && v >= 0 {
-				series[labelKey(m)] += v
+				key := labelKey(m)
+				series[key] += v
+				s.modelOf[key] = labelValue(m, labelModel)
 			}
 		}
 		s.counters[name] = series
@@ -123,28 +136,56 @@ func tritonDevices(families map[string]*dto.MetricFamily) []Device {
 }
 
 // tritonStats makes Stats from the latest sample and, when there is one,
-// the sample before it from the same server.
+// the sample before it from the same server: the figures summed over
+// models, and each model's own (Stats.Models).
 func tritonStats(prev, cur *tritonSample) Stats {
 	st := Stats{At: cur.at, Source: SourceTritonMetrics}
+	models := make(map[string]ModelStats)
 	if cur.hasPending {
 		st.Pending = cur.pending
 		st.Reported |= FieldQueue
+		for name, v := range cur.modelPending {
+			models[name] = ModelStats{Reported: FieldQueue, Pending: v}
+		}
 	}
 	if prev != nil && len(cur.counters) > 0 {
 		if dt := cur.at.Sub(prev.at).Seconds(); dt > 0 {
-			delta := func(name string) float64 { return counterDelta(prev.counters[name], cur.counters[name]) }
-			success := delta(metricSuccess)
-			st.RequestsPerSecond = success / dt
-			st.FailuresPerSecond = delta(metricFailure) / dt
-			st.InferencesPerSecond = delta(metricInferences) / dt
-			st.ExecutionsPerSecond = delta(metricExecutions) / dt
-			if success > 0 {
-				st.QueueTimePerRequest = microseconds(delta(metricQueueUs) / success)
-				st.ComputePerExec = microseconds(delta(metricComputeInferUs) / success)
-				st.RequestTimePerRequest = microseconds(delta(metricRequestUs) / success)
+			delta := func(name string) map[string]float64 {
+				return counterDeltaByModel(prev.counters[name], cur.counters[name], cur.modelOf)
 			}
+			d := make(map[string]map[string]float64, len(tritonCounters))
+			for _, name := range tritonCounters {
+				d[name] = delta(name)
+			}
+			// total is the all-models figure; each model's goes to models.
+			total := func(name string) float64 {
+				var sum float64
+				for _, v := range d[name] {
+					sum += v
+				}
+				return sum
+			}
+			all := rates(dt, total)
+			st.QueueTimePerRequest, st.ComputePerExec, st.RequestTimePerRequest = all.QueueTimePerRequest, all.ComputePerExec, all.RequestTimePerRequest
+			st.RequestsPerSecond, st.FailuresPerSecond = all.RequestsPerSecond, all.FailuresPerSecond
+			st.InferencesPerSecond, st.ExecutionsPerSecond = all.InferencesPerSecond, all.ExecutionsPerSecond
 			st.Reported |= FieldRates
+			names := make(map[string]bool)
+			for _, name := range tritonCounters {
+				for m := range d[name] {
+					names[m] = true
+				}
+			}
+			for m := range names {
+				ms := rates(dt, func(name string) float64 { return d[name][m] })
+				ms.Pending = models[m].Pending
+				ms.Reported |= models[m].Reported
+				models[m] = ms
+			}
 		}
+	}
+	if len(models) > 0 {
+		st.Models = models
 	}
 	if len(cur.devices) > 0 {
 		st.Devices = cur.devices
@@ -157,6 +198,25 @@ func tritonStats(prev, cur *tritonSample) Stats {
 		st.Reported |= FieldGPU
 	}
 	return st
+}
+
+// rates computes the rate figures over dt seconds from delta, the growth
+// of a counter over the interval (for all models or one).
+func rates(dt float64, delta func(name string) float64) ModelStats {
+	success := delta(metricSuccess)
+	r := ModelStats{
+		Reported:            FieldRates,
+		RequestsPerSecond:   success / dt,
+		FailuresPerSecond:   delta(metricFailure) / dt,
+		InferencesPerSecond: delta(metricInferences) / dt,
+		ExecutionsPerSecond: delta(metricExecutions) / dt,
+	}
+	if success > 0 {
+		r.QueueTimePerRequest = microseconds(delta(metricQueueUs) / success)
+		r.ComputePerExec = microseconds(delta(metricComputeInferUs) / success)
+		r.RequestTimePerRequest = microseconds(delta(metricRequestUs) / success)
+	}
+	return r
 }
 
 // counterDelta is how much a counter's series grew between two samples.
@@ -176,6 +236,23 @@ func counterDelta(prev, cur map[string]float64) float64 {
 		}
 	}
 	return sum
+}
+
+// counterDeltaByModel is counterDelta per model label (modelOf maps a
+// series' label set to it).
+func counterDeltaByModel(prev, cur map[string]float64, modelOf map[string]string) map[string]float64 {
+	out := make(map[string]float64)
+	for key, c := range cur {
+		p, ok := prev[key]
+		m := modelOf[key]
+		switch {
+		case !ok || c < p:
+			out[m] += c
+		default:
+			out[m] += c - p
+		}
+	}
+	return out
 }
 
 // meanUtilization is the mean over the devices whose utilisation is known.

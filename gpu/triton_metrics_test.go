@@ -21,10 +21,14 @@ func TestParseTritonPage(t *testing.T) {
 	}
 	st := tritonStats(nil, s)
 	want := Stats{
-		At:          clockBase,
-		Source:      SourceTritonMetrics,
-		Reported:    FieldQueue | FieldGPU, // one scrape: no rates yet
-		Pending:     5,
+		At:       clockBase,
+		Source:   SourceTritonMetrics,
+		Reported: FieldQueue | FieldGPU, // one scrape: no rates yet
+		Pending:  5,
+		Models: map[string]ModelStats{
+			"colpali_image": {Reported: FieldQueue, Pending: 3},
+			"colpali_query": {Reported: FieldQueue, Pending: 2},
+		},
 		Utilization: 0.5,
 		MemoryUsed:  24 << 30,
 		MemoryTotal: 160 << 30,
@@ -70,7 +74,25 @@ func TestTritonRatesFromTwoScrapes(t *testing.T) {
 		ExecutionsPerSecond:   50,
 		RequestsPerSecond:     50,
 		FailuresPerSecond:     1,
-		Utilization:           0.9, MemoryUsed: 10e9, MemoryTotal: 80e9, GPUs: 1,
+		// Each model's own: the sums above are dominated by the image
+		// model's queue, which a query does not wait in.
+		Models: map[string]ModelStats{
+			"colpali_image": {
+				Reported: FieldAll &^ FieldGPU, Pending: 6,
+				QueueTimePerRequest:   400 * time.Millisecond,  // 8 s / 20 requests
+				ComputePerExec:        1200 * time.Millisecond, // 24 s / 20
+				RequestTimePerRequest: 2 * time.Second,         // 40 s / 20
+				RequestsPerSecond:     10, FailuresPerSecond: 1, InferencesPerSecond: 80, ExecutionsPerSecond: 10,
+			},
+			"colpali_query": {
+				Reported: FieldAll &^ FieldGPU, Pending: 1,
+				QueueTimePerRequest:   25 * time.Millisecond, // 2 s / 80 requests
+				ComputePerExec:        10 * time.Millisecond, // 0.8 s / 80
+				RequestTimePerRequest: 100 * time.Millisecond,
+				RequestsPerSecond:     40, InferencesPerSecond: 320, ExecutionsPerSecond: 40,
+			},
+		},
+		Utilization: 0.9, MemoryUsed: 10e9, MemoryTotal: 80e9, GPUs: 1,
 		Devices: []Device{{UUID: "GPU-a", Index: -1, Utilization: 0.9, MemoryUsed: 10e9, MemoryTotal: 80e9}},
 	}
 	if diff := cmp.Diff(want, st); diff != "" {
@@ -104,6 +126,11 @@ func TestTritonCounterReset(t *testing.T) {
 	}
 	if st.QueueTimePerRequest != 20*time.Millisecond { // (0.2 + 0.2) s / 20
 		t.Errorf("QueueTimePerRequest = %v, want 20ms", st.QueueTimePerRequest)
+	}
+	// Per model, a reload resets that model's figures alone.
+	if img, q := st.Models["colpali_image"], st.Models["colpali_query"]; img.RequestsPerSecond != 10 || img.QueueTimePerRequest != 20*time.Millisecond ||
+		q.RequestsPerSecond != 10 || q.QueueTimePerRequest != 20*time.Millisecond {
+		t.Errorf("per-model rates after a model reload: image %+v, query %+v; want 10/s and 20ms each", img, q)
 	}
 
 	restarted := mustParse(t, tritonPage([]tritonModel{

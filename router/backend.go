@@ -85,10 +85,8 @@ type backend struct {
 	gpu      gpu.Source
 	maxAge   time.Duration
 
-	inFlight            atomic.Int64
-	inFlightCost        atomic.Int64 // cost units x costScale
-	secondsPerCost      atomic.Uint64
-	measuredAt          atomic.Int64 // Unix nanoseconds
+	inFlight            atomic.Int64 // batches of every model
+	load                [len(kinds)]modelLoad
 	lastEstimate        atomic.Int64 // nanoseconds
 	consecutiveFailures atomic.Int64
 	picks               atomic.Uint64
@@ -100,6 +98,15 @@ type backend struct {
 	stop chan struct{} // closed when the backend leaves the pool
 
 	health health // guarded by Router.mu
+}
+
+// modelLoad is one model's score figures on a backend: what is in flight,
+// and the latency per cost unit learned from its answers.
+type modelLoad struct {
+	inFlight       atomic.Int64
+	inFlightCost   atomic.Int64 // cost units x costScale
+	secondsPerCost atomic.Uint64
+	measuredAt     atomic.Int64 // Unix nanoseconds
 }
 
 // health is a backend's health as last checked, and its ejection.
@@ -170,18 +177,30 @@ func newBackend(e Endpoint, client, prober Backend, src gpu.Source, maxAge time.
 
 var _ policy.Candidate = (*backend)(nil)
 
-func (b *backend) Addr() string          { return b.endpoint.Addr }
-func (b *backend) InFlight() int64       { return b.inFlight.Load() }
-func (b *backend) InFlightCost() float64 { return float64(b.inFlightCost.Load()) / costScale }
-func (b *backend) SecondsPerCost() float64 {
-	return math.Float64frombits(b.secondsPerCost.Load())
+func (b *backend) Addr() string    { return b.endpoint.Addr }
+func (b *backend) InFlight() int64 { return b.inFlight.Load() }
+
+// Load is kind's figures on the backend.
+func (b *backend) Load(k model.Kind) policy.Load {
+	l := &b.load[k]
+	out := policy.Load{
+		InFlight:       l.inFlight.Load(),
+		InFlightCost:   float64(l.inFlightCost.Load()) / costScale,
+		SecondsPerCost: math.Float64frombits(l.secondsPerCost.Load()),
+	}
+	if ns := l.measuredAt.Load(); ns != 0 {
+		out.MeasuredAt = time.Unix(0, ns)
+	}
+	return out
 }
 
-func (b *backend) MeasuredAt() time.Time {
-	if ns := b.measuredAt.Load(); ns != 0 {
-		return time.Unix(0, ns)
+// InFlightCost is the cost in flight summed over models.
+func (b *backend) InFlightCost() float64 {
+	var sum int64
+	for k := range b.load {
+		sum += b.load[k].inFlightCost.Load()
 	}
-	return time.Time{}
+	return float64(sum) / costScale
 }
 
 // GPU is the backend's telemetry when the source has a figure younger than
@@ -197,35 +216,63 @@ func (b *backend) GPU() (gpu.Stats, bool) {
 	return st, true
 }
 
-// begin counts a batch of cost as in flight and returns the cost that was
-// in flight ahead of it.
-func (b *backend) begin(cost float64) float64 {
+// ahead is the cost in flight ahead of a batch, per model.
+type ahead [len(kinds)]float64
+
+// begin counts a batch of kind and cost as in flight and returns the cost
+// of every model that was in flight ahead of it.
+func (b *backend) begin(kind model.Kind, cost float64) ahead {
 	b.inFlight.Add(1)
+	var out ahead
+	for k := range b.load {
+		out[k] = float64(b.load[k].inFlightCost.Load()) / costScale
+	}
+	l := &b.load[kind]
+	l.inFlight.Add(1)
 	units := int64(cost * costScale)
-	return float64(b.inFlightCost.Add(units)-units) / costScale
+	out[kind] = float64(l.inFlightCost.Add(units)-units) / costScale
+	return out
 }
 
 // end counts the batch out.
-func (b *backend) end(cost float64) {
+func (b *backend) end(kind model.Kind, cost float64) {
 	b.inFlight.Add(-1)
-	b.inFlightCost.Add(-int64(cost * costScale))
+	l := &b.load[kind]
+	l.inFlight.Add(-1)
+	l.inFlightCost.Add(-int64(cost * costScale))
 }
 
-// learn folds a successful batch's latency into the latency per cost unit.
-// The batch waited behind the cost ahead of it, so the sample is latency /
-// (ahead + cost); the estimate multiplies by the same sum, so it is
-// consistent whatever the backend's concurrency.
-func (b *backend) learn(latency time.Duration, ahead, cost float64) {
-	sample := latency.Seconds() / (ahead + cost)
+// learn folds a successful batch's latency into kind's latency per cost
+// unit. The batch waited behind the cost ahead of it, of its own model and
+// (on a shared GPU) of the others, so the sample is latency / (the cost
+// ahead, in kind's units, plus its own); the other models' cost is turned
+// into kind's units by the ratio of their latencies per cost unit (1 while
+// either is unmeasured: cost units are meant to be comparable across
+// models). The gpu_aware estimate multiplies by the same sum, so it is
+// consistent whatever the backend's concurrency and layout.
+func (b *backend) learn(kind model.Kind, latency time.Duration, ah ahead, cost float64) {
+	l := &b.load[kind]
 	for {
-		old := b.secondsPerCost.Load()
+		old := l.secondsPerCost.Load()
 		prev := math.Float64frombits(old)
+		units := ah[kind] + cost
+		for k := range ah {
+			if model.Kind(k) == kind || ah[k] == 0 {
+				continue
+			}
+			ratio := 1.0
+			if other := math.Float64frombits(b.load[k].secondsPerCost.Load()); other > 0 && prev > 0 {
+				ratio = other / prev
+			}
+			units += ah[k] * ratio
+		}
+		sample := latency.Seconds() / units
 		next := sample
 		if prev > 0 {
 			next = prev + ewmaWeight*(sample-prev)
 		}
-		if b.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
-			b.measuredAt.Store(time.Now().UnixNano())
+		if l.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
+			l.measuredAt.Store(time.Now().UnixNano())
 			return
 		}
 	}
@@ -235,21 +282,23 @@ func (b *backend) learn(latency time.Duration, ahead, cost float64) {
 // estimate, that a batch failed through the backend's fault counts as.
 const failurePenalty = 2
 
-// penalize folds a failed batch into the latency per cost unit as a sample
-// of failurePenalty times the estimate: a failure costs its caller a retry
-// or an error, so a backend failing often looks slow to the gpu_aware
-// policy and gets less traffic, even when its failures are fast (a backend
-// that fails fast is the one that fools latency-based routing), while a
-// rare failure barely moves it. Unmeasured backends are left unmeasured.
-func (b *backend) penalize() {
+// penalize folds a failed batch of kind into its latency per cost unit as
+// a sample of failurePenalty times the estimate: a failure costs its
+// caller a retry or an error, so a backend failing often looks slow to the
+// gpu_aware policy and gets less traffic, even when its failures are fast
+// (a backend that fails fast is the one that fools latency-based routing),
+// while a rare failure barely moves it. Unmeasured figures are left
+// unmeasured.
+func (b *backend) penalize(kind model.Kind) {
+	l := &b.load[kind]
 	for {
-		old := b.secondsPerCost.Load()
+		old := l.secondsPerCost.Load()
 		prev := math.Float64frombits(old)
 		if prev <= 0 {
 			return
 		}
 		next := prev + ewmaWeight*(failurePenalty*prev-prev)
-		if b.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
+		if l.secondsPerCost.CompareAndSwap(old, math.Float64bits(next)) {
 			return
 		}
 	}

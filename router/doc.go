@@ -50,9 +50,11 @@
 // round_robin and least_outstanding for comparison, and gpu_aware (the
 // default), which sends each batch where it is estimated to complete first
 // from this gateway's cost in flight there, the backend's learned latency
-// per cost unit, and its GPU telemetry (queue time, pending requests,
-// utilisation, free memory) when Deps.GPU has a fresh figure. The gpuaware
-// package's documentation argues for a full scan over power of two choices.
+// per cost unit (both per model: a page batch in flight delays the queries
+// behind it on the same GPU), and its GPU telemetry (the model's queue time
+// and pending requests, GPU utilisation, free memory) when Deps.GPU has a
+// fresh figure. The gpuaware package's documentation argues for a full
+// scan over power of two choices.
 //
 // A batch's cost is derived from its model and size: Config.QueryCost and
 // Config.ImageCost give a fixed part and a part per item in cost units

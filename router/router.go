@@ -212,14 +212,14 @@ func (r *Router) Run(ctx context.Context) error {
 // on another ready backend while the deadline has time left and the retry
 // budget allows; see the package documentation.
 func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte, priority int) ([]model.Embedding, error) {
-	batch := policy.Batch{Kind: kind, Items: len(items), Cost: r.cost(kind, len(items))}
+	batch := policy.Batch{Kind: kind, Model: r.ModelName(kind), Items: len(items), Cost: r.cost(kind, len(items))}
 	opt := triton.EmbedOptions{Priority: priority}
 	r.budget.request()
-	b, ahead, err := r.pick(batch, nil)
+	b, ah, err := r.pick(batch, nil)
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.attempt(ctx, b, ahead, batch, items, opt)
+	out, err := r.attempt(ctx, b, ah, batch, items, opt)
 	if err == nil || !retryable(err) || ctx.Err() != nil {
 		return out, err
 	}
@@ -235,7 +235,7 @@ func (r *Router) Embed(ctx context.Context, kind model.Kind, items [][]byte, pri
 		reason = retryOverloaded
 	}
 	if !r.budget.allowRetry() {
-		alt.end(batch.Cost)             // counted in flight by pick, never sent
+		alt.end(batch.Kind, batch.Cost) // counted in flight by pick, never sent
 		r.metrics.budgetExhausted.Inc() // a metric, not a log line: an outage would flood the log
 		r.logger.Debug("retry budget exhausted; not retrying", "backend", b.Addr(), "reason", reason, "err", err)
 		return nil, err
@@ -278,7 +278,7 @@ func (r *Router) cost(kind model.Kind, n int) float64 {
 // without the backend: no batch is sent on a connection its drain closed.
 // Another turn happens only when a snapshot was published during this pick,
 // which happens at the pace of health checks and DNS answers.
-func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, error) {
+func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, ahead, error) {
 	snap := r.snap.Load()
 	for {
 		cands, panicking := snap.candidates(batch.Kind)
@@ -288,14 +288,14 @@ func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, 
 			}
 		}
 		if len(cands) == 0 {
-			return nil, 0, fmt.Errorf("%w for model %s: %s", ErrNoBackend, r.ModelName(batch.Kind), r.describe(snap))
+			return nil, ahead{}, fmt.Errorf("%w for model %s: %s", ErrNoBackend, r.ModelName(batch.Kind), r.describe(snap))
 		}
 		i, est := r.policy.Pick(cands, batch)
 		b := cands[i].(*backend)
-		ahead := b.begin(batch.Cost)
+		ah := b.begin(batch.Kind, batch.Cost)
 		if now := r.snap.Load(); now != snap {
 			if c, _ := now.candidates(batch.Kind); !slices.Contains(c, policy.Candidate(b)) {
-				b.end(batch.Cost)
+				b.end(batch.Kind, batch.Cost)
 				snap = now
 				continue
 			}
@@ -307,7 +307,7 @@ func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, 
 		if est > 0 {
 			b.lastEstimate.Store(int64(est))
 		}
-		return b, ahead, nil
+		return b, ah, nil
 	}
 }
 
@@ -315,7 +315,7 @@ func (r *Router) pick(batch policy.Batch, exclude *backend) (*backend, float64, 
 // flight before it, and accounts for the outcome. An answer that breaks
 // the model contract (model.ErrBadResponse) is the model's configuration,
 // not the backend's health: it neither counts as a failure nor resets them.
-func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch policy.Batch, items [][]byte, opt triton.EmbedOptions) ([]model.Embedding, error) {
+func (r *Router) attempt(ctx context.Context, b *backend, ah ahead, batch policy.Batch, items [][]byte, opt triton.EmbedOptions) ([]model.Embedding, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		// Real time: the deadline is the caller's. At least 1µs, because
 		// no timeout parameter at all would mean no limit.
@@ -324,17 +324,17 @@ func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch p
 	start := time.Now()
 	out, err := b.client.Embed(ctx, batch.Kind, items, opt)
 	latency := time.Since(start)
-	b.end(batch.Cost)
+	b.end(batch.Kind, batch.Cost)
 	if errors.Is(err, model.ErrBadResponse) {
 		return nil, err
 	}
 	if err != nil {
-		r.failed(ctx, b, err)
+		r.failed(ctx, b, batch.Kind, err)
 		return nil, err
 	}
 	b.consecutiveFailures.Store(0)
 	b.answered.Add(1)
-	b.learn(latency, ahead, batch.Cost)
+	b.learn(batch.Kind, latency, ah, batch.Cost)
 	return out, nil
 }
 
@@ -342,13 +342,13 @@ func (r *Router) attempt(ctx context.Context, b *backend, ahead float64, batch p
 // unreachable (UNAVAILABLE) or failed the call itself; it is not when its
 // queue was full (back-pressure), when the request's own timeout passed in
 // its queue, when it rejected bad input, or when the caller gave up.
-func (r *Router) failed(ctx context.Context, b *backend, err error) {
+func (r *Router) failed(ctx context.Context, b *backend, kind model.Kind, err error) {
 	unavailable := errors.Is(err, triton.ErrUnavailable)
 	if ctx.Err() != nil || !(unavailable || errors.Is(err, triton.ErrFailed)) {
 		return
 	}
 	b.failures.Add(1)
-	b.penalize()
+	b.penalize(kind)
 	n := b.consecutiveFailures.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()

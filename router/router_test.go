@@ -23,7 +23,10 @@ import (
 	"github.com/morphik-org/colpali-gateway/triton"
 )
 
-const queryModel = "colpali_query"
+const (
+	queryModel = "colpali_query"
+	imageModel = "colpali_image"
+)
 
 func TestEmbedSendsTimeoutPriorityAndDecodes(t *testing.T) {
 	sim := startSim(t, tritonsim.Config{})
@@ -519,7 +522,8 @@ func TestGPUTelemetrySteers(t *testing.T) {
 	a := startSim(t, tritonsim.Config{})
 	b := startSim(t, tritonsim.Config{})
 	src := &fakeGPU{stats: map[string]gpu.Stats{
-		a.GRPCAddr(): {Pending: 20, QueueTimePerRequest: 200 * time.Millisecond, Utilization: 1, MemoryUsed: 1, MemoryTotal: 80},
+		a.GRPCAddr(): {Pending: 20, QueueTimePerRequest: 200 * time.Millisecond, Utilization: 1, MemoryUsed: 1, MemoryTotal: 80,
+			Models: map[string]gpu.ModelStats{queryModel: {Reported: gpu.FieldQueue | gpu.FieldRates, Pending: 20, QueueTimePerRequest: 200 * time.Millisecond}}},
 		b.GRPCAddr(): {Utilization: 0.1, MemoryUsed: 10, MemoryTotal: 80},
 	}}
 	r := startRouter(t, testConfig(gpuaware.Name, a, b), Deps{GPU: src}, 2)
@@ -545,6 +549,56 @@ func TestGPUTelemetrySteers(t *testing.T) {
 	}
 	if got := countModel(b, queryModel) - nb; got != 0 {
 		t.Errorf("backend short of memory got %d batches", got)
+	}
+}
+
+// TestPageBatchesSteerQueries: under a mixed load, queries avoid the
+// backend whose GPU is busy with page batches. Only a serves the page
+// model, so its GPU (shared by both models, as by default) always has a
+// 200 ms page batch running or queued; b's is free. A query at a waits
+// behind the pages; the policy counts them, from the pages this gateway
+// has in flight there, and sends the queries to b.
+func TestPageBatchesSteerQueries(t *testing.T) {
+	a := startSim(t, tritonsim.Config{ImageCost: tritonsim.Cost{Base: 150 * time.Millisecond, PerItem: 50 * time.Millisecond}})
+	b := startSim(t, tritonsim.Config{Faults: tritonsim.Faults{NotReady: []string{imageModel}}})
+	r := startRouter(t, testConfig(gpuaware.Name, a, b), Deps{}, 2)
+	ctx := testutil.Context(t)
+	pagesDone := make(chan []error, 1)
+	stopPages := make(chan struct{})
+	go func() {
+		var errs []error
+		for {
+			select {
+			case <-stopPages:
+				pagesDone <- errs
+				return
+			default:
+			}
+			errs = append(errs, load(ctx, r, model.Image, 2, 1, 10*time.Second)...)
+		}
+	}()
+	// Wait until a page batch is in flight, so that the first queries
+	// already see one.
+	waitFor(t, "a page batch in flight", func() bool {
+		st, _ := status(r, a.GRPCAddr())
+		return st.Models[model.Image].InFlight > 0
+	})
+	errs := load(ctx, r, model.Query, 4, 25, 10*time.Second)
+	close(stopPages)
+	errs = append(errs, <-pagesDone...)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	na, nb := countModel(a, queryModel), countModel(b, queryModel)
+	if na*5 > nb {
+		t.Errorf("query batches: %d to the backend busy with pages, %d to the free one; want at least 5 times more to the free one", na, nb)
+	}
+	if countModel(a, imageModel) == 0 {
+		t.Error("no page batch ran")
+	}
+	st, _ := status(r, a.GRPCAddr())
+	if st.Models[model.Image].LatencyPerCost == 0 || st.Models[model.Query].InFlight != 0 {
+		t.Errorf("per-model status of the page backend: %+v", st.Models)
 	}
 }
 

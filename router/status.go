@@ -36,9 +36,10 @@ type BackendStatus struct {
 	Panic bool
 	// Picks, Failures and Ejections are counts since the backend joined.
 	Picks, Failures, Ejections uint64
-	// LatencyPerCost is the learned latency per cost unit (0: not yet
-	// measured); LastEstimate the gpu_aware policy's estimated completion
-	// time of the last batch sent there.
+	// LatencyPerCost is the mean over models of the learned latency per
+	// cost unit (0: not yet measured; each model's is in Models);
+	// LastEstimate the gpu_aware policy's estimated completion time of the
+	// last batch sent there.
 	LatencyPerCost time.Duration
 	LastEstimate   time.Duration
 	// GPU is the backend's telemetry, meaningful when GPUFresh.
@@ -46,10 +47,18 @@ type BackendStatus struct {
 	GPUFresh bool
 }
 
-// ModelStatus is one model's readiness on a backend.
+// ModelStatus is one model's readiness on a backend, and this gateway's
+// figures for it there.
 type ModelStatus struct {
 	Name  string
 	Ready bool
+	// InFlight and InFlightCost are the model's batches this gateway has
+	// in flight there.
+	InFlight     int64
+	InFlightCost float64
+	// LatencyPerCost is the model's learned latency per cost unit there
+	// (0: not yet measured).
+	LatencyPerCost time.Duration
 }
 
 // Backends returns the status of every backend in the pool, draining ones
@@ -63,8 +72,7 @@ func (r *Router) Backends() []BackendStatus {
 			InFlight: b.InFlight(), InFlightCost: b.InFlightCost(),
 			ConsecutiveFailures: b.consecutiveFailures.Load(),
 			Picks:               b.picks.Load(), Failures: b.failures.Load(), Ejections: b.ejections.Load(),
-			LatencyPerCost: time.Duration(b.SecondsPerCost() * float64(time.Second)),
-			LastEstimate:   time.Duration(b.lastEstimate.Load()),
+			LastEstimate: time.Duration(b.lastEstimate.Load()),
 		}
 		st.GPU, st.GPUFresh = b.GPU()
 		r.mu.Lock()
@@ -75,8 +83,23 @@ func (r *Router) Backends() []BackendStatus {
 		for _, k := range kinds {
 			st.Panic = st.Panic || slices.Contains(s.panic[k], policy.Candidate(b))
 		}
+		var sum time.Duration
+		var measured int
 		for _, k := range kinds {
-			st.Models = append(st.Models, ModelStatus{Name: r.cfg.Models.ModelName(k), Ready: h.models[k]})
+			l := b.Load(k)
+			ms := ModelStatus{
+				Name: r.cfg.Models.ModelName(k), Ready: h.models[k],
+				InFlight: l.InFlight, InFlightCost: l.InFlightCost,
+				LatencyPerCost: time.Duration(l.SecondsPerCost * float64(time.Second)),
+			}
+			if ms.LatencyPerCost > 0 {
+				sum += ms.LatencyPerCost
+				measured++
+			}
+			st.Models = append(st.Models, ms)
+		}
+		if measured > 0 {
+			st.LatencyPerCost = sum / time.Duration(measured)
 		}
 		out = append(out, st)
 	}

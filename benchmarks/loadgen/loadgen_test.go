@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,7 +34,7 @@ func TestPlanIsPoissonAndSeeded(t *testing.T) {
 	}
 	pool := map[string]int{kindQuery: 256, kindImage: 256}
 	const rate, d = 1000.0, 100 * time.Second
-	arr := plan(rate, d, m, pool, 7)
+	arr := plan(rate, d, m, pool, 7, 0)
 	if n := float64(len(arr)); math.Abs(n-rate*d.Seconds())/(rate*d.Seconds()) > 0.02 {
 		t.Errorf("%v arrivals, want about %v", n, rate*d.Seconds())
 	}
@@ -61,10 +63,60 @@ func TestPlanIsPoissonAndSeeded(t *testing.T) {
 	if share := float64(images) / float64(len(arr)); math.Abs(share-0.1) > 0.01 {
 		t.Errorf("image share %.3f, want 0.1", share)
 	}
-	again := plan(rate, d, m, pool, 7)
-	other := plan(rate, d, m, pool, 8)
+	again := plan(rate, d, m, pool, 7, 0)
+	other := plan(rate, d, m, pool, 8, 0)
 	if len(again) != len(arr) || again[100] != arr[100] || other[100] == arr[100] {
 		t.Error("the plan does not depend on the seed alone")
+	}
+}
+
+// Dealt in blocks, a short run offers the mix asked for, whatever the
+// seed; drawn one by one, it need not (seed 1's first 153 calls hold 3
+// image calls).
+func TestPlanMixBlocks(t *testing.T) {
+	m, err := parseMix("query=90,image=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := map[string]int{kindQuery: 256, kindImage: 256}
+	for seed := uint64(1); seed <= 50; seed++ {
+		arr := plan(28, 6*time.Second, m, pool, seed, 20)
+		images := 0
+		for i, a := range arr {
+			if a.kind == kindImage {
+				images++
+			}
+			if (i+1)%20 == 0 && images != (i+1)/10 {
+				t.Fatalf("seed %d: %d image calls in the first %d, want %d", seed, images, i+1, (i+1)/10)
+			}
+		}
+		if want := float64(len(arr)) / 10; math.Abs(float64(images)-want) > 2 {
+			t.Errorf("seed %d: %d image calls in %d, want %.0f±2", seed, images, len(arr), want)
+		}
+	}
+	one, err := parseMix("query=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := plan(28, 6*time.Second, one, pool, 1, 0), plan(28, 6*time.Second, one, pool, 1, 20); !slices.Equal(a, b) {
+		t.Error("a mix of one kind plans differently with -mix-block")
+	}
+	odd, err := parseMix("query=2,image=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deck := odd.deal(10, rand.New(rand.NewPCG(1, 2)))
+	if n := slices.Index(deck, kindImage); len(deck) != 10 || n < 0 {
+		t.Fatalf("deal of 10 at 2:1 = %v", deck)
+	}
+	images := 0
+	for _, k := range deck {
+		if k == kindImage {
+			images++
+		}
+	}
+	if images != 3 { // 3.33 rounded down; the leftover call goes to the query's 0.67
+		t.Errorf("deal of 10 at 2:1 holds %d image calls, want 3", images)
 	}
 }
 

@@ -65,6 +65,7 @@ type options struct {
 	pagesPerCall          int
 	pageW, pageH          int
 	seed                  uint64
+	mixBlock              int
 	maxOutstanding        int
 }
 
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pagesPerCall, "pages-per-call", 4, "`number` of page images in each image call")
 	pageSize := fs.String("page-size", "32x32", "`WxH` pixels of each page image (large pages are noise, drawn from 8 distinct pages)")
 	fs.Uint64Var(&o.seed, "seed", 1, "`seed` of the arrival times, call kinds and payloads")
+	fs.IntVar(&o.mixBlock, "mix-block", 0, "deal call kinds in blocks of this many calls, each holding the mix's shares exactly (rounded), so that a short run offers the mix asked for; 0 draws each call's kind on its own")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "`deadline` of each call")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "how long to wait, after the last arrival, for calls in flight before canceling them")
 	fs.IntVar(&o.maxOutstanding, "max-outstanding", 4096, "calls in flight beyond which an arrival is dropped (counted, not sent) rather than let the generator itself run out of memory")
@@ -122,6 +124,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.timeout <= 0 || o.drain < 0 {
 		bad("-timeout %v and -drain %v: want a positive timeout and a non-negative drain", o.timeout, o.drain)
+	}
+	if o.mixBlock < 0 || o.mixBlock > maxItems {
+		bad("-mix-block %d: want 0 to %d", o.mixBlock, maxItems)
 	}
 	if o.maxOutstanding < 1 {
 		bad("-max-outstanding %d: want at least 1", o.maxOutstanding)
@@ -177,7 +182,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer s.close()
 
-	arrivals := plan(o.rate, o.duration, o.mix, map[string]int{kindQuery: len(queries), kindImage: len(images)}, o.seed)
+	arrivals := plan(o.rate, o.duration, o.mix, map[string]int{kindQuery: len(queries), kindImage: len(images)}, o.seed, o.mixBlock)
 	rep := Report{
 		Label: o.label, Protocol: o.protocol, Target: o.target, OfferedRate: o.rate, Duration: o.duration.String(),
 		Mix: o.mix.String(), Seed: o.seed, Planned: len(arrivals), LoadAverageStart: loadAverage(),

@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/png"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,26 +85,75 @@ func (m mix) kinds() []string {
 // (calls per second) over d: exponential gaps, each call's kind drawn from
 // the mix, all from seed, so that two runs with one seed send the same
 // calls at the same offsets whatever the system under test does.
-func plan(rate float64, d time.Duration, m mix, pool map[string]int, seed uint64) []arrival {
+//
+// With block > 0, kinds are dealt in blocks of that many consecutive calls,
+// each holding every kind in proportion to the mix (largest remainders
+// rounded up) in a random order, instead of being drawn one by one. Drawn
+// one by one, a short run's share can be far from the mix (the first 6 s of
+// seed 1 at 28 calls/s hold 3 image calls in 153, 2 % for a mix of 10 %);
+// dealt in blocks of 20, it is within one call of the mix per block. The
+// arrival times stay Poisson either way, and a mix of one kind draws the
+// same plan whatever block is.
+func plan(rate float64, d time.Duration, m mix, pool map[string]int, seed uint64, block int) []arrival {
 	r := rand.New(rand.NewPCG(seed, 0x6c6f616467656e)) // "loadgen"
 	kinds := m.kinds()
 	var out []arrival
 	var at time.Duration
+	var deck []string
 	for {
 		at += time.Duration(r.ExpFloat64() / rate * float64(time.Second))
 		if at >= d {
 			return out
 		}
-		u, kind := r.Float64(), kinds[len(kinds)-1]
-		for _, k := range kinds {
-			if u < m[k] {
-				kind = k
-				break
+		var kind string
+		if block > 0 && len(kinds) > 1 {
+			if len(deck) == 0 {
+				deck = m.deal(block, r)
 			}
-			u -= m[k]
+			kind, deck = deck[0], deck[1:]
+		} else {
+			u := r.Float64()
+			kind = kinds[len(kinds)-1]
+			for _, k := range kinds {
+				if u < m[k] {
+					kind = k
+					break
+				}
+				u -= m[k]
+			}
 		}
 		out = append(out, arrival{at: at, kind: kind, payload: r.IntN(pool[kind])})
 	}
+}
+
+// deal returns n kinds in proportion to the mix, shuffled: each kind's
+// share of n rounded down, the calls left over going to the kinds with the
+// largest remainders.
+func (m mix) deal(n int, r *rand.Rand) []string {
+	kinds := m.kinds()
+	counts := make(map[string]int, len(kinds))
+	left := n
+	for _, k := range kinds {
+		counts[k] = int(m[k] * float64(n))
+		left -= counts[k]
+	}
+	byRemainder := slices.Clone(kinds)
+	sort.SliceStable(byRemainder, func(i, j int) bool {
+		ri := m[byRemainder[i]]*float64(n) - float64(counts[byRemainder[i]])
+		rj := m[byRemainder[j]]*float64(n) - float64(counts[byRemainder[j]])
+		return ri > rj
+	})
+	for i := 0; left > 0; i, left = i+1, left-1 {
+		counts[byRemainder[i%len(byRemainder)]]++
+	}
+	deck := make([]string, 0, n)
+	for _, k := range kinds {
+		for range counts[k] {
+			deck = append(deck, k)
+		}
+	}
+	r.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+	return deck
 }
 
 // payloadPoolSize is how many distinct calls of each kind are prepared: a

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/morphik-org/colpali-gateway/gpu"
+	"github.com/morphik-org/colpali-gateway/model"
 	"github.com/morphik-org/colpali-gateway/router/policy"
 	"github.com/morphik-org/colpali-gateway/router/policy/gpuaware"
 	"github.com/morphik-org/colpali-gateway/router/policy/leastoutstanding"
@@ -17,28 +18,46 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fake is a Candidate with fixed figures.
+// fake is a Candidate with fixed figures: inFlight, cost, spc and at are
+// the query model's, image the page model's when set.
 type fake struct {
 	addr     string
 	inFlight int64
 	cost     float64
 	spc      float64
+	image    *policy.Load
 	gpu      *gpu.Stats
 	at       time.Time
 }
 
 var _ policy.Candidate = (*fake)(nil)
 
-func (f *fake) Addr() string            { return f.addr }
-func (f *fake) InFlight() int64         { return f.inFlight }
-func (f *fake) InFlightCost() float64   { return f.cost }
-func (f *fake) SecondsPerCost() float64 { return f.spc }
-func (f *fake) MeasuredAt() time.Time {
-	if f.at.IsZero() && f.spc > 0 {
-		return time.Now()
+func (f *fake) Addr() string { return f.addr }
+func (f *fake) InFlight() int64 {
+	if f.image != nil {
+		return f.inFlight + f.image.InFlight
 	}
-	return f.at
+	return f.inFlight
 }
+
+func (f *fake) Load(k model.Kind) policy.Load {
+	if k == model.Image {
+		if f.image == nil {
+			return policy.Load{}
+		}
+		l := *f.image
+		if l.MeasuredAt.IsZero() && l.SecondsPerCost > 0 {
+			l.MeasuredAt = time.Now()
+		}
+		return l
+	}
+	at := f.at
+	if at.IsZero() && f.spc > 0 {
+		at = time.Now()
+	}
+	return policy.Load{InFlight: f.inFlight, InFlightCost: f.cost, SecondsPerCost: f.spc, MeasuredAt: at}
+}
+
 func (f *fake) GPU() (gpu.Stats, bool) {
 	if f.gpu == nil {
 		return gpu.Stats{}, false
@@ -46,7 +65,14 @@ func (f *fake) GPU() (gpu.Stats, bool) {
 	return *f.gpu, true
 }
 
-var batch = policy.Batch{Cost: 5}
+var batch = policy.Batch{Kind: model.Query, Model: "colpali_query", Cost: 5}
+
+// queueStats is telemetry with the query model's queue figures.
+func queueStats(pending float64, queue time.Duration) *gpu.Stats {
+	return &gpu.Stats{Pending: pending, QueueTimePerRequest: queue, Models: map[string]gpu.ModelStats{
+		"colpali_query": {Reported: gpu.FieldQueue | gpu.FieldRates, Pending: pending, QueueTimePerRequest: queue},
+	}}
+}
 
 func TestRoundRobinRotates(t *testing.T) {
 	p := roundrobin.New()
@@ -127,7 +153,7 @@ func TestGPUAwareEstimates(t *testing.T) {
 			// Others' queue: all 10 pending are foreign, 50 ms each.
 			name: "foreign queue time counts",
 			cands: []policy.Candidate{
-				&fake{spc: 0.001, gpu: &gpu.Stats{Pending: 10, QueueTimePerRequest: 50 * time.Millisecond}},
+				&fake{spc: 0.001, gpu: queueStats(10, 50*time.Millisecond)},
 				&fake{spc: 0.003},
 			},
 			want: 1, est: 15 * time.Millisecond,
@@ -136,7 +162,7 @@ func TestGPUAwareEstimates(t *testing.T) {
 			// Our own 10 in flight explain the 10 pending: no foreign wait.
 			name: "our own queue is not counted twice",
 			cands: []policy.Candidate{
-				&fake{spc: 0.001, inFlight: 10, cost: 5, gpu: &gpu.Stats{Pending: 10, QueueTimePerRequest: 50 * time.Millisecond}},
+				&fake{spc: 0.001, inFlight: 10, cost: 5, gpu: queueStats(10, 50*time.Millisecond)},
 				&fake{spc: 0.003},
 			},
 			want: 0, est: 10 * time.Millisecond,
@@ -149,6 +175,29 @@ func TestGPUAwareEstimates(t *testing.T) {
 				&fake{spc: 0.003, gpu: &gpu.Stats{Utilization: 0}},
 			},
 			want: 1, est: 15 * time.Millisecond,
+		},
+		{
+			// 1 ms x 5 + 2 ms x 115 of pages ahead on the same GPU = 235 ms,
+			// against 3 ms x 5 = 15 ms.
+			name: "a backend busy with page batches gets no queries",
+			cands: []policy.Candidate{
+				&fake{spc: 0.001, image: &policy.Load{InFlight: 1, InFlightCost: 115, SecondsPerCost: 0.002}},
+				&fake{spc: 0.003},
+			},
+			want: 1, est: 15 * time.Millisecond,
+		},
+		{
+			// Summed over models, 10 pending waited 400 ms; the queries
+			// alone, 1 pending and 1 ms: 5 + 1 ms against 10 ms.
+			name: "the queue figures are the batch's model's",
+			cands: []policy.Candidate{
+				&fake{spc: 0.001, gpu: &gpu.Stats{Pending: 10, QueueTimePerRequest: 400 * time.Millisecond, Models: map[string]gpu.ModelStats{
+					"colpali_query": {Reported: gpu.FieldQueue | gpu.FieldRates, Pending: 1, QueueTimePerRequest: time.Millisecond},
+					"colpali_image": {Reported: gpu.FieldQueue | gpu.FieldRates, Pending: 9, QueueTimePerRequest: 450 * time.Millisecond},
+				}}},
+				&fake{spc: 0.002},
+			},
+			want: 0, est: 6 * time.Millisecond,
 		},
 		{
 			name: "short of GPU memory is avoided",
@@ -176,6 +225,32 @@ func TestGPUAwareEstimates(t *testing.T) {
 				t.Errorf("estimate %v, want %v", est, tc.est)
 			}
 		})
+	}
+}
+
+// Each model learns its own speed: a backend fast on queries and slow on
+// pages gets the queries and not the pages.
+func TestGPUAwarePerModelSpeed(t *testing.T) {
+	p, err := gpuaware.New(gpuaware.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cands := []policy.Candidate{
+		&fake{spc: 0.001, image: &policy.Load{SecondsPerCost: 0.004}},
+		&fake{spc: 0.002, image: &policy.Load{SecondsPerCost: 0.002}},
+	}
+	if i, est := p.Pick(cands, batch); i != 0 || est != 5*time.Millisecond {
+		t.Errorf("query batch: picked %d (%v), want 0 (5ms)", i, est)
+	}
+	pages := policy.Batch{Kind: model.Image, Model: "colpali_image", Items: 4, Cost: 100}
+	if i, est := p.Pick(cands, pages); i != 1 || est != 200*time.Millisecond {
+		t.Errorf("page batch: picked %d (%v), want 1 (200ms)", i, est)
+	}
+	// A model nobody has measured borrows the configured prior, not the
+	// other model's figures.
+	cands = []policy.Candidate{&fake{spc: 0.01}, &fake{spc: 0.01, image: &policy.Load{InFlight: 1, InFlightCost: 10}}}
+	if i, est := p.Pick(cands, pages); i != 0 || est != 100*time.Millisecond {
+		t.Errorf("unmeasured page model: picked %d (%v), want 0 (100ms at the 1ms prior)", i, est)
 	}
 }
 

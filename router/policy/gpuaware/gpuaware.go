@@ -3,31 +3,41 @@
 //
 // # The estimate
 //
-// For a batch of cost c (in the router's cost units) on backend b:
+// Every figure is per (backend, model): the query and page models differ in
+// cost by orders of magnitude, and a backend's speed can differ between
+// them. For a batch of model k and cost c (in the router's cost units) on
+// backend b:
 //
-//	est(b) = spc(b) * (inflight_cost(b) + c) + foreign_wait(b)
+//	est(b) = spc_k(b) * (inflight_k(b) + c) + sum over the other models j of spc_j(b) * inflight_j(b) + foreign_wait_k(b)
 //
-// spc(b) is b's latency per cost unit, learned by the router from b's own
-// answers (an EWMA of latency / (cost in flight ahead + cost)), so a GPU
-// three times slower shows up as a spc three times larger without anyone
-// configuring speeds (a batch that failed through the backend's fault
-// counts as a sample of twice the estimate, so a backend that fails often
-// looks slow even when it fails fast); a backend not yet measured borrows the mean of the
-// measured ones, and so does a backend whose figure is older than
-// Config.Remeasure: a backend judged slow gets few batches, so without this
-// it would never be measured again after it recovered; treated as average,
-// it gets a batch as soon as the others are busier, and is re-measured.
-// inflight_cost(b) is what this gateway has in flight there,
-// counted with atomics as batches leave and return, so it is exact and
-// current. foreign_wait(b) is the queueing this gateway did not cause, from
-// b's telemetry when it is fresh: Triton's mean queue time per request,
-// scaled by the share of Triton's pending requests that are not ours; when
-// no queue figure is reported, the GPU's utilisation u stands in for it as
-// an M/M/1 wait spc*c*u/(1-u) (u capped at 0.9), counted only while this
-// gateway has nothing in flight there (otherwise the utilisation is our
-// own load, already counted). A backend whose GPU has less free memory than
-// Config.MinFreeMemoryFraction of its total is avoided while any other
-// candidate has enough: a batch there risks an out-of-memory failure.
+// spc_k(b) is k's latency per cost unit on b, learned by the router from
+// b's own answers (an EWMA of latency / the cost ahead of the batch, in k's
+// units, plus its own), so a GPU three times slower shows up as a spc
+// three times larger without anyone configuring speeds (a batch that
+// failed through the backend's fault counts as a sample of twice the
+// estimate, so a backend that fails often looks slow even when it fails
+// fast); a figure not yet measured borrows the mean of the measured ones of
+// the same model, and so does one older than Config.Remeasure: a backend
+// judged slow gets few batches, so without this it would never be
+// measured again after it recovered; treated as average, it gets a batch
+// as soon as the others are busier, and is re-measured.
+// inflight_k(b) is the cost of k's batches this gateway has in flight
+// there, counted with atomics as batches leave and return, so it is exact
+// and current. The other models' batches in flight count too, each at its
+// own model's latency per cost unit: both models share the GPU (Triton runs
+// them on the same device unless the instance groups say otherwise), so a
+// page batch of 400 ms there delays the queries behind it; where they do
+// not share it, the learned spc_k absorbs the difference, since it is
+// learned against the same sum. foreign_wait_k(b) is the queueing this gateway did not
+// cause, from b's telemetry when it is fresh: Triton's mean queue time per
+// request of model k, scaled by the share of k's pending requests there
+// that are not ours; when no queue figure is reported for k, the GPU's
+// utilisation u stands in for it as an M/M/1 wait spc*c*u/(1-u) (u capped
+// at 0.9), counted only while this gateway has nothing in flight there
+// (otherwise the utilisation is our own load, already counted). A backend
+// whose GPU has less free memory than Config.MinFreeMemoryFraction of its
+// total is avoided while any other candidate has enough: a batch there
+// risks an out-of-memory failure.
 //
 // # Full scan, not power of two choices
 //
@@ -135,7 +145,7 @@ func (p *Policy) Name() string { return Name }
 // enough free GPU memory.
 func (p *Policy) Pick(cands []policy.Candidate, b policy.Batch) (int, time.Duration) {
 	now := time.Now()
-	prior := p.prior(cands)
+	prior := p.priors(cands)
 	n := len(cands)
 	start := int(p.start.Add(1) % uint64(n)) // #nosec G115 -- the remainder of a division by n is below n, an int
 	best, bestEst, bestLow := -1, 0.0, true
@@ -151,47 +161,70 @@ func (p *Policy) Pick(cands []policy.Candidate, b policy.Batch) (int, time.Durat
 }
 
 // Estimate is the completion time the policy expects for b on c, with prior
-// as the latency per cost unit if c has not been measured.
+// as the latency per cost unit of every model c has no fresh figure for.
 func (p *Policy) Estimate(c policy.Candidate, b policy.Batch, prior float64) time.Duration {
-	est, _ := p.estimate(c, b, prior, time.Now())
+	var priors [len(policy.Kinds)]float64
+	for i := range priors {
+		priors[i] = prior
+	}
+	est, _ := p.estimate(c, b, priors, time.Now())
 	return time.Duration(est * float64(time.Second))
 }
 
-// prior is the mean measured latency per cost unit of cands, or the
-// configured prior when none is measured: an unmeasured backend is assumed
-// average, so it is tried (and measured) as soon as it is the least loaded.
-func (p *Policy) prior(cands []policy.Candidate) float64 {
-	sum, n := 0.0, 0
-	for _, c := range cands {
-		if s := c.SecondsPerCost(); s > 0 {
-			sum += s
-			n++
+// priors is each model's mean measured latency per cost unit over cands,
+// or the configured prior for a model none has measured: an unmeasured
+// backend is assumed average, so it is tried (and measured) as soon as it
+// is the least loaded.
+func (p *Policy) priors(cands []policy.Candidate) [len(policy.Kinds)]float64 {
+	var out [len(policy.Kinds)]float64
+	for i, k := range policy.Kinds {
+		sum, n := 0.0, 0
+		for _, c := range cands {
+			if l := c.Load(k); l.SecondsPerCost > 0 {
+				sum += l.SecondsPerCost
+				n++
+			}
+		}
+		out[i] = p.cfg.SecondsPerCost
+		if n > 0 {
+			out[i] = sum / float64(n)
 		}
 	}
-	if n == 0 {
-		return p.cfg.SecondsPerCost
-	}
-	return sum / float64(n)
+	return out
+}
+
+func (p *Policy) fresh(l policy.Load, now time.Time) bool {
+	return l.SecondsPerCost > 0 && now.Sub(l.MeasuredAt) <= p.cfg.Remeasure
 }
 
 // estimate returns the estimated completion time in seconds and whether the
 // backend is short of GPU memory.
-func (p *Policy) estimate(c policy.Candidate, b policy.Batch, prior float64, now time.Time) (float64, bool) {
-	spc := c.SecondsPerCost()
-	if spc <= 0 || now.Sub(c.MeasuredAt()) > p.cfg.Remeasure {
-		spc = prior
+func (p *Policy) estimate(c policy.Candidate, b policy.Batch, prior [len(policy.Kinds)]float64, now time.Time) (float64, bool) {
+	var est, spc float64
+	var own policy.Load
+	for i, k := range policy.Kinds {
+		l := c.Load(k)
+		s := prior[i]
+		if p.fresh(l, now) {
+			s = l.SecondsPerCost
+		}
+		if k == b.Kind {
+			own, spc = l, s
+			est += s * (l.InFlightCost + b.Cost)
+		} else {
+			est += s * l.InFlightCost
+		}
 	}
-	est := spc * (c.InFlightCost() + b.Cost)
 	st, ok := c.GPU()
 	if !ok {
 		return est, false
 	}
-	inFlight := float64(c.InFlight())
+	m, _ := st.Model(b.Model)
 	switch {
-	case st.QueueTimePerRequest > 0 && st.Pending > 0:
-		foreign := min(max(1-inFlight/st.Pending, 0), 1)
-		est += foreign * st.QueueTimePerRequest.Seconds()
-	case st.QueueTimePerRequest == 0 && inFlight == 0 && st.Utilization > 0:
+	case m.QueueTimePerRequest > 0 && m.Pending > 0:
+		foreign := min(max(1-float64(own.InFlight)/m.Pending, 0), 1)
+		est += foreign * m.QueueTimePerRequest.Seconds()
+	case m.QueueTimePerRequest == 0 && c.InFlight() == 0 && st.Utilization > 0:
 		u := min(st.Utilization, maxUtilization)
 		est += spc * b.Cost * u / (1 - u)
 	}

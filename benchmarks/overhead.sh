@@ -42,13 +42,13 @@ bin/tritonsim -grpc-addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -instances 4 -gpu
 sim_pid=$!
 pids+=("$sim_pid")
 sim=$(log_field "$tmp/sim.log" grpc_addr)
-# start_gateway BINARY NAME: starts a gateway; sets NAME_pid, NAME_grpc and
+# start_gateway BINARY NAME [FLAGS...]: starts a gateway; sets NAME_pid, NAME_grpc and
 # NAME_http. Info-level logs as in production. No document storage: the
 # database URL points at a closed port (the embedded Postgres takes more than
 # log_field's 10 s to start on a busy machine, and embeddings never need it).
 start_gateway() {
 	"$1" -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addr "$sim" -log-format json \
-		-batching-mode none -database-url postgres://127.0.0.1:1/none >"$tmp/$2.log" 2>&1 &
+		-batching-mode none -database-url postgres://127.0.0.1:1/none "${@:3}" >"$tmp/$2.log" 2>&1 &
 	pids+=("$!")
 	printf -v "$2_pid" %s "$!"
 	printf -v "$2_grpc" %s "$(log_field "$tmp/$2.log" grpc_addr)"
@@ -60,7 +60,9 @@ start_gateway() {
 		sleep 0.1
 	done
 }
-start_gateway bin/gateway gw
+# This build's gateway: no credentials (loopback), its admin listener on a
+# free port; a BASELINE build may predate both flags and gets neither.
+start_gateway bin/gateway gw -auth none -admin-addr 127.0.0.1:0
 paths=(direct forwarder gateway-grpc gateway-grpc-lg gateway-rest-lg)
 if [ -n "${BASELINE:-}" ]; then
 	baseline_rev=$(git rev-parse --short "$BASELINE")

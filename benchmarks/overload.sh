@@ -54,7 +54,7 @@ sim_metrics=$(log_field "$tmp/sim.log" metrics_addr)
 declare -A grpc http pid
 for mode in on off; do
 	# Info-level logs, one line per call, as in production: part of the cost.
-	GOMEMLIMIT=$MEMLIMIT bin/gateway -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -triton-addrs "$sim=$sim_metrics" \
+	GOMEMLIMIT=$MEMLIMIT bin/gateway -auth none -grpc-addr 127.0.0.1:0 -http-addr 127.0.0.1:0 -admin-addr 127.0.0.1:0 -triton-addrs "$sim=$sim_metrics" \
 		-log-format json -data-dir "" -admission="$([ "$mode" = on ] && echo true || echo false)" >"$tmp/gw-$mode.log" 2>&1 &
 	pids+=($!)
 	pid[$mode]=$!

@@ -70,14 +70,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	st, closeDB, err := openStore(ctx, d, logger)
+	st, closeDB, err := openMigrated(ctx, d, logger)
 	if err != nil {
-		return err
+		return fmt.Errorf("keys: %w", err)
 	}
 	defer closeDB()
-	if err := st.Migrate(ctx); err != nil {
-		return fmt.Errorf("keys: migrate: %w", err)
-	}
 	url, schema := st.Database()
 	ks, err := apikey.Open(ctx, apikey.Config{URL: url, Schema: schema}, nil, logger)
 	if err != nil {

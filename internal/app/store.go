@@ -124,14 +124,25 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, getenv func(s
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	st, closeDB, err := openStore(ctx, d, logger)
+	_, closeDB, err := openMigrated(ctx, d, logger)
 	if err != nil {
 		return err
 	}
-	defer closeDB()
-	if err := st.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
+	closeDB()
 	logger.Info("database migrated")
 	return nil
+}
+
+// openMigrated is openStore, then the migrations applied: what the
+// commands that act on the database (migrate, keys) start with.
+func openMigrated(ctx context.Context, d dbFlags, logger *slog.Logger) (*store.Store, func(), error) {
+	st, closeDB, err := openStore(ctx, d, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		closeDB()
+		return nil, nil, fmt.Errorf("migrate: %w", err)
+	}
+	return st, closeDB, nil
 }

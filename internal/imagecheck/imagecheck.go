@@ -2,6 +2,11 @@
 // without decoding it into a bitmap, so that checking an image costs
 // memory independent of its size.
 //
+// This file runs a little over 400 lines on purpose: the PNG walker
+// (chunks, CRCs, the zlib stream, filter bytes) and the JPEG walker
+// (markers to EOI) are each one reading of a format's structure, easier
+// to check against the specification whole than split.
+//
 // # What is checked, and why that is enough
 //
 // The gateway checks images so that a bad one is refused with a message

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
-	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/store"
 )
@@ -37,17 +36,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	testDatabaseURL = os.Getenv("TEST_DATABASE_URL")
-	if testDatabaseURL == "" {
-		srv, err := embeddedpg.Start(context.Background(), embeddedpg.Config{StartTimeout: testutil.StartTimeout})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "store tests need the embedded Postgres (make install):", err)
-			return 1
-		}
-		defer func() { _ = srv.Stop() }()
-		testDatabaseURL = srv.URL()
-		usingEmbedded = true
+	url, embedded, stop, err := testutil.Database(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "store tests:", err)
+		return 1
 	}
+	defer stop()
+	testDatabaseURL, usingEmbedded = url, embedded
 	return m.Run()
 }
 

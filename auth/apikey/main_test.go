@@ -12,7 +12,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/morphik-org/colpali-gateway/auth/apikey"
-	"github.com/morphik-org/colpali-gateway/internal/embeddedpg"
 	"github.com/morphik-org/colpali-gateway/internal/testutil"
 	"github.com/morphik-org/colpali-gateway/store"
 )
@@ -33,16 +32,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	testDatabaseURL = os.Getenv("TEST_DATABASE_URL")
-	if testDatabaseURL == "" {
-		srv, err := embeddedpg.Start(context.Background(), embeddedpg.Config{StartTimeout: testutil.StartTimeout})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "apikey tests need the embedded Postgres (make install):", err)
-			return 1
-		}
-		defer func() { _ = srv.Stop() }()
-		testDatabaseURL = srv.URL()
+	url, _, stop, err := testutil.Database(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apikey tests:", err)
+		return 1
 	}
+	defer stop()
+	testDatabaseURL = url
 	return m.Run()
 }
 

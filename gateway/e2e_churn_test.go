@@ -166,23 +166,3 @@ func readyCount(r *router.Router) int {
 	}
 	return n
 }
-
-// startRouterWithConfig runs a router with cfg and deps, stopped in
-// t.Cleanup.
-func startRouterWithConfig(t *testing.T, cfg router.Config, deps router.Deps) *router.Router {
-	t.Helper()
-	r, err := router.New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return r
-}

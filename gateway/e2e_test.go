@@ -75,13 +75,10 @@ func startSim(t *testing.T, cfg tritonsim.Config) *tritonsim.Server {
 	return sim
 }
 
-// startRouterWith is startRouter with deps.
-func startRouterWith(t *testing.T, deps router.Deps, sims ...*tritonsim.Server) *router.Router {
+// startRouterWithConfig runs a router with cfg and deps, stopped in
+// t.Cleanup.
+func startRouterWithConfig(t *testing.T, cfg router.Config, deps router.Deps) *router.Router {
 	t.Helper()
-	cfg := router.Config{HealthInterval: 20 * time.Millisecond}
-	for _, s := range sims {
-		cfg.Static = append(cfg.Static, router.Endpoint{Addr: s.GRPCAddr(), MetricsURL: "http://" + s.MetricsAddr() + "/metrics"})
-	}
 	r, err := router.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +92,17 @@ func startRouterWith(t *testing.T, deps router.Deps, sims ...*tritonsim.Server) 
 			t.Error(err)
 		}
 	})
+	return r
+}
+
+// startRouterWith is startRouter with deps.
+func startRouterWith(t *testing.T, deps router.Deps, sims ...*tritonsim.Server) *router.Router {
+	t.Helper()
+	cfg := router.Config{HealthInterval: 20 * time.Millisecond}
+	for _, s := range sims {
+		cfg.Static = append(cfg.Static, router.Endpoint{Addr: s.GRPCAddr(), MetricsURL: "http://" + s.MetricsAddr() + "/metrics"})
+	}
+	r := startRouterWithConfig(t, cfg, deps)
 	// Wait for the first health check of every backend, so calls do not
 	// race it.
 	testutil.Eventually(t, "the first health check of every backend", func() bool {

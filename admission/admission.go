@@ -179,22 +179,23 @@ func (c *Controller) Admit(r Request) (*Permit, error) {
 }
 
 // Check refuses a call of class at once, as Admit would, when the class
-// is at its limit even for the most urgent level, and returns nil
-// otherwise, reserving nothing: a cheap early test for a front end (the
-// REST side) that would otherwise decode a call only to see it refused.
-// The call must still go through Admit.
-func (c *Controller) Check(class Class) error {
+// is at its limit for the call's priority level (of levels, as in
+// Request), and returns nil otherwise, reserving nothing: a cheap early
+// test for a front end (the REST side) that would otherwise decode a call
+// only to see it refused. A front end that cannot tell the level passes 1,
+// the most urgent. The call must still go through Admit.
+func (c *Controller) Check(class Class, level, levels int) error {
 	l, ok := c.classes[class]
 	if !ok {
 		return errclass.Errorf(errclass.Internal, "admission: unknown class %q", class)
 	}
 	l.mu.Lock()
-	inFlight, allowed, limit := l.inFlight, l.allowedLocked(1, 1), int(l.limit)
+	inFlight, allowed, limit := l.inFlight, l.allowedLocked(level, levels), int(l.limit)
 	l.mu.Unlock()
 	if inFlight < allowed {
 		return nil
 	}
-	return c.concurrencyError(class, l, inFlight, allowed, 1, limit)
+	return c.concurrencyError(class, l, inFlight, allowed, level, limit)
 }
 
 func (c *Controller) concurrencyError(class Class, l *limiter, inFlight, allowed, level, limit int) error {

@@ -54,8 +54,8 @@ func (s *Server) adminHandler(grpcSrv *grpc.Server) http.Handler {
 // its own.
 func (s *Server) newAdminGRPC() *grpc.Server {
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(loggingInterceptor(s.deps.Logger)),
-		grpc.ChainStreamInterceptor(streamLoggingInterceptor(s.deps.Logger)),
+		grpc.ChainUnaryInterceptor(loggingInterceptor(s.deps.Logger, s.refusals)),
+		grpc.ChainStreamInterceptor(streamLoggingInterceptor(s.deps.Logger, s.refusals)),
 	)
 	if s.deps.Backends != nil {
 		colpaliv1.RegisterBackendServiceServer(srv, &backendService{backends: s.deps.Backends})

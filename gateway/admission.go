@@ -1,14 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/morphik-org/colpali-gateway/admission"
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
@@ -222,40 +223,70 @@ func (a *admitter) level(kind model.Kind, asked uint32) (level, levels int) {
 	return level, levels
 }
 
-// restClasses are the admission classes of the REST routes that Admit
-// covers, by method and path.
-var restClasses = map[string]admission.Class{
-	"POST /v1/queries:embed":    admission.Query,
-	"POST /v1/images:embed":     admission.Image,
-	"POST /v1/documents:search": admission.Search,
-	"POST /v1/documents":        admission.Ingest,
+// restRoute is what the REST side's early admission test knows of a route.
+type restRoute struct {
+	class admission.Class
+	// kind is the model whose priority levels apply; levels is false for
+	// a class whose calls all have the whole limit (ingestion).
+	kind   model.Kind
+	levels bool
+	// priority: the request body may carry a "priority" field.
+	priority bool
 }
 
-// restAdmission refuses a REST call whose class is at its limit before
-// grpc-gateway reads and decodes its body and forwards it over the
-// loopback connection: under overload those are most of a refused REST
-// call's cost, spent by the CPU the admitted calls need. The answer is the
-// edge's own (toStatus), in grpc-gateway's JSON error shape. Calls that
-// pass are admitted, or not, by the gRPC interceptor as usual.
+// admittedRoutes are the REST routes that Admit covers, by method and path.
+var admittedRoutes = map[string]restRoute{
+	"POST /v1/queries:embed":    {class: admission.Query, kind: model.Query, levels: true, priority: true},
+	"POST /v1/images:embed":     {class: admission.Image, kind: model.Image, levels: true, priority: true},
+	"POST /v1/documents:search": {class: admission.Search, kind: model.Query, levels: true},
+	"POST /v1/documents":        {class: admission.Ingest},
+}
+
+// peekLimit is the largest REST body the early admission test reads to
+// find out whether the call asks for a priority level: a query call's
+// body, not a page image's.
+const peekLimit = 64 << 10
+
+// restAdmission refuses a REST call whose class is at its limit for the
+// call's priority level before grpc-gateway decodes its body and runs it
+// through the interceptors: under overload those are most of a refused
+// REST call's cost, spent by the CPU that the admitted calls need. The
+// answer is the edge's own (toStatus), in grpc-gateway's JSON error shape.
+// Calls that pass are admitted, or not, by the gRPC interceptor as usual.
+//
+// The level is the one the gRPC side will give the call: the model's
+// default when the body carries no "priority" field, which a small body is
+// searched for (a large one, or one that asks for a level, is tested at the
+// most urgent level: the test never refuses a call that Admit would take;
+// a key spelt with JSON escapes is taken as no priority).
 func (s *Server) restAdmission() runtime.Middleware {
 	return func(next runtime.HandlerFunc) runtime.HandlerFunc {
 		if s.deps.Admission == nil {
 			return next
 		}
+		a := newAdmitter(s.deps.Admission, s.cfg, s.deps.Embedder)
 		return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-			class, ok := restClasses[r.Method+" "+r.URL.Path]
+			route, ok := admittedRoutes[r.Method+" "+r.URL.Path]
 			if !ok {
 				next(w, r, params)
 				return
 			}
-			err := s.deps.Admission.Check(class)
+			level, levels := 1, 1
+			if route.levels {
+				level, levels = a.level(route.kind, 0)
+				if route.priority && level > 1 && !defaultPriority(r) {
+					level = 1
+				}
+			}
+			err := s.deps.Admission.Check(route.class, level, levels)
 			if err == nil {
 				next(w, r, params)
 				return
 			}
 			st := status.Convert(toStatus(r.Context(), s.deps.Logger, err))
-			body, merr := protojson.Marshal(st.Proto())
-			if merr != nil { // a status always marshals; keep the code regardless
+			s.refusals.note(r.Context(), r.Method+" "+r.URL.Path, st.Err())
+			body, merr := appendStatusJSON(nil, st.Proto())
+			if merr != nil { // the details are the edge's own; keep the code regardless
 				body = []byte(`{"code":8,"message":"overloaded"}`)
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -263,4 +294,23 @@ func (s *Server) restAdmission() runtime.Middleware {
 			_, _ = w.Write(body)
 		}
 	}
+}
+
+// defaultPriority reports whether r's JSON body surely asks for no
+// priority level: it is at most peekLimit bytes, and holds no "priority"
+// key. It reads the body and puts back a reader of what it read.
+func defaultPriority(r *http.Request) bool {
+	if r.ContentLength <= 0 || r.ContentLength > peekLimit {
+		return false
+	}
+	body := make([]byte, r.ContentLength)
+	n, err := io.ReadFull(r.Body, body)
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(body[:n]), r.Body), r.Body}
+	return err == nil && !bytes.Contains(body, []byte(`"priority"`))
+}
+
+// readCloser reads from Reader and closes Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }

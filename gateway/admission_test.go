@@ -128,6 +128,70 @@ func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
 	}
 }
 
+// defaultLevelEmbedder is a leveledEmbedder with a default level, as the
+// batcher.
+type defaultLevelEmbedder struct {
+	leveledEmbedder
+	level int
+}
+
+func (d defaultLevelEmbedder) DefaultPriority(model.Kind) int { return d.level }
+
+// The REST side refuses a call at its limit before decoding it, at the
+// level the gRPC side would give it: the default level when the body asks
+// for none, and never a call that asks for a level Admit would take.
+func TestRESTAdmissionAtTheCallsLevel(t *testing.T) {
+	release := make(chan struct{})
+	var entered sync.WaitGroup
+	entered.Add(3)
+	var mu sync.Mutex
+	blocked := 0
+	fake := &fakeEmbedder{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
+		mu.Lock()
+		block := blocked < 3
+		blocked++
+		mu.Unlock()
+		if block {
+			entered.Done()
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return constantEmbeddings(len(items), 1, 2), nil
+	}}
+	// Limit 4: 3 calls at the default level 2 (of 3), 4 at level 1.
+	g := startGateway(t, Config{}, Deps{Embedder: defaultLevelEmbedder{leveledEmbedder{fake, 3}, 2}, Admission: fixedAdmission(t, 4, 1<<30)})
+	ctx := testContext(t)
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	defer close(release)
+	for range 3 {
+		calls.Go(func() {
+			if _, err := g.client.EmbedQueries(ctx, &colpaliv1.EmbedQueriesRequest{Queries: []string{"q"}}); err != nil {
+				t.Errorf("admitted call: %v", err)
+			}
+		})
+	}
+	entered.Wait()
+
+	// An unknown field would be a 400 once decoded: a 429 says the call
+	// was refused before.
+	code, body, _ := g.post(t, "/v1/queries:embed", `{"queries":["q"],"no_such_field":1}`)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(body), "allowed at priority 2") {
+		t.Errorf("default level at its limit: HTTP %d %s; want 429 before decoding", code, body)
+	}
+	code, body, _ = g.post(t, "/v1/queries:embed", `{"queries":["q"],"priority":3}`)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(body), "allowed at priority 3") {
+		t.Errorf("level 3 at its limit: HTTP %d %s; want 429 from Admit", code, body)
+	}
+	code, body, _ = g.post(t, "/v1/queries:embed", `{"queries":["q"],"priority":1}`)
+	if code != http.StatusOK {
+		t.Errorf("level 1 under its limit: HTTP %d %s; want 200", code, body)
+	}
+}
+
 func TestAdmissionReleasesOnEveryPath(t *testing.T) {
 	var mode string
 	fake := &fakeEmbedder{embed: func(_ context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {

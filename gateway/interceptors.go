@@ -89,13 +89,13 @@ var quietMethods = map[string]bool{
 
 // loggingInterceptor gives each call a request id (echoed in the response
 // header) and a logger carrying it, and logs the call's outcome once.
-func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
+func loggingInterceptor(base *slog.Logger, refusals *refusalLog) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		call := &callInfo{id: requestID(ctx), method: info.FullMethod, base: base}
 		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, call.id))
 		start := time.Now()
 		resp, err := handler(context.WithValue(ctx, requestKey{}, call), req)
-		logOutcome(ctx, call, start, err)
+		logOutcome(ctx, call, start, err, refusals)
 		return resp, err
 	}
 }
@@ -104,12 +104,16 @@ func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
 // look at (INTERNAL, UNKNOWN, DATA_LOSS) at error level, other failures at
 // warn, successes and probes at debug. Successes are the bulk of the calls
 // and the metrics count and time them already; at info level they cost no
-// more than the level check.
-func logOutcome(ctx context.Context, call *callInfo, start time.Time, err error) {
+// more than the level check. Refusals of an overloaded gateway
+// (RESOURCE_EXHAUSTED) are logged at debug too, and summed up in refusals'
+// warn line.
+func logOutcome(ctx context.Context, call *callInfo, start time.Time, err error, refusals *refusalLog) {
 	code := status.Code(err)
 	level := slog.LevelDebug
 	switch {
 	case err == nil || quietMethods[call.method]:
+	case code == codes.ResourceExhausted:
+		refusals.note(ctx, call.method, err)
 	case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
 		level = slog.LevelError
 	default:
@@ -154,14 +158,14 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 
 // streamLoggingInterceptor is loggingInterceptor for streaming calls: a
 // request id, a logger carrying it, and one log line with the outcome.
-func streamLoggingInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
+func streamLoggingInterceptor(base *slog.Logger, refusals *refusalLog) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
 		call := &callInfo{id: requestID(ctx), method: info.FullMethod, base: base}
 		_ = ss.SetHeader(metadata.Pairs(requestIDHeader, call.id))
 		start := time.Now()
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: context.WithValue(ctx, requestKey{}, call)})
-		logOutcome(ctx, call, start, err)
+		logOutcome(ctx, call, start, err, refusals)
 		return err
 	}
 }

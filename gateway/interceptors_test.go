@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/morphik-org/colpali-gateway/internal/clock"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -32,7 +33,7 @@ func TestLogOutcomeLevels(t *testing.T) {
 			var buf bytes.Buffer
 			base := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: c.level}))
 			call := &callInfo{id: "r1", method: c.method, base: base}
-			logOutcome(context.Background(), call, time.Now(), c.err)
+			logOutcome(context.Background(), call, time.Now(), c.err, newRefusalLog(base, clock.System{}))
 			got := buf.String()
 			if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
 				t.Errorf("log %q, want %q", got, c.want)

@@ -2,16 +2,18 @@ package gateway
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 
 	colpaliv1 "github.com/morphik-org/colpali-gateway/gen/colpali/v1"
 )
 
 // restMarshaler is grpc-gateway's JSONPb with a direct path for the
-// embedding responses, the bulk of the REST traffic's bytes. protojson
+// embedding responses, the bulk of the REST traffic's bytes, and for error
+// statuses, the bulk of its answers under overload. protojson
 // walks the message by reflection and writes the packed vectors as a base64
 // string that it then scans again for characters to escape (there are none
 // in base64); written directly, the same JSON costs a fraction of it. The
@@ -31,6 +33,10 @@ func (m restMarshaler) Marshal(v any) ([]byte, error) {
 	case *colpaliv1.EmbedImagesResponse:
 		if packed(r.GetEmbeddings()) {
 			return appendEmbedResponse(nil, r.GetEmbeddings(), r.GetModel()), nil
+		}
+	case *spb.Status: // every error's body (reststatus.go)
+		if b, err := appendStatusJSON(nil, r); err == nil {
+			return b, nil
 		}
 	}
 	return m.JSONPb.Marshal(v)
@@ -120,9 +126,49 @@ func appendMultiVector(b []byte, e *colpaliv1.MultiVector) []byte {
 	return append(b, '}')
 }
 
-// appendJSONString appends s as a JSON string. Model names are short;
-// encoding/json escapes them correctly (and cannot fail on a string).
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD (as
+// encoding/json does), everything else as is. Error messages are on the
+// path of every refusal, where encoding/json's allocations showed.
 func appendJSONString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s)
-	return append(b, q...)
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0 // s[start:i] is yet to be copied
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, s[start:i]...)
+				b = append(b, `\ufffd`...)
+				i += size
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, `\n`...)
+		case '\r':
+			b = append(b, `\r`...)
+		case '\t':
+			b = append(b, `\t`...)
+		default:
+			b = append(b, `\u00`...)
+			b = append(b, hex[c>>4], hex[c&0xf])
+		}
+		i++
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

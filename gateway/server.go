@@ -88,6 +88,7 @@ type Server struct {
 	// registerDocuments registers the DocumentService, real or not.
 	registerDocuments func(grpc.ServiceRegistrar)
 	images            *imageChecker // shared by the services: one bound on decodes
+	refusals          *refusalLog   // the summary of refused calls, gRPC and REST
 
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
@@ -150,7 +151,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, deps: deps, images: images, registerDocuments: registerDocuments, health: health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet")}, nil
+	return &Server{
+		cfg: cfg, deps: deps, images: images, registerDocuments: registerDocuments,
+		refusals: newRefusalLog(deps.Logger, deps.Clock),
+		health:   health.NewServer(), stopping: make(chan struct{}), ready: errors.New("no readiness check has run yet"),
+	}, nil
 }
 
 // Listen binds the listeners (gRPC, HTTP, admin) and wires the servers;
@@ -199,7 +204,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	admitUnary, admitStream := s.admissionInterceptors()
 	unary := []grpc.UnaryServerInterceptor{
 		metrics.unaryInterceptor(),
-		loggingInterceptor(s.deps.Logger),
+		loggingInterceptor(s.deps.Logger, s.refusals),
 		recovery.UnaryServerInterceptor(panicHandler),
 		s.accessUnary(), // auth, scopes, quotas: access.go
 		deadlineInterceptor(s.cfg.DefaultTimeout, s.cfg.MaxTimeout),
@@ -224,7 +229,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			metrics.streamInterceptor(),
-			streamLoggingInterceptor(s.deps.Logger),
+			streamLoggingInterceptor(s.deps.Logger, s.refusals),
 			recovery.StreamServerInterceptor(panicHandler),
 			s.accessStream(),
 			streamDeadlineInterceptor(s.cfg.StreamTimeout),

@@ -17,7 +17,8 @@ const (
 	DefaultMaxLimit           = 2048
 	DefaultWindow             = 250 * time.Millisecond
 	DefaultMinSamples         = 16
-	DefaultQuantile           = 0.9
+	DefaultQuantile           = 0.99
+	DefaultGrowBelow          = 0.8
 	DefaultSmoothing          = 0.3
 	DefaultBackoff            = 0.9
 	DefaultPriorityReserve    = 0.25
@@ -52,9 +53,15 @@ type Config struct {
 	// least one), so that a class of slow calls (16-page images at a few
 	// calls a second) still adapts within seconds. Default 2s.
 	MaxWindow time.Duration
-	// Quantile of a window's latencies compared with LatencyTarget.
-	// Default 0.9.
+	// Quantile of a window's latencies compared with LatencyTarget: the
+	// share of admitted calls that keep within the target. Default 0.99
+	// (of a window of fewer than 100 calls, its slowest).
 	Quantile float64
+	// GrowBelow is the share of the target, in (0, 1], under which a
+	// window's Quantile latency lets the limit grow; between it and the
+	// target the limit holds. The band makes the limit settle under the
+	// target rather than oscillate across it (1: no band). Default 0.8.
+	GrowBelow float64
 	// Smoothing is the weight of each window's raised limit against the
 	// old one, in (0, 1]; a lowered limit applies at once. Default 0.3.
 	Smoothing float64
@@ -86,6 +93,7 @@ func (c Config) WithDefaults() Config {
 	c.Window = cmp.Or(c.Window, DefaultWindow)
 	c.MinSamples = cmp.Or(c.MinSamples, DefaultMinSamples)
 	c.Quantile = cmp.Or(c.Quantile, DefaultQuantile)
+	c.GrowBelow = cmp.Or(c.GrowBelow, DefaultGrowBelow)
 	c.Smoothing = cmp.Or(c.Smoothing, DefaultSmoothing)
 	c.Backoff = cmp.Or(c.Backoff, DefaultBackoff)
 	c.PriorityReserve = cmp.Or(c.PriorityReserve, DefaultPriorityReserve)
@@ -122,6 +130,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.Quantile > 0 && c.Quantile <= 1) {
 		errs.Bad("Quantile", c.Quantile, "want above 0 and at most 1")
+	}
+	if !(c.GrowBelow > 0 && c.GrowBelow <= 1) {
+		errs.Bad("GrowBelow", c.GrowBelow, "want above 0 and at most 1")
 	}
 	if !(c.Smoothing > 0 && c.Smoothing <= 1) {
 		errs.Bad("Smoothing", c.Smoothing, "want above 0 and at most 1")

@@ -163,11 +163,16 @@ func (l *limiter) decideLocked(now time.Time, q float64) float64 {
 		}
 	}
 	holding := now.Before(l.holdUntil)
+	// Three bands of q: above the target, cut; under GrowBelow × target,
+	// grow; between, hold. Were the limit to grow up to the target
+	// itself, it would oscillate across it, every other window's calls
+	// over the target; the band lets it settle with q under the target,
+	// the windows' noise within the band.
 	switch {
 	case q > target && !holding:
 		l.cutAt, l.cutFrom, l.cutQ = now, l.limit, q
 		return l.limit * max(0.5, target/q)
-	case float64(l.peak) >= l.limit/2 && (q <= target || holding):
+	case float64(l.peak) >= l.limit/2 && (q <= l.cfg.GrowBelow*target || holding):
 		// Growth is smoothed, a cut is not: too many calls in flight
 		// cost every admitted call its latency, too few only some
 		// goodput for a window.

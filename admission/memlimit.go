@@ -28,18 +28,51 @@ const (
 	// unlimited is what cgroup v1 reports for "no limit" (a page-rounded
 	// MaxInt64); anything at least this large means none.
 	unlimited = 1 << 62
+	// runtimeShare of the budget is the Go runtime's soft memory limit
+	// (ApplyMemoryLimit). The limit counts the runtime's own memory (heap,
+	// stacks, its metadata) but not what else the kernel counts as
+	// resident (the program's text and data: about 16 MiB of the
+	// gateway's), and the collector passes it briefly while it marks.
+	runtimeShare = 0.9
 )
 
-// The files DefaultMemoryBudget reads; variables so that tests can point
-// them at fixtures.
+// The files DefaultMemoryBudget reads and the runtime's memory limit;
+// variables so that tests can point them at fixtures and fakes.
 var (
 	cgroupV2File = "/sys/fs/cgroup/memory.max"
 	cgroupV1File = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 	meminfoFile  = "/proc/meminfo"
-	// goMemLimit is GOMEMLIMIT as the runtime holds it (math.MaxInt64:
-	// none).
-	goMemLimit = func() int64 { return debug.SetMemoryLimit(-1) }
+	// goMemLimit is GOMEMLIMIT as the runtime held it when the program
+	// started (math.MaxInt64: none), before ApplyMemoryLimit lowered it:
+	// a budget derived again in the same process must not be halved again.
+	goMemLimit = func() int64 { return startMemLimit }
+	// setMemoryLimit is debug.SetMemoryLimit.
+	setMemoryLimit = debug.SetMemoryLimit
 )
+
+// startMemLimit is the runtime's memory limit at package initialization.
+var startMemLimit = debug.SetMemoryLimit(-1)
+
+// ApplyMemoryLimit sets the Go runtime's soft memory limit
+// (debug.SetMemoryLimit) to 90% of budget (the rest is memory the runtime
+// does not count), or to GOMEMLIMIT where that is lower: it never raises
+// the limit the operator set. Without it the heap grows to
+// about twice its live data between collections (GOGC=100), up to
+// GOMEMLIMIT if one is set, so that calls holding a budget's worth of live
+// data would take the process to twice the budget. With it the collector
+// runs as the heap nears the budget and the scavenger returns freed pages
+// to the system: the resident set stays about within the budget as long as
+// the live data does (Config.CallMemoryShare keeps the calls' reservations
+// below it). limit is the limit in force afterwards; lowered says whether
+// it is below GOMEMLIMIT.
+func ApplyMemoryLimit(budget int64) (limit int64, lowered bool) {
+	limit = goMemLimit()
+	if want := int64(float64(budget) * runtimeShare); want > 0 && want < limit {
+		limit, lowered = want, true
+	}
+	setMemoryLimit(limit)
+	return limit, lowered
+}
 
 // DefaultMemoryBudget is half of the smallest memory limit the process is
 // under: the container's (cgroup v2 memory.max, else cgroup v1

@@ -17,23 +17,25 @@ import (
 	"github.com/morphik-org/colpali-gateway/store"
 )
 
-// Estimates of the memory a call holds, for the admission controller's
-// budget. They err on the high side: the budget is meant to refuse a call
-// before the process runs out of memory, not to account for every byte.
+// Estimates of the memory a call holds at its peak, for the admission
+// controller's budget: each copy the call owns, counted once. What no one
+// call owns (grpc-go's pooled buffers, calls being received or refused,
+// the heap's garbage) is left to the budget's unreserved share
+// (admission.Config.CallMemoryShare).
 const (
 	// requestCopies: a request is held as received and as decoded (protobuf
 	// copies bytes fields). A REST call's JSON body, held by the HTTP side
 	// before the call reaches the gRPC server, is not seen here.
 	requestCopies = 2
-	// imageCopies: an image call's images are held decoded (the request
-	// as protobuf decodes it; the receive buffer before it is free again
-	// by the time the call is admitted), copied into the Triton request's
-	// input tensor (triton.Codec), and marshalled again by grpc-go into its
-	// send buffer while the Triton call is sent. Measured with 16-page
-	// calls of 22 MB at 3x the image capacity: the heap after each
-	// collection stayed within three times the images in flight plus
-	// their embeddings.
-	imageCopies = 3
+	// imageCopies: an image call's images are held once, decoded (protobuf
+	// copies bytes fields out of grpc-go's receive buffer, which goes back
+	// to grpc-go's pool before the call is admitted), and sent to Triton
+	// without another copy (triton.Client.Embed marshals the request around
+	// them). Measured with 16-page calls of 22 MB at 3x the image
+	// capacity: the decoded requests were three quarters of the live heap;
+	// grpc-go's pooled receive buffers, a few calls' worth whatever the
+	// load, most of the rest (they are the budget's unreserved share's).
+	imageCopies = 1
 	// checkBytes is what the image check holds per image: it reads the
 	// data through without a bitmap (internal/imagecheck), so its working
 	// set is a bounded buffer whatever the image's size.

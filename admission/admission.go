@@ -123,8 +123,10 @@ func metricReason(r string) string {
 func (c *Controller) register(reg prometheus.Registerer) error {
 	cols := []prometheus.Collector{
 		c.shed,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "colpali_admission_memory_budget_bytes", Help: "Bytes that admitted calls may reserve together."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "colpali_admission_memory_budget_bytes", Help: "Memory the gateway keeps itself under (the Go runtime's soft memory limit unless GOMEMLIMIT is lower)."},
 			func() float64 { return float64(c.cfg.MemoryBudget) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "colpali_admission_call_memory_bytes", Help: "Bytes of the memory budget that admitted calls may reserve together."},
+			func() float64 { return float64(c.cfg.CallMemory()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "colpali_admission_memory_in_use_bytes", Help: "Bytes reserved by the calls in flight (estimates)."},
 			func() float64 { return float64(c.used.Load()) }),
 	}
@@ -212,19 +214,20 @@ func (c *Controller) reserve(class Class, n int64, l *limiter) error {
 	if n <= 0 {
 		return nil
 	}
-	budget := c.cfg.MemoryBudget
+	budget := c.cfg.CallMemory()
 	meta := map[string]string{"class": string(class), "budget_bytes": strconv.FormatInt(budget, 10)}
 	if n > budget {
 		c.shed.WithLabelValues(string(class), "memory_budget").Inc()
 		// No retry can succeed: the call alone exceeds the budget.
 		return errclass.WithReason(errclass.Errorf(errclass.Overloaded,
-			"the call needs about %d bytes, more than the whole memory budget of %d bytes (-memory-budget)", n, budget), ReasonMemory, meta)
+			"the call needs about %d bytes, more than the calls' whole memory budget of %d bytes (%.0f%% of -memory-budget)", n, budget, c.cfg.CallMemoryShare*100), ReasonMemory, meta)
 	}
 	for {
 		used := c.used.Load()
 		if used+n > budget {
 			c.shed.WithLabelValues(string(class), "memory_budget").Inc()
-			err := errclass.Errorf(errclass.Overloaded, "the memory budget of %d bytes (-memory-budget) is in use: %d bytes reserved, the call needs about %d more", budget, used, n)
+			err := errclass.Errorf(errclass.Overloaded, "the calls' memory budget of %d bytes (%.0f%% of -memory-budget) is in use: %d bytes reserved, the call needs about %d more",
+				budget, c.cfg.CallMemoryShare*100, used, n)
 			return errclass.RetryAfter(errclass.WithReason(err, ReasonMemory, meta), l.retryDelay())
 		}
 		if c.used.CompareAndSwap(used, used+n) {

@@ -367,7 +367,8 @@ func TestLowerPrioritiesAreShedFirst(t *testing.T) {
 }
 
 func TestMemoryBudget(t *testing.T) {
-	c, _ := newTest(t, Config{MemoryBudget: 1000})
+	// Calls may reserve 1000 bytes: half of the budget.
+	c, _ := newTest(t, Config{MemoryBudget: 2000, CallMemoryShare: 0.5})
 	a, err := c.Admit(Request{Class: Image, Bytes: 600})
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +379,7 @@ func TestMemoryBudget(t *testing.T) {
 	if !errors.Is(err, errclass.Overloaded) || !errors.As(err, &reason) || reason.Reason != ReasonMemory || !errors.As(err, &retry) {
 		t.Fatalf("call over the budget: %v; want Overloaded, %s, with a retry delay", err, ReasonMemory)
 	}
-	if !strings.Contains(err.Error(), "memory budget of 1000 bytes") {
+	if !strings.Contains(err.Error(), "memory budget of 1000 bytes (50% of -memory-budget)") {
 		t.Errorf("message %q does not name the budget", err)
 	}
 	// A refusal for memory gives back its concurrency slot.
@@ -433,10 +434,10 @@ func TestUnknownClassIsInternal(t *testing.T) {
 func TestConfigValidateNamesFields(t *testing.T) {
 	err := Config{
 		LatencyTarget: -1, InitialLimit: 1, MinLimit: 8, MaxLimit: 4, Window: time.Second, MinSamples: 1,
-		Quantile: 1.5, GrowBelow: 1.2, Smoothing: 0.5, Backoff: 1, PriorityReserve: 0.5, MemoryBudget: 1,
+		Quantile: 1.5, GrowBelow: 1.2, Smoothing: 0.5, Backoff: 1, PriorityReserve: 0.5, MemoryBudget: 1, CallMemoryShare: 1,
 		MinRetryDelay: time.Second, MaxRetryDelay: time.Millisecond,
 	}.Validate()
-	for _, field := range []string{"LatencyTarget", "MinLimit", "InitialLimit", "Quantile", "GrowBelow", "Backoff", "MinRetryDelay"} {
+	for _, field := range []string{"LatencyTarget", "MinLimit", "InitialLimit", "Quantile", "GrowBelow", "Backoff", "CallMemoryShare", "MinRetryDelay"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("Validate: %v; want %s named", err, field)
 		}
@@ -454,12 +455,13 @@ func TestMetrics(t *testing.T) {
 	}
 	admitN(t, c, Image, 4)
 	_, _ = c.Admit(Request{Class: Image})
-	_, _ = c.Admit(Request{Class: Query, Bytes: 101})
+	_, _ = c.Admit(Request{Class: Query, Bytes: 76})
 	for name, want := range map[string]float64{
 		"colpali_admission_limit":               4 * 4,
 		"colpali_admission_in_flight":           4,
 		"colpali_admission_shed_total":          2,
 		"colpali_admission_memory_budget_bytes": 100,
+		"colpali_admission_call_memory_bytes":   75,
 	} {
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -502,13 +504,22 @@ func TestDefaultMemoryBudget(t *testing.T) {
 	missing := filepath.Join(dir, "missing")
 
 	cgroupV2File, cgroupV1File, meminfoFile = write("v2", "2147483648\n"), missing, missing
-	if got, src := DefaultMemoryBudget(); got != 1<<30 || !strings.Contains(src, "v2") {
-		t.Errorf("cgroup v2 limit 2 GiB: budget %d (%s), want 1 GiB", got, src)
+	if got, src := DefaultMemoryBudget(); got != 2147483648*9/10 || !strings.Contains(src, "v2") {
+		t.Errorf("cgroup v2 limit 2 GiB: budget %d (%s), want 90%% of it", got, src)
 	}
 	cgroupV2File, cgroupV1File = write("v2max", "max\n"), write("v1", "1073741824\n")
-	if got, _ := DefaultMemoryBudget(); got != 1<<29 {
-		t.Errorf("cgroup v2 max, v1 1 GiB: budget %d, want 512 MiB", got)
+	if got, _ := DefaultMemoryBudget(); got != 1073741824*9/10 {
+		t.Errorf("cgroup v2 max, v1 1 GiB: budget %d, want 90%% of 1 GiB", got)
 	}
+	goMemLimit = func() int64 { return 1 << 29 }
+	if got, src := DefaultMemoryBudget(); got != 1<<29 || !strings.Contains(src, "GOMEMLIMIT") {
+		t.Errorf("GOMEMLIMIT 512 MiB under a 1 GiB container: budget %d (%s), want GOMEMLIMIT", got, src)
+	}
+	goMemLimit = func() int64 { return 2 << 30 }
+	if got, _ := DefaultMemoryBudget(); got != 1073741824*9/10 {
+		t.Errorf("GOMEMLIMIT 2 GiB over a 1 GiB container: budget %d, want 90%% of the container's", got)
+	}
+	goMemLimit = func() int64 { return math.MaxInt64 }
 	cgroupV1File = write("v1none", "9223372036854771712\n")
 	meminfoFile = write("meminfo", "MemTotal:        1048576 kB\nMemFree: 1 kB\n")
 	if got, _ := DefaultMemoryBudget(); got != 1<<29 {
@@ -519,12 +530,53 @@ func TestDefaultMemoryBudget(t *testing.T) {
 		t.Errorf("no limit, 64 GiB of memory: budget %d, want the cap %d", got, maxUnlimitedBudget)
 	}
 	goMemLimit = func() int64 { return 1 << 30 }
-	if got, src := DefaultMemoryBudget(); got != 1<<29 || !strings.Contains(src, "GOMEMLIMIT") {
-		t.Errorf("GOMEMLIMIT 1 GiB on a large machine: budget %d (%s), want 512 MiB from GOMEMLIMIT", got, src)
+	if got, src := DefaultMemoryBudget(); got != 1<<30 || !strings.Contains(src, "GOMEMLIMIT") {
+		t.Errorf("GOMEMLIMIT 1 GiB on a large machine: budget %d (%s), want GOMEMLIMIT", got, src)
 	}
 	goMemLimit = func() int64 { return math.MaxInt64 }
 	meminfoFile = missing
 	if got, _ := DefaultMemoryBudget(); got != fallbackBudget {
 		t.Errorf("nothing known: budget %d, want %d", got, fallbackBudget)
+	}
+}
+
+func TestCallMemory(t *testing.T) {
+	for _, tc := range []struct {
+		budget int64
+		share  float64
+		want   int64
+	}{
+		{budget: 1 << 29, share: 0, want: 3 << 27}, // the default share, 3/4
+		{budget: 1000, share: 0.5, want: 500},
+		{budget: 1001, share: 0.5, want: 500}, // rounded down
+	} {
+		if got := (Config{MemoryBudget: tc.budget, CallMemoryShare: tc.share}).WithDefaults().CallMemory(); got != tc.want {
+			t.Errorf("budget %d, share %v: call memory %d, want %d", tc.budget, tc.share, got, tc.want)
+		}
+	}
+}
+
+func TestApplyMemoryLimit(t *testing.T) {
+	savedGet, savedSet := goMemLimit, setMemoryLimit
+	t.Cleanup(func() { goMemLimit, setMemoryLimit = savedGet, savedSet })
+	for _, tc := range []struct {
+		name        string
+		goMemLimit  int64 // as the program started
+		budget      int64
+		want        int64
+		wantLowered bool
+	}{
+		{name: "no GOMEMLIMIT", goMemLimit: math.MaxInt64, budget: 1000, want: 900, wantLowered: true},
+		{name: "GOMEMLIMIT above the budget", goMemLimit: 1 << 30, budget: 1 << 29, want: 483183820, wantLowered: true}, // 90% of 512 MiB,
+		{name: "GOMEMLIMIT below the budget: kept", goMemLimit: 1 << 28, budget: 1 << 29, want: 1 << 28},
+		{name: "no budget", goMemLimit: 1 << 30, budget: 0, want: 1 << 30},
+	} {
+		set := int64(-2)
+		goMemLimit = func() int64 { return tc.goMemLimit }
+		setMemoryLimit = func(v int64) int64 { set = v; return 0 }
+		limit, lowered := ApplyMemoryLimit(tc.budget)
+		if limit != tc.want || lowered != tc.wantLowered || set != tc.want {
+			t.Errorf("%s: ApplyMemoryLimit(%d) = %d, %v and set %d; want %d, %v", tc.name, tc.budget, limit, lowered, set, tc.want, tc.wantLowered)
+		}
 	}
 }

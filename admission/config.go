@@ -24,6 +24,7 @@ const (
 	DefaultPriorityReserve    = 0.25
 	DefaultMinRetryDelay      = 50 * time.Millisecond
 	DefaultMaxRetryDelay      = 5 * time.Second
+	DefaultCallMemoryShare    = 0.75
 )
 
 // Config is the admission controller's configuration. A zero field takes
@@ -73,10 +74,20 @@ type Config struct {
 	// level may not use, in (0, 1) (a tiny share such as 0.001 treats the
 	// levels alike). Default 0.25.
 	PriorityReserve float64
-	// MemoryBudget is the bytes that admitted calls may reserve together.
-	// Default: DefaultMemoryBudget() (from the container's memory limit or
-	// GOMEMLIMIT).
+	// MemoryBudget is the memory, in bytes, the gateway keeps itself
+	// under: the gateway sets the Go runtime's soft memory limit to it
+	// (ApplyMemoryLimit; unless GOMEMLIMIT is lower), so that the collector
+	// runs before the heap passes it, and admitted calls reserve at most
+	// CallMemoryShare of it. Default: DefaultMemoryBudget() (from the
+	// container's memory limit or GOMEMLIMIT).
 	MemoryBudget int64
+	// CallMemoryShare is the share of MemoryBudget that admitted calls may
+	// reserve together, in (0, 1). The rest is for what no call reserves:
+	// the gateway's own heap (connections, pools, metrics), calls still
+	// being received or refused, and the collector's headroom (with the
+	// live heap at the limit, the collector would run without pause).
+	// Default 0.75.
+	CallMemoryShare float64
 	// MinRetryDelay and MaxRetryDelay bound the RetryInfo delay suggested
 	// to refused calls (the class's recent latency). Defaults 50ms and 5s.
 	MinRetryDelay, MaxRetryDelay time.Duration
@@ -97,12 +108,19 @@ func (c Config) WithDefaults() Config {
 	c.Smoothing = cmp.Or(c.Smoothing, DefaultSmoothing)
 	c.Backoff = cmp.Or(c.Backoff, DefaultBackoff)
 	c.PriorityReserve = cmp.Or(c.PriorityReserve, DefaultPriorityReserve)
+	c.CallMemoryShare = cmp.Or(c.CallMemoryShare, DefaultCallMemoryShare)
 	c.MinRetryDelay = cmp.Or(c.MinRetryDelay, DefaultMinRetryDelay)
 	c.MaxRetryDelay = cmp.Or(c.MaxRetryDelay, DefaultMaxRetryDelay)
 	if c.MemoryBudget == 0 {
 		c.MemoryBudget, _ = DefaultMemoryBudget()
 	}
 	return c
+}
+
+// CallMemory is the bytes that admitted calls may reserve together:
+// CallMemoryShare of MemoryBudget.
+func (c Config) CallMemory() int64 {
+	return int64(float64(c.MemoryBudget) * c.CallMemoryShare)
 }
 
 // Validate names every bad field of c by its Go name.
@@ -142,6 +160,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.PriorityReserve > 0 && c.PriorityReserve < 1) {
 		errs.Bad("PriorityReserve", c.PriorityReserve, "want above 0 and below 1")
+	}
+	if !(c.CallMemoryShare > 0 && c.CallMemoryShare < 1) {
+		errs.Bad("CallMemoryShare", c.CallMemoryShare, "want above 0 and below 1")
 	}
 	if c.MinRetryDelay > 0 && c.MaxRetryDelay > 0 && c.MinRetryDelay > c.MaxRetryDelay {
 		errs.Bad("MinRetryDelay", c.MinRetryDelay, "exceeds {MaxRetryDelay} (%v)", c.MaxRetryDelay)

@@ -12,9 +12,32 @@
 //     errclass.Overloaded, reason CONCURRENCY_LIMIT and a RetryInfo delay,
 //     which the gateway's edge sends as RESOURCE_EXHAUSTED (HTTP 429).
 //   - A memory budget in bytes shared by every class: each call reserves an
-//     estimate of the memory it will hold (its request bytes, its decoded
-//     images, its search candidates) and gives it back when it ends. A call
-//     that does not fit is refused with reason MEMORY_BUDGET.
+//     estimate of the memory it will hold at its peak (each copy of its
+//     request bytes, its search candidates, its embeddings) and gives it
+//     back when it ends. A call that does not fit is refused with reason
+//     MEMORY_BUDGET.
+//
+// # The memory budget
+//
+// Config.MemoryBudget is the memory the whole process keeps under, not
+// only its calls: the calls' estimates count their working memory, but the
+// Go heap also holds garbage between collections (up to as much again as
+// the live data, with GOGC=100), the gateway's own structures, and calls
+// still being received or refused. So the budget is split:
+//
+//   - the calls in flight reserve at most Config.CallMemoryShare of it
+//     (Config.CallMemory, 3/4 by default);
+//   - the gateway sets the Go runtime's soft memory limit to 90% of it
+//     (ApplyMemoryLimit, never above GOMEMLIMIT), so that the collector
+//     runs, and returns pages to the system, before the process passes the
+//     budget. The 10% left is what the kernel counts and the runtime does
+//     not (the program's text) and the collector's overshoot while it
+//     marks.
+//
+// The gap between the calls' share and the runtime's limit is the heap's
+// room to allocate between collections: with the live heap at the limit,
+// the collector would run without pause (it then takes at most half the
+// CPU and lets the heap pass the limit rather than stall the program).
 //
 // # The limit's algorithm
 //

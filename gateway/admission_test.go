@@ -23,10 +23,11 @@ import (
 	"github.com/morphik-org/colpali-gateway/router"
 )
 
-// fixedAdmission is a controller whose limit stays at limit.
-func fixedAdmission(t *testing.T, limit int, budget int64) *admission.Controller {
+// fixedAdmission is a controller whose limit stays at limit and whose
+// calls may reserve callBytes (half of its memory budget).
+func fixedAdmission(t *testing.T, limit int, callBytes int64) *admission.Controller {
 	t.Helper()
-	c, err := admission.New(admission.Config{InitialLimit: limit, MinLimit: limit, MaxLimit: limit, MemoryBudget: budget}, admission.Deps{})
+	c, err := admission.New(admission.Config{InitialLimit: limit, MinLimit: limit, MaxLimit: limit, MemoryBudget: 2 * callBytes, CallMemoryShare: 0.5}, admission.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

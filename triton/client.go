@@ -136,6 +136,7 @@ type Client struct {
 	conn  *grpc.ClientConn
 	api   inference.GRPCInferenceServiceClient
 	codec Codec
+	wire  wireCodec // Embed's requests
 }
 
 // New creates a client for cfg.Addr. It does not wait for the connection:
@@ -165,7 +166,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("triton: backend %s: %w", cfg.Addr, err)
 	}
-	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn), codec: NewCodec(cfg.Models)}, nil
+	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn), codec: NewCodec(cfg.Models), wire: newWireCodec()}, nil
 }
 
 // Addr is the backend's address, as configured.

@@ -3,8 +3,9 @@ package triton
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
@@ -37,12 +38,13 @@ func NewCodec(cfg model.Config) Codec { return Codec{cfg: cfg.WithDefaults()} }
 // Request builds the ModelInferRequest that embeds items (query texts or
 // encoded images) with kind's model, as one batch.
 func (c Codec) Request(k model.Kind, items [][]byte, opt EmbedOptions) *inference.ModelInferRequest {
-	return c.request(k, items, opt, nil)
+	req := c.header(k, len(items), opt)
+	req.RawInputContents = [][]byte{tensor.AppendBytes(nil, items)}
+	return req
 }
 
-// request is Request with the input tensor appended to buf (which may be a
-// pooled buffer's buf[:0]).
-func (c Codec) request(k model.Kind, items [][]byte, opt EmbedOptions, buf []byte) *inference.ModelInferRequest {
+// header is Request without the input tensor's contents: n items.
+func (c Codec) header(k model.Kind, n int, opt EmbedOptions) *inference.ModelInferRequest {
 	req := &inference.ModelInferRequest{
 		ModelName:    c.cfg.ModelName(k),
 		ModelVersion: c.cfg.ModelVersion,
@@ -50,13 +52,12 @@ func (c Codec) request(k model.Kind, items [][]byte, opt EmbedOptions, buf []byt
 		Inputs: []*inference.ModelInferRequest_InferInputTensor{{
 			Name:     c.cfg.InputName(k),
 			Datatype: tensor.TypeBytes,
-			Shape:    []int64{int64(len(items)), 1},
+			Shape:    []int64{int64(n), 1},
 		}},
 		Outputs: []*inference.ModelInferRequest_InferRequestedOutputTensor{
 			{Name: c.cfg.EmbeddingsOutput},
 			{Name: c.cfg.NumTokensOutput},
 		},
-		RawInputContents: [][]byte{tensor.AppendBytes(buf, items)},
 	}
 	params := map[string]*inference.InferParameter{}
 	if opt.Timeout > 0 {
@@ -144,29 +145,20 @@ func (c Codec) Decode(n int, resp *inference.ModelInferResponse) ([]model.Embedd
 	return out, nil
 }
 
-// inputPool keeps the buffers of request tensors between calls: grpc-go has
-// marshalled a request by the time Invoke returns, so the buffer is free
-// again then. A batch of images is megabytes, allocated and collected on
-// every call without it. Buffers larger than maxPooledInput are left to the
-// collector, so that a rare huge batch is not kept.
-var inputPool = sync.Pool{New: func() any { return new([]byte) }}
-
-const maxPooledInput = 32 << 20
-
 // Embed embeds items, one batch, with kind's model: one ModelInfer call
 // built by the client's Codec (Config.Models), its answer decoded into one
 // embedding per item, in order. A failed call's error is classified as
 // Infer's; an answer that breaks the contract wraps model.ErrBadResponse.
+//
+// The items travel to Triton without being copied into a tensor: the
+// request is marshalled around them (itemsRequest), so that a batch of
+// page images is held once, by its callers.
 func (c *Client) Embed(ctx context.Context, kind model.Kind, items [][]byte, opt EmbedOptions) ([]model.Embedding, error) {
-	buf := inputPool.Get().(*[]byte)
-	req := c.codec.request(kind, items, opt, (*buf)[:0])
-	resp, err := c.Infer(ctx, req)
-	if b := req.RawInputContents[0]; cap(b) <= maxPooledInput {
-		*buf = b[:0]
-		inputPool.Put(buf)
-	}
-	if err != nil {
-		return nil, err
+	req := c.codec.header(kind, len(items), opt)
+	resp := new(inference.ModelInferResponse)
+	if err := c.conn.Invoke(ctx, inference.GRPCInferenceService_ModelInfer_FullMethodName, &itemsRequest{ModelInferRequest: req, Items: items}, resp,
+		grpc.ForceCodecV2(c.wire)); err != nil {
+		return nil, c.classify(ctx, "ModelInfer "+req.GetModelName(), err)
 	}
 	out, err := c.codec.Decode(len(items), resp)
 	if err != nil {

@@ -40,8 +40,9 @@ func (a *admissionFlags) register(b binder) {
 	ab.float(&a.cfg.Quantile, "admission-quantile", "Quantile", "quantile of each window's call latencies compared with the latency target, in (0, 1]")
 	ab.float(&a.cfg.GrowBelow, "admission-grow-below", "GrowBelow", "share of the latency target under which each limit may grow; between it and the target the limit holds, so that it settles under the target, in (0, 1] (1: no band; the limit then oscillates across the target)")
 	ab.float(&a.cfg.PriorityReserve, "admission-priority-reserve", "PriorityReserve", "share of each limit that the least urgent priority level may not use (levels between get less reserved), in (0, 1)")
-	b.fs.Var(budgetFlag{a}, "memory-budget", "bytes that calls in flight may hold together (requests, image checks, embeddings, search candidates), e.g. 512MiB (default: half of the cgroup memory limit or GOMEMLIMIT; else half the machine's memory up to 4GiB)")
+	b.fs.Var(budgetFlag{a}, "memory-budget", "memory the gateway keeps itself under, e.g. 512MiB: with -admission, the Go runtime's soft memory limit (unless GOMEMLIMIT is lower), of which calls in flight reserve at most -admission-call-memory-share (requests, image checks, embeddings, search candidates) (default: GOMEMLIMIT, or 90% of the cgroup memory limit when smaller; else half the machine's memory up to 4GiB)")
 	ab.bind("MemoryBudget", "memory-budget")
+	ab.float(&a.cfg.CallMemoryShare, "admission-call-memory-share", "CallMemoryShare", "share of -memory-budget that calls in flight may reserve together, in (0, 1); the rest is the gateway's own memory and the garbage collector's headroom")
 }
 
 // validate names every bad admission flag; nothing to check when off.
@@ -53,7 +54,8 @@ func (a *admissionFlags) validate() error {
 }
 
 // controller builds the admission controller, or nil when -admission is
-// false.
+// false. With admission on it sets the Go runtime's soft memory limit to
+// the budget (admission.ApplyMemoryLimit), so that the process keeps to it.
 func (a *admissionFlags) controller(logger *slog.Logger, reg prometheus.Registerer) (*admission.Controller, error) {
 	if !a.enabled {
 		logger.Warn("admission control off: calls beyond capacity queue instead of being refused")
@@ -63,7 +65,9 @@ func (a *admissionFlags) controller(logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("admission control on", "latency_target", a.cfg.LatencyTarget, "memory_budget_bytes", a.cfg.MemoryBudget, "memory_budget_source", a.budgetSource)
+	limit, lowered := admission.ApplyMemoryLimit(a.cfg.MemoryBudget)
+	logger.Info("admission control on", "latency_target", a.cfg.LatencyTarget, "memory_budget_bytes", a.cfg.MemoryBudget, "memory_budget_source", a.budgetSource,
+		"call_memory_bytes", a.cfg.CallMemory(), "go_memory_limit_bytes", limit, "go_memory_limit_lowered", lowered)
 	return ctl, nil
 }
 

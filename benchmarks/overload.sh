@@ -93,16 +93,20 @@ run() {
 	out=$tmp/run-$n.json
 	echo 5 >"/proc/${pid[$mode]}/clear_refs" 2>/dev/null || true
 	load=$(cut -d' ' -f1-3 /proc/loadavg)
+	local ticks0 ticks1
+	ticks0=$(awk '{print $14 + $15}' "/proc/${pid[$mode]}/stat" 2>/dev/null || echo 0)
 	bin/loadgen -protocol "$protocol" -target "$target" -rate "$rate" -duration "$duration" -mix "$kind=1" \
 		-timeout 10s -drain 15s -seed "$n" -label "$phase $kind $protocol admission=$mode x$level round $round" "${extra[@]}" -out "$out"
-	local hwm oom=false
+	local hwm oom=false gw_cpu=0
+	ticks1=$(awk '{print $14 + $15}' "/proc/${pid[$mode]}/stat" 2>/dev/null || echo "$ticks0")
+	gw_cpu=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
 	if [ -r "/proc/${pid[$mode]}/status" ]; then
 		hwm=$(awk '/^VmHWM/ {print $2}' "/proc/${pid[$mode]}/status")
 	else
 		hwm=0 oom=true # the gateway is gone
 	fi
-	printf '{"report":"%s","phase":"%s","kind":"%s","protocol":"%s","mode":"%s","level":%s,"round":%s,"capacity":%s,"target_ms":%s,"vmhwm_kib":%s,"budget_mib":%s,"loadavg":"%s","oom":%s}\n' \
-		"$out" "$phase" "$kind" "$protocol" "$mode" "$level" "$round" "$capacity" "$target_ms" "$hwm" "$budget_mib" "$load" "$oom" >>"$index"
+	printf '{"report":"%s","phase":"%s","kind":"%s","protocol":"%s","mode":"%s","level":%s,"round":%s,"capacity":%s,"target_ms":%s,"vmhwm_kib":%s,"budget_mib":%s,"gateway_cpu_seconds":%s,"loadavg":"%s","oom":%s}\n' \
+		"$out" "$phase" "$kind" "$protocol" "$mode" "$level" "$round" "$capacity" "$target_ms" "$hwm" "$budget_mib" "$gw_cpu" "$load" "$oom" >>"$index"
 	echo "$out"
 }
 

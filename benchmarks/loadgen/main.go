@@ -188,8 +188,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Mix: o.mix.String(), Seed: o.seed, Planned: len(arrivals), LoadAverageStart: loadAverage(),
 	}
 	rec := newRecorder()
+	cpu0 := cpuSeconds()
 	start, dropped, interrupted := offer(ctx, o, s, arrivals, rec)
 	rep.ElapsedSeconds = time.Since(start).Seconds()
+	rep.CPUSeconds = cpuSeconds() - cpu0
 	rep.Dropped, rep.Interrupted = dropped, interrupted
 	rep.LoadAverageEnd = loadAverage()
 	items := map[string]int{}
@@ -301,4 +303,14 @@ func loadAverage() float64 {
 		return -1
 	}
 	return f
+}
+
+// cpuSeconds is the process's CPU time so far, user and system; 0 where
+// getrusage fails.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

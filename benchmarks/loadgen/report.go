@@ -36,7 +36,11 @@ type Report struct {
 	// at the end (Linux), so that a run on a busy machine can be spotted.
 	LoadAverageStart float64 `json:"load_average_start"`
 	LoadAverageEnd   float64 `json:"load_average_end"`
-	Interrupted      bool    `json:"interrupted,omitempty"`
+	// CPUSeconds is the generator's own CPU time (user and system, from
+	// getrusage) over the run: on a machine it shares with the server, the
+	// share of the CPU the server did not get.
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	Interrupted bool    `json:"interrupted,omitempty"`
 	// Kinds has the figures of each call kind; Errors counts every failed
 	// call by code over all kinds.
 	Kinds  map[string]*KindReport `json:"kinds"`

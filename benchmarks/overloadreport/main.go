@@ -46,8 +46,10 @@ type entry struct {
 	TargetMs  float64 `json:"target_ms"`
 	VmHWMKiB  float64 `json:"vmhwm_kib"`
 	BudgetMiB float64 `json:"budget_mib"`
-	LoadAvg   string  `json:"loadavg"`
-	OOM       bool    `json:"oom"`
+	// GatewayCPUSeconds is the gateway's CPU time over the run.
+	GatewayCPUSeconds float64 `json:"gateway_cpu_seconds"`
+	LoadAvg           string  `json:"loadavg"`
+	OOM               bool    `json:"oom"`
 
 	rep report
 }
@@ -59,6 +61,7 @@ type report struct {
 	Sent         int     `json:"sent"`
 	Dropped      int     `json:"dropped"`
 	SendLagP99Ms float64 `json:"send_lag_p99_ms"`
+	CPUSeconds   float64 `json:"cpu_seconds"`
 	Kinds        map[string]struct {
 		OK         int     `json:"ok"`
 		Throughput float64 `json:"throughput_ok_per_s"`
@@ -188,8 +191,8 @@ func figuresOf(e *entry) figures {
 
 func runsTable(w io.Writer, phase string, runs []*entry) {
 	fmt.Fprintf(w, "### Every %s run\n\n", phase)
-	fmt.Fprintln(w, "| round | protocol | x capacity | admission | offered/s (sent) | OK/s | goodput % of capacity | admitted p50 / p99 ms | 429s | 429 p50 / p99 ms | 503s | other errors | gateway VmHWM MiB | load avg |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| round | protocol | x capacity | admission | offered/s (sent) | OK/s | goodput % of capacity | admitted p50 / p99 ms | 429s | 429 p50 / p99 ms | 503s | other errors | gateway VmHWM MiB | CPU s: gateway / generator | generator's send lag p99 ms | load avg |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, e := range runs {
 		f := figuresOf(e)
 		k := e.rep.Kinds[e.Kind]
@@ -203,9 +206,9 @@ func runsTable(w io.Writer, phase string, runs []*entry) {
 		if e.OOM {
 			oom = " (OOM)"
 		}
-		fmt.Fprintf(w, "| %d | %s | %g | %s | %.1f (%.1f) | %.1f | %.0f | %.0f / %.0f | %d | %.1f / %.1f | %d | %s | %.0f%s | %s |\n",
+		fmt.Fprintf(w, "| %d | %s | %g | %s | %.1f (%.1f) | %.1f | %.0f | %.0f / %.0f | %d | %.1f / %.1f | %d | %s | %.0f%s | %.1f / %.1f | %.0f | %s |\n",
 			e.Round, e.Protocol, e.Level, e.Mode, e.rep.OfferedRate, e.rep.AchievedRate, f.okRate, f.goodputPct, k.P50Ms, k.P99Ms,
-			f.n429, f.rejP50, f.rejP99, f.n503, errText(other), f.rssMiB, oom, e.LoadAvg)
+			f.n429, f.rejP50, f.rejP99, f.n503, errText(other), f.rssMiB, oom, e.GatewayCPUSeconds, e.rep.CPUSeconds, e.rep.SendLagP99Ms, e.LoadAvg)
 	}
 	fmt.Fprintln(w)
 }

@@ -90,25 +90,16 @@ func appendEmbedResponse(b []byte, embs []*colpaliv1.MultiVector, model string) 
 func appendMultiVector(b []byte, e *colpaliv1.MultiVector) []byte {
 	b = append(b, '{')
 	sep := false
-	field := func(name string) {
-		if sep {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, `":`...)
-		sep = true
-	}
 	if v := e.GetVectorCount(); v != 0 {
-		field("vectorCount")
+		b = appendField(b, &sep, "vectorCount")
 		b = strconv.AppendInt(b, int64(v), 10)
 	}
 	if v := e.GetDimension(); v != 0 {
-		field("dimension")
+		b = appendField(b, &sep, "dimension")
 		b = strconv.AppendInt(b, int64(v), 10)
 	}
 	if v := e.GetDataType(); v != 0 {
-		field("dataType")
+		b = appendField(b, &sep, "dataType")
 		if name, ok := colpaliv1.DataType_name[int32(v)]; ok {
 			b = append(b, '"')
 			b = append(b, name...)
@@ -118,12 +109,25 @@ func appendMultiVector(b []byte, e *colpaliv1.MultiVector) []byte {
 		}
 	}
 	if d := e.GetData(); len(d) > 0 {
-		field("data")
+		b = appendField(b, &sep, "data")
 		b = append(b, '"')
 		b = base64.StdEncoding.AppendEncode(b, d)
 		b = append(b, '"')
 	}
 	return append(b, '}')
+}
+
+// appendField appends the name of a field of the JSON object being
+// written, after a comma unless it is the first (sep says whether one was
+// written; it is set).
+func appendField(b []byte, sep *bool, name string) []byte {
+	if *sep {
+		b = append(b, ',')
+	}
+	*sep = true
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, `":`...)
 }
 
 // appendJSONString appends s as a JSON string: quotes, backslashes and

@@ -38,25 +38,16 @@ func typeURL(m proto.Message) string {
 func appendStatusJSON(b []byte, st *spb.Status) ([]byte, error) {
 	b = append(b, '{')
 	sep := false
-	field := func(name string) {
-		if sep {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, `":`...)
-		sep = true
-	}
 	if st.GetCode() != 0 {
-		field("code")
+		b = appendField(b, &sep, "code")
 		b = strconv.AppendInt(b, int64(st.GetCode()), 10)
 	}
 	if st.GetMessage() != "" {
-		field("message")
+		b = appendField(b, &sep, "message")
 		b = appendJSONString(b, st.GetMessage())
 	}
 	if len(st.GetDetails()) > 0 {
-		field("details")
+		b = appendField(b, &sep, "details")
 		b = append(b, '[')
 		for i, d := range st.GetDetails() {
 			if i > 0 {

@@ -62,19 +62,34 @@ func checkOverloaded(t *testing.T, err error, reason string, retry bool, text st
 	}
 }
 
-func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
-	release := make(chan struct{})
-	var entered sync.WaitGroup
-	entered.Add(2)
-	fake := &fakeEmbedder{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
-		entered.Done()
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+// holdingEmbedder is a fakeEmbedder whose first n calls wait for release
+// (or their context); entered is done once all n are waiting. Later calls
+// answer at once.
+func holdingEmbedder(n int) (fake *fakeEmbedder, entered *sync.WaitGroup, release chan struct{}) {
+	release, entered = make(chan struct{}), &sync.WaitGroup{}
+	entered.Add(n)
+	var mu sync.Mutex
+	held := 0
+	fake = &fakeEmbedder{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
+		mu.Lock()
+		hold := held < n
+		held++
+		mu.Unlock()
+		if hold {
+			entered.Done()
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		return constantEmbeddings(len(items), 1, 2), nil
 	}}
+	return fake, entered, release
+}
+
+func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
+	fake, entered, release := holdingEmbedder(2)
 	reg := prometheus.NewRegistry()
 	ctl, err := admission.New(admission.Config{InitialLimit: 2, MinLimit: 2, MaxLimit: 2, MemoryBudget: 1 << 30}, admission.Deps{Registerer: reg})
 	if err != nil {
@@ -120,7 +135,6 @@ func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
 
 	close(release)
 	calls.Wait()
-	entered.Add(1)
 	if _, in := ctl.Limit(admission.Query); in != 0 {
 		t.Errorf("query calls in flight after all ended: %d", in)
 	}
@@ -142,26 +156,7 @@ func (d defaultLevelEmbedder) DefaultPriority(model.Kind) int { return d.level }
 // level the gRPC side would give it: the default level when the body asks
 // for none, and never a call that asks for a level Admit would take.
 func TestRESTAdmissionAtTheCallsLevel(t *testing.T) {
-	release := make(chan struct{})
-	var entered sync.WaitGroup
-	entered.Add(3)
-	var mu sync.Mutex
-	blocked := 0
-	fake := &fakeEmbedder{embed: func(ctx context.Context, _ model.Kind, items [][]byte) ([]model.Embedding, error) {
-		mu.Lock()
-		block := blocked < 3
-		blocked++
-		mu.Unlock()
-		if block {
-			entered.Done()
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		return constantEmbeddings(len(items), 1, 2), nil
-	}}
+	fake, entered, release := holdingEmbedder(3)
 	// Limit 4: 3 calls at the default level 2 (of 3), 4 at level 1.
 	g := startGateway(t, Config{}, Deps{Embedder: defaultLevelEmbedder{leveledEmbedder{fake, 3}, 2}, Admission: fixedAdmission(t, 4, 1<<30)})
 	ctx := testContext(t)

@@ -90,11 +90,11 @@ func New(cfg Config, deps Deps) (*Controller, error) {
 	}
 	c := &Controller{cfg: cfg, clock: deps.Clock, classes: map[Class]*limiter{}}
 	for _, cl := range Classes {
-		target := cfg.LatencyTarget
+		target, initial := cfg.LatencyTarget, cfg.InitialLimit
 		if cl == Image || cl == Ingest {
-			target = cfg.ImageLatencyTarget
+			target, initial = cfg.ImageLatencyTarget, cfg.ImageInitialLimit
 		}
-		c.classes[cl] = newLimiter(cfg, target, deps.Clock.Now())
+		c.classes[cl] = newLimiter(cfg, target, initial, deps.Clock.Now())
 	}
 	c.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "colpali_admission_shed_total",
@@ -168,16 +168,17 @@ func (c *Controller) Admit(r Request) (*Permit, error) {
 	if !ok {
 		return nil, errclass.Errorf(errclass.Internal, "admission: unknown class %q", r.Class)
 	}
-	ok, inFlight, allowed := l.tryAcquire(r.Level, r.Levels)
+	now, weight := c.clock.Now(), max(r.Weight, 1)
+	ok, inFlight, allowed := l.tryAcquire(now, r.Level, r.Levels, weight)
 	if !ok {
 		limit, _ := l.snapshot()
 		return nil, c.concurrencyError(r.Class, l, inFlight, allowed, r.Level, limit)
 	}
 	if err := c.reserve(r.Class, r.Bytes, l); err != nil {
-		l.release(c.clock.Now(), 0, Ignored)
+		l.unacquire(now, weight)
 		return nil, err
 	}
-	return &Permit{c: c, l: l, bytes: r.Bytes, weight: max(r.Weight, 1), start: c.clock.Now()}, nil
+	return &Permit{c: c, l: l, bytes: r.Bytes, weight: weight, start: now}, nil
 }
 
 // Check refuses a call of class at once, as Admit would, when the class
@@ -253,6 +254,6 @@ func (p *Permit) Done(o Outcome) {
 			p.c.used.Add(-p.bytes)
 		}
 		now := p.c.clock.Now()
-		p.l.release(now, now.Sub(p.start)/time.Duration(p.weight), o)
+		p.l.release(now, now.Sub(p.start)/time.Duration(p.weight), p.weight, o)
 	})
 }

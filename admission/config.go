@@ -13,12 +13,13 @@ const (
 	DefaultImageLatencyTarget = 5 * time.Second
 	DefaultMaxWindow          = 2 * time.Second
 	DefaultInitialLimit       = 32
-	DefaultMinLimit           = 4
+	DefaultImageInitialLimit  = 4
+	DefaultMinLimit           = 2
 	DefaultMaxLimit           = 2048
 	DefaultWindow             = 250 * time.Millisecond
 	DefaultMinSamples         = 16
 	DefaultQuantile           = 0.99
-	DefaultGrowBelow          = 0.8
+	DefaultGrowBelow          = 0.7
 	DefaultSmoothing          = 0.3
 	DefaultBackoff            = 0.9
 	DefaultPriorityReserve    = 0.25
@@ -39,10 +40,20 @@ type Config struct {
 	// ingestion's latency is divided by its groups of 16 pages), which take
 	// far longer than a query. Default 5s.
 	ImageLatencyTarget time.Duration
-	// InitialLimit is each class's limit before any call has completed.
-	// Default 32.
+	// InitialLimit is the limit of query embeddings and searches before
+	// any call has completed. Default 32.
 	InitialLimit int
-	// MinLimit and MaxLimit bound each class's limit. Defaults 4 and 2048.
+	// ImageInitialLimit is InitialLimit for page image embeddings and
+	// ingestions. It starts low, as TCP's slow start does: their calls
+	// take seconds, so that a limit set too high is known only when calls
+	// admitted over it have queued for seconds (one GPU answers about one
+	// 16-page call a second; at 32, the calls admitted last would wait
+	// half a minute). Default 4.
+	ImageInitialLimit int
+	// MinLimit and MaxLimit bound each class's limit. Defaults 2 and 2048:
+	// a GPU that answers one image call a second keeps the image target of
+	// 5s with at most 4 calls in flight, and a floor of 4 would hold it
+	// at the target's edge.
 	MinLimit, MaxLimit int
 	// Window is the shortest time over which completed calls are gathered
 	// before the limit moves. Default 250ms.
@@ -61,7 +72,7 @@ type Config struct {
 	// GrowBelow is the share of the target, in (0, 1], under which a
 	// window's Quantile latency lets the limit grow; between it and the
 	// target the limit holds. The band makes the limit settle under the
-	// target rather than oscillate across it (1: no band). Default 0.8.
+	// target rather than oscillate across it (1: no band). Default 0.7.
 	GrowBelow float64
 	// Smoothing is the weight of each window's raised limit against the
 	// old one, in (0, 1]; a lowered limit applies at once. Default 0.3.
@@ -99,6 +110,7 @@ func (c Config) WithDefaults() Config {
 	c.ImageLatencyTarget = cmp.Or(c.ImageLatencyTarget, DefaultImageLatencyTarget)
 	c.MaxWindow = cmp.Or(c.MaxWindow, DefaultMaxWindow)
 	c.InitialLimit = cmp.Or(c.InitialLimit, DefaultInitialLimit)
+	c.ImageInitialLimit = cmp.Or(c.ImageInitialLimit, DefaultImageInitialLimit)
 	c.MinLimit = cmp.Or(c.MinLimit, DefaultMinLimit)
 	c.MaxLimit = cmp.Or(c.MaxLimit, DefaultMaxLimit)
 	c.Window = cmp.Or(c.Window, DefaultWindow)
@@ -133,6 +145,7 @@ func (c Config) Validate() error {
 		errs.Bad("Window", c.Window, "exceeds {MaxWindow} (%v)", c.MaxWindow)
 	}
 	errs.Add(config.Positive("InitialLimit", c.InitialLimit))
+	errs.Add(config.Positive("ImageInitialLimit", c.ImageInitialLimit))
 	errs.Add(config.Positive("MinLimit", c.MinLimit))
 	errs.Add(config.Positive("MaxLimit", c.MaxLimit))
 	errs.Add(config.Positive("Window", c.Window))
@@ -145,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.InitialLimit > 0 && (c.InitialLimit < c.MinLimit || c.InitialLimit > c.MaxLimit) {
 		errs.Bad("InitialLimit", c.InitialLimit, "outside {MinLimit} to {MaxLimit} (%d to %d)", c.MinLimit, c.MaxLimit)
+	}
+	if c.ImageInitialLimit > 0 && (c.ImageInitialLimit < c.MinLimit || c.ImageInitialLimit > c.MaxLimit) {
+		errs.Bad("ImageInitialLimit", c.ImageInitialLimit, "outside {MinLimit} to {MaxLimit} (%d to %d)", c.MinLimit, c.MaxLimit)
 	}
 	if !(c.Quantile > 0 && c.Quantile <= 1) {
 		errs.Bad("Quantile", c.Quantile, "want above 0 and at most 1")

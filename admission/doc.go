@@ -52,17 +52,25 @@
 // searches, Config.ImageLatencyTarget for page images and ingestions.
 // Completed calls are collected in windows (at least Config.Window long and
 // Config.MinSamples calls, or Config.MaxWindow long with any). At the end
-// of each window the limit L moves once, on the window's Config.Quantile
-// latency q (default the p99: the target is what 99 % of the admitted
-// calls keep; of a window of fewer than 100 calls, such as an image
-// class's few, q is its slowest call):
+// of each window the limit L moves once, on two measures of the window's
+// latency: q, the Config.Quantile latency of the calls that completed in
+// it (default the p99: the target is what 99 % of the admitted calls
+// keep; of a window of fewer than 100 calls, such as an image class's
+// few, q is its slowest call), and m, the mean time in flight of the
+// window's calls by Little's law (the integral of the calls in flight
+// over the window, divided by the calls that left it), which counts the
+// calls still in flight as they wait:
 //
-//   - q above the target: L ← L × max(1/2, target/q), the gradient,
+//   - q or m above the target: L ← L × max(1/2, target/q), the gradient,
 //     applied at once (too many calls in flight cost every admitted call
-//     its latency);
-//   - q between Config.GrowBelow × target (0.8) and the target: L holds;
-//   - q under GrowBelow × target, and the window used at least half of L
-//     (a limit that was not reached says nothing about more): L grows
+//     its latency); when m is above the target, at most served ×
+//     GrowBelow × target, served being the window's completed calls a
+//     second: by Little's law the calls in flight that keep the latency
+//     in the band, and the evidence when completions lag (below);
+//   - q and m between Config.GrowBelow × target (0.7) and the target: L
+//     holds;
+//   - both under GrowBelow × target, and the window used at least half of
+//     L (a limit that was not reached says nothing about more): L grows
 //     toward L + √L, the headroom Gradient2 adds as its queue allowance,
 //     or toward L + L/2 while q is under half the target (a slow start, so
 //     that a limit cut by an overload climbs back within seconds), smoothed
@@ -72,14 +80,29 @@
 //
 // and L is kept within [MinLimit, MaxLimit].
 //
+// Completions lag when calls take longer than a window. Image calls take
+// seconds: after a start, or when a backend slows down, the first calls
+// to complete are the fast ones, admitted first, while those admitted
+// behind them queue unseen; by the time one of those completes over the
+// target, tens more have been admitted behind it (measured: 68 calls past
+// their 10 s deadline in the first minute of image overload, the limit
+// at 32). m sees them while they wait. For the same reason the image
+// classes start at Config.ImageInitialLimit (4), not Config.InitialLimit
+// (32), as TCP starts its window small: a limit found too high is known
+// only seconds later, one found too low after one window.
+//
 // The band where L holds is what keeps q under the target at saturation.
 // A limit that grows for as long as q is within the target and is cut as
 // soon as it is not oscillates across the target: every other window's q
 // is over it, and the admitted calls' p99 over a minute sits above it (575
 // ms against 500 ms, measured at 3x capacity when q was the p90 and there
-// was no band). With the band, L stops growing once q reaches 0.8 of the
-// target and settles there: the windows' noise stays within the band, a
-// cut comes only when q crosses the target.
+// was no band). With the band, L stops growing once q reaches GrowBelow of
+// the target and settles there: the windows' noise stays within the band,
+// a cut comes only when q crosses the target. The band is 0.7 to 1, not
+// 0.8 to 1, because what the clients see includes what the limit does not
+// (the gateway's receiving and decoding a call before admitting it, the
+// client's own queueing): at 0.8, their p99 at 3x and 10x overload sat 1
+// to 7 % over the target; goodput is the same anywhere in the band.
 //
 // A cut shows only in calls admitted after it, so after a cut the limit
 // holds until enough of those have completed (MinSamples, or one after the

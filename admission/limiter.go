@@ -21,6 +21,9 @@ type limiter struct {
 	mu       sync.Mutex
 	limit    float64 // guarded by mu
 	inFlight int     // guarded by mu
+	// inFlightWeight is the sum of 1/weight over the calls in flight (their
+	// count when none is weighted); guarded by mu.
+	inFlightWeight float64
 	// The current window, guarded by mu: when it began (when the last one
 	// closed), its latencies in seconds, how many samples it took in all, how
 	// many were dropped downstream, and the most calls in flight during it.
@@ -29,6 +32,14 @@ type limiter struct {
 	taken       int
 	dropped     int
 	peak        int
+	// The window's time in flight, guarded by mu: area is the integral of
+	// inFlightWeight over the window so far (in call-seconds), up to
+	// areaAt; departed counts the calls that left in it, whatever their
+	// outcome. area/departed is the mean time in flight of the window's
+	// calls by Little's law, the calls still in flight included.
+	area     float64
+	areaAt   time.Time
+	departed int
 	// recent is the last window's quantile latency (0: none yet), the
 	// basis of the retry delay; guarded by mu.
 	recent time.Duration
@@ -56,22 +67,44 @@ const (
 	holdWindows = 20
 )
 
-func newLimiter(cfg Config, target time.Duration, now time.Time) *limiter {
-	return &limiter{cfg: cfg, target: target, limit: float64(cfg.InitialLimit), windowStart: now, samples: make([]float64, 0, maxWindowSamples)}
+func newLimiter(cfg Config, target time.Duration, initial int, now time.Time) *limiter {
+	return &limiter{cfg: cfg, target: target, limit: float64(initial), windowStart: now, areaAt: now, samples: make([]float64, 0, maxWindowSamples)}
 }
 
-// tryAcquire takes a slot for a call of priority level (1 first) of
-// levels, or reports the limit that applied to it.
-func (l *limiter) tryAcquire(level, levels int) (ok bool, inFlight, allowed int) {
+// tryAcquire takes a slot at now for a call of priority level (1 first)
+// of levels and weight (at least 1), or reports the limit that applied to
+// it.
+func (l *limiter) tryAcquire(now time.Time, level, levels, weight int) (ok bool, inFlight, allowed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	allowed = l.allowedLocked(level, levels)
 	if l.inFlight >= allowed {
 		return false, l.inFlight, allowed
 	}
+	l.accrueLocked(now)
 	l.inFlight++
+	l.inFlightWeight += 1 / float64(weight)
 	l.peak = max(l.peak, l.inFlight)
 	return true, l.inFlight, allowed
+}
+
+// unacquire gives back a slot taken at now by tryAcquire for a call that
+// was then refused (over the memory budget): no departure, no sample.
+func (l *limiter) unacquire(now time.Time, weight int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.accrueLocked(now)
+	l.inFlight--
+	l.inFlightWeight -= 1 / float64(weight)
+}
+
+// accrueLocked adds the calls in flight since areaAt to the window's
+// area.
+func (l *limiter) accrueLocked(now time.Time) {
+	if now.After(l.areaAt) {
+		l.area += l.inFlightWeight * now.Sub(l.areaAt).Seconds()
+		l.areaAt = now
+	}
 }
 
 // allowedLocked is how many calls of the class may be in flight when one
@@ -86,11 +119,15 @@ func (l *limiter) allowedLocked(level, levels int) int {
 	return max(1, int(math.Floor(l.limit*share)))
 }
 
-// release gives the slot back and records the call's latency.
-func (l *limiter) release(now time.Time, latency time.Duration, o Outcome) {
+// release gives back the slot of a call of weight and records its
+// latency (already divided by the weight).
+func (l *limiter) release(now time.Time, latency time.Duration, weight int, o Outcome) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.accrueLocked(now)
 	l.inFlight--
+	l.inFlightWeight -= 1 / float64(weight)
+	l.departed++
 	if o == Ignored {
 		return
 	}
@@ -116,7 +153,15 @@ func (l *limiter) release(now time.Time, latency time.Duration, o Outcome) {
 // starts the next at now.
 func (l *limiter) updateLocked(now time.Time) {
 	q := quantile(l.samples, l.cfg.Quantile)
-	next := l.decideLocked(now, q)
+	// The completed calls' quantile misses the calls still in flight,
+	// which matters when calls take longer than a window: after a start,
+	// or a backend that slowed down, the first calls to complete are the
+	// fast ones, while those admitted behind them queue for many windows
+	// before they show. The mean time in flight of all the window's
+	// calls counts them as they wait.
+	inFlightMean := l.area / float64(max(l.departed, 1))
+	served := float64(l.taken-l.dropped) / now.Sub(l.windowStart).Seconds()
+	next := l.decideLocked(now, q, inFlightMean, served)
 	if l.dropped > 0 {
 		next = min(next, l.limit*l.cfg.Backoff)
 	}
@@ -125,13 +170,14 @@ func (l *limiter) updateLocked(now time.Time) {
 
 	l.windowStart = now
 	l.samples = l.samples[:0]
-	l.taken, l.dropped = 0, 0
+	l.taken, l.dropped, l.departed, l.area = 0, 0, 0, 0
 	l.peak = l.inFlight // the calls still in flight are the next window's too
 }
 
-// decideLocked is the limit after a window of quantile latency q (in
-// seconds), before the back-off for drops and the bounds.
-func (l *limiter) decideLocked(now time.Time, q float64) float64 {
+// decideLocked is the limit after a window of quantile latency q, mean
+// time in flight inFlightMean (both in seconds) and served calls a second,
+// before the back-off for drops and the bounds.
+func (l *limiter) decideLocked(now time.Time, q, inFlightMean, served float64) float64 {
 	target := l.target.Seconds()
 	if !l.cutAt.IsZero() {
 		// A cut shows only in calls admitted after it: hold until
@@ -169,10 +215,22 @@ func (l *limiter) decideLocked(now time.Time, q float64) float64 {
 	// over the target; the band lets it settle with q under the target,
 	// the windows' noise within the band.
 	switch {
-	case q > target && !holding:
-		l.cutAt, l.cutFrom, l.cutQ = now, l.limit, q
-		return l.limit * max(0.5, target/q)
-	case float64(l.peak) >= l.limit/2 && (q <= l.cfg.GrowBelow*target || holding):
+	case max(q, inFlightMean) > target && !holding:
+		l.cutAt, l.cutFrom, l.cutQ = now, l.limit, max(q, inFlightMean)
+		next := l.limit * target / q
+		if inFlightMean > target {
+			// The window's calls, those still in flight counted, took
+			// longer than the target on average. When calls take longer
+			// than a window the completed ones lag: after a start, or a
+			// backend that slowed down, the first to complete are the
+			// fast ones, while those admitted behind them queue unseen.
+			// By Little's law the class keeps served × latency calls in
+			// flight: cut to what keeps the latency in the band,
+			// served × GrowBelow × target.
+			next = min(next, served*l.cfg.GrowBelow*target)
+		}
+		return max(min(next, l.limit), l.limit/2)
+	case float64(l.peak) >= l.limit/2 && (max(q, inFlightMean) <= l.cfg.GrowBelow*target || holding):
 		// Growth is smoothed, a cut is not: too many calls in flight
 		// cost every admitted call its latency, too few only some
 		// goodput for a window.

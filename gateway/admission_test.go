@@ -27,7 +27,7 @@ import (
 // calls may reserve callBytes (half of its memory budget).
 func fixedAdmission(t *testing.T, limit int, callBytes int64) *admission.Controller {
 	t.Helper()
-	c, err := admission.New(admission.Config{InitialLimit: limit, MinLimit: limit, MaxLimit: limit, MemoryBudget: 2 * callBytes, CallMemoryShare: 0.5}, admission.Deps{})
+	c, err := admission.New(admission.Config{InitialLimit: limit, ImageInitialLimit: limit, MinLimit: limit, MaxLimit: limit, MemoryBudget: 2 * callBytes, CallMemoryShare: 0.5}, admission.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func holdingEmbedder(n int) (fake *fakeEmbedder, entered *sync.WaitGroup, releas
 func TestAdmissionShedsBeyondTheLimitButNeverProbes(t *testing.T) {
 	fake, entered, release := holdingEmbedder(2)
 	reg := prometheus.NewRegistry()
-	ctl, err := admission.New(admission.Config{InitialLimit: 2, MinLimit: 2, MaxLimit: 2, MemoryBudget: 1 << 30}, admission.Deps{Registerer: reg})
+	ctl, err := admission.New(admission.Config{InitialLimit: 2, ImageInitialLimit: 2, MinLimit: 2, MaxLimit: 2, MemoryBudget: 1 << 30}, admission.Deps{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,9 @@ func TestDocumentsThroughTheCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Stop()
-	r := startRun(t, ctx, sim.GRPCAddr(), append(databaseArgs(t, ctx), "-max-images", "4"), nil)
+	// Eight ingestions at once, over the ingest class's first limit: this
+	// test is of the store's idempotency, not of admission.
+	r := startRun(t, ctx, sim.GRPCAddr(), append(databaseArgs(t, ctx), "-max-images", "4", "-admission-image-initial-limit", "8"), nil)
 	docs := colpaliv1.NewDocumentServiceClient(r.conn)
 	waitForStorage(t, ctx, docs)
 

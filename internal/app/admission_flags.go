@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/morphik-org/colpali-gateway/admission"
+	"github.com/morphik-org/colpali-gateway/internal/heapfloor"
 )
 
 // admissionFields prefixes the admission Config's fields in options.flags.
@@ -22,6 +23,10 @@ type admissionFlags struct {
 	cfg     admission.Config
 	// budgetSource says where the default memory budget came from.
 	budgetSource string
+	// heapFloor is -gc-heap-floor; heapFloorSet, whether it was given
+	// (else it is derived from the memory budget).
+	heapFloor    int64
+	heapFloorSet bool
 }
 
 // register registers the -admission* and -memory-budget flags, their
@@ -43,6 +48,7 @@ func (a *admissionFlags) register(b binder) {
 	ab.float(&a.cfg.PriorityReserve, "admission-priority-reserve", "PriorityReserve", "share of each limit that the least urgent priority level may not use (levels between get less reserved), in (0, 1)")
 	b.fs.Var(budgetFlag{a}, "memory-budget", "memory the gateway keeps itself under, e.g. 512MiB: with -admission, the Go runtime's soft memory limit (unless GOMEMLIMIT is lower), of which calls in flight reserve at most -admission-call-memory-share (requests, image checks, embeddings, search candidates) (default: GOMEMLIMIT, or 90% of the cgroup memory limit when smaller; else half the machine's memory up to 4GiB)")
 	ab.bind("MemoryBudget", "memory-budget")
+	b.fs.Var(heapFloorFlag{a}, "gc-heap-floor", "heap the Go collector lets build before it runs, e.g. 64MiB: fewer collections at high call rates for up to as much more resident garbage (a ballast: it counts toward the runtime's soft memory limit, not the resident memory); 0: none (default: 64MiB, or a 16th of -memory-budget when smaller)")
 	ab.float(&a.cfg.CallMemoryShare, "admission-call-memory-share", "CallMemoryShare", "share of -memory-budget that calls in flight may reserve together, in (0, 1); the rest is the gateway's own memory and the garbage collector's headroom")
 }
 
@@ -70,6 +76,41 @@ func (a *admissionFlags) controller(logger *slog.Logger, reg prometheus.Register
 	logger.Info("admission control on", "latency_target", a.cfg.LatencyTarget, "memory_budget_bytes", a.cfg.MemoryBudget, "memory_budget_source", a.budgetSource,
 		"call_memory_bytes", a.cfg.CallMemory(), "go_memory_limit_bytes", limit, "go_memory_limit_lowered", lowered)
 	return ctl, nil
+}
+
+// defaultHeapFloor is -gc-heap-floor's most: a gateway serving queries
+// keeps about 2 MB live, so at 64 MiB the collector runs about 30 times
+// less often, and a 16th of the budget keeps a small budget's room.
+const defaultHeapFloor = 64 << 20
+
+// applyHeapFloor sets the collector's heap floor (package heapfloor),
+// admission on or off.
+func (a *admissionFlags) applyHeapFloor(logger *slog.Logger) {
+	floor := a.heapFloor
+	if !a.heapFloorSet {
+		floor = min(defaultHeapFloor, a.cfg.MemoryBudget/16)
+	}
+	heapfloor.Set(floor)
+	logger.Info("garbage collector heap floor", "gc_heap_floor_bytes", floor)
+}
+
+// heapFloorFlag is -gc-heap-floor: a byteSize that also records that it
+// was given, since 0 (no floor) is a valid setting.
+type heapFloorFlag struct{ a *admissionFlags }
+
+func (f heapFloorFlag) String() string {
+	if f.a == nil {
+		return "0"
+	}
+	return (*byteSize)(&f.a.heapFloor).String()
+}
+
+func (f heapFloorFlag) Set(s string) error {
+	if err := (*byteSize)(&f.a.heapFloor).Set(s); err != nil {
+		return err
+	}
+	f.a.heapFloorSet = true
+	return nil
 }
 
 // byteSize is a flag.Value for a byte count: a number, optionally with a

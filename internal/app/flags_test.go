@@ -3,9 +3,12 @@ package app
 import (
 	"flag"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/morphik-org/colpali-gateway/internal/heapfloor"
 )
 
 // numericFlag is an int, float or duration flag, with its zero and a
@@ -106,5 +109,35 @@ func TestUnknownCommand(t *testing.T) {
 	err := Main(t.Context(), []string{"migrat", "-timeout", "1s"}, io.Discard, noEnv)
 	if err == nil || !strings.Contains(err.Error(), `unknown command "migrat"`) || !strings.Contains(err.Error(), "migrate") {
 		t.Errorf("Main(migrat) = %v, want an error naming the known commands", err)
+	}
+}
+
+// TestHeapFloorFlag: -gc-heap-floor defaults to 64 MiB or a 16th of the
+// memory budget, and takes 0 (no floor) or a size.
+func TestHeapFloorFlag(t *testing.T) {
+	defer heapfloor.Set(0)
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, 64 << 20},
+		{[]string{"-memory-budget", "512MiB"}, 32 << 20},
+		{[]string{"-gc-heap-floor", "0"}, 0},
+		{[]string{"-gc-heap-floor", "8MiB", "-admission=false"}, 8 << 20},
+	} {
+		o, err := parseOptions(c.args, io.Discard, noEnv)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if c.args == nil && o.admission.cfg.MemoryBudget < 1<<30 {
+			continue // a machine with less than 1 GiB of budget: the 16th applies
+		}
+		o.admission.applyHeapFloor(slog.New(slog.DiscardHandler))
+		if got := heapfloor.Floor(); got != c.want {
+			t.Errorf("%v: heap floor %d, want %d", c.args, got, c.want)
+		}
+	}
+	if _, err := parseOptions([]string{"-gc-heap-floor", "-1"}, io.Discard, noEnv); err == nil || !strings.Contains(err.Error(), "gc-heap-floor") {
+		t.Errorf("-gc-heap-floor -1: %v, want an error naming the flag", err)
 	}
 }

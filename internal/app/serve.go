@@ -142,6 +142,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	o.admission.applyHeapFloor(logger)
 	srv, err := gateway.New(o.gateway, gateway.Deps{
 		Logger: logger, Embedder: batcher, Ready: r.Ready, Backends: r, Documents: documents, Registry: registry,
 		Flush:         batcher.Close,

@@ -129,6 +129,17 @@ func AppendFP32(dst []byte, values []float32) []byte {
 	return dst
 }
 
+// FP32Bytes is values as little-endian float32 bytes. On little-endian
+// hosts (amd64, arm64) it is the values' own memory, not a copy: the bytes
+// change with values, so a caller shares them only while values are no
+// longer written (an embedding put in a response). Elsewhere it is a copy.
+func FP32Bytes(values []float32) []byte {
+	if littleEndian {
+		return floatBytes(values)
+	}
+	return AppendFP32(nil, values)
+}
+
 // AppendFP16 appends values as little-endian IEEE 754 half-precision floats,
 // rounding to nearest even.
 func AppendFP16(dst []byte, values []float32) []byte {

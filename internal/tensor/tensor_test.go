@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -188,5 +189,18 @@ func TestAppendAfterPrefixAndDecodeInto(t *testing.T) {
 	}
 	if got := AppendBytes([]byte("x"), [][]byte{[]byte("ab")}); string(got) != "x\x02\x00\x00\x00ab" {
 		t.Errorf("AppendBytes = %q", got)
+	}
+}
+
+// FP32Bytes is what AppendFP32 writes; on a little-endian host it is the
+// values' own memory.
+func TestFP32Bytes(t *testing.T) {
+	values := []float32{0, 1, -2.5, 65504, float32(math.Inf(-1)), 1e-3}
+	got := FP32Bytes(values)
+	if want := AppendFP32(nil, values); !bytes.Equal(got, want) {
+		t.Fatalf("FP32Bytes = %v, want %v", got, want)
+	}
+	if littleEndian && &got[0] != (*byte)(unsafe.Pointer(&values[0])) { // #nosec G103 -- compares addresses only
+		t.Error("FP32Bytes copied the values on a little-endian host")
 	}
 }

@@ -193,8 +193,9 @@ func convertFloats(out []float32, raw []byte, datatype string) {
 		}
 		return
 	}
+	raw = raw[:2*len(out)] // one bounds check for the loop
 	for i := range out {
-		out[i] = Float32FromFP16(binary.LittleEndian.Uint16(raw[2*i:]))
+		out[i] = Float32FromFP16(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
 	}
 }
 
@@ -267,23 +268,15 @@ func FP16FromFloat32(f float32) uint16 {
 }
 
 // Float32FromFP16 converts IEEE 754 binary16 bits to a float32 exactly.
+// A finite half, normal or subnormal, is its exponent and mantissa bits
+// moved into a float32's (a value 2^112 too small) scaled by 2^112, which
+// is exact: one multiplication instead of a branch per class.
 func Float32FromFP16(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		// Subnormal: value is mant * 2^-24.
-		f := float32(mant) / (1 << 24)
-		if sign != 0 {
-			return -f
-		}
-		return f
+	bits := uint32(h & 0x7fff)
+	if bits >= 0x7c00 { // Inf or NaN, its payload kept
+		return math.Float32frombits(sign | 0x7f800000 | (bits&0x3ff)<<13)
 	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	f := math.Float32frombits(bits<<13) * 0x1p112
+	return math.Float32frombits(math.Float32bits(f) | sign)
 }

@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"slices"
@@ -202,5 +203,61 @@ func TestFP32Bytes(t *testing.T) {
 	}
 	if littleEndian && &got[0] != (*byte)(unsafe.Pointer(&values[0])) { // #nosec G103 -- compares addresses only
 		t.Error("FP32Bytes copied the values on a little-endian host")
+	}
+}
+
+// float32FromFP16Ref is the conversion by cases, as IEEE 754 defines it:
+// Float32FromFP16 must agree with it on every half, bit for bit.
+func float32FromFP16Ref(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		f := float32(mant) / (1 << 24) // a subnormal half is mant x 2^-24
+		if sign != 0 {
+			return -f
+		}
+		return f
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+func TestFloat32FromFP16EveryHalf(t *testing.T) {
+	raw := make([]byte, 0, 2<<16)
+	for h := range 1 << 16 {
+		raw = binary.LittleEndian.AppendUint16(raw, uint16(h))
+	}
+	got, err := DecodeFloats(raw, TypeFP16, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := range 1 << 16 {
+		want := math.Float32bits(float32FromFP16Ref(uint16(h)))
+		if b := math.Float32bits(Float32FromFP16(uint16(h))); b != want {
+			t.Errorf("Float32FromFP16(%#04x) = %#08x, want %#08x", h, b, want)
+		}
+		if b := math.Float32bits(got[h]); b != want {
+			t.Errorf("DecodeFloats of %#04x = %#08x, want %#08x", h, b, want)
+		}
+	}
+}
+
+func BenchmarkDecodeFP16(b *testing.B) {
+	// One query's answer: 20 rows of 128 values of unit-length vectors.
+	values := make([]float32, 20*128)
+	for i := range values {
+		values[i] = float32(math.Sin(float64(i))) / 8
+	}
+	raw := AppendFP16(nil, values)
+	out := make([]float32, len(values))
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		_ = DecodeFloatsInto(out, raw, TypeFP16)
 	}
 }

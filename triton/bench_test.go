@@ -16,7 +16,7 @@ func BenchmarkEmbedRequest(b *testing.B) {
 	opt := EmbedOptions{Timeout: 20 * time.Second}
 	b.ReportAllocs()
 	for b.Loop() {
-		data, err := wire.Marshal(&itemsRequest{ModelInferRequest: codec.header(model.Query, len(items), opt), Items: items})
+		data, err := wire.Marshal(&itemsRequest{Codec: &codec, Kind: model.Query, Items: items, Opt: opt})
 		if err != nil {
 			b.Fatal(err)
 		}

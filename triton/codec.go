@@ -161,16 +161,19 @@ func (c Codec) Decode(n int, resp *inference.ModelInferResponse) ([]model.Embedd
 // request is marshalled around them (itemsRequest), so that a batch of
 // page images is held once, by its callers; and the request message is
 // never built: its bytes are written from the kind's precomputed fields
-// and the call's options.
+// and the call's options. The answer is decoded from grpc-go's receive
+// buffer, its raw contents never copied (embedResponse).
 func (c *Client) Embed(ctx context.Context, kind model.Kind, items [][]byte, opt EmbedOptions) ([]model.Embedding, error) {
-	resp := new(inference.ModelInferResponse)
+	resp := &embedResponse{Codec: &c.codec, N: len(items)}
 	if err := c.conn.Invoke(ctx, inference.GRPCInferenceService_ModelInfer_FullMethodName,
 		&itemsRequest{Codec: &c.codec, Kind: kind, Items: items, Opt: opt}, resp, c.embedOpts...); err != nil {
 		return nil, c.classify(ctx, "ModelInfer "+c.codec.cfg.ModelName(kind), err)
 	}
-	out, err := c.codec.Decode(len(items), resp)
-	if err != nil {
-		return nil, fmt.Errorf("triton %s: model %s: %w", c.addr, resp.GetModelName(), err)
+	if !resp.decoded { // grpc-go answers a unary call with one message or an error
+		return nil, fmt.Errorf("triton %s: model %s: %w: no response message", c.addr, c.codec.cfg.ModelName(kind), model.ErrBadResponse)
 	}
-	return out, nil
+	if resp.Err != nil {
+		return nil, fmt.Errorf("triton %s: model %s: %w", c.addr, resp.Resp.GetModelName(), resp.Err)
+	}
+	return resp.Out, nil
 }

@@ -19,14 +19,15 @@ import (
 
 // Field numbers of ModelInferRequest and the messages inside it.
 const (
-	idField               protowire.Number = 3 // ModelInferRequest.id
-	parametersField       protowire.Number = 4 // ModelInferRequest.parameters
-	inputsField           protowire.Number = 5 // ModelInferRequest.inputs
-	rawInputContentsField protowire.Number = 7 // ModelInferRequest.raw_input_contents
-	shapeField            protowire.Number = 3 // InferInputTensor.shape
-	int64ParamField       protowire.Number = 2 // InferParameter.int64_param
-	mapKeyField           protowire.Number = 1 // a map entry's key
-	mapValueField         protowire.Number = 2 // a map entry's value
+	idField                protowire.Number = 3 // ModelInferRequest.id
+	parametersField        protowire.Number = 4 // ModelInferRequest.parameters
+	inputsField            protowire.Number = 5 // ModelInferRequest.inputs
+	rawInputContentsField  protowire.Number = 7 // ModelInferRequest.raw_input_contents
+	rawOutputContentsField protowire.Number = 6 // ModelInferResponse.raw_output_contents
+	shapeField             protowire.Number = 3 // InferInputTensor.shape
+	int64ParamField        protowire.Number = 2 // InferParameter.int64_param
+	mapKeyField            protowire.Number = 1 // a map entry's key
+	mapValueField          protowire.Number = 2 // a map entry's value
 )
 
 // itemsRequest is the ModelInferRequest that Codec.Request(Kind, Items,
@@ -182,4 +183,75 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 	}
 	return out, nil
+}
+
+// embedResponse is the answer to an itemsRequest of N items, decoded by
+// wireCodec straight from grpc-go's receive buffer: proto.Unmarshal would
+// copy raw_output_contents (a query's embeddings, kilobytes) only for
+// Codec.Decode to convert them into new slices at once. Resp holds every
+// other field; Out and Err are Decode's answer (Err, an answer that breaks
+// the contract, is not the call's error: the call succeeded).
+type embedResponse struct {
+	Codec   *Codec
+	N       int
+	Resp    inference.ModelInferResponse
+	Out     []model.Embedding
+	Err     error
+	decoded bool
+}
+
+// Unmarshal decodes an *embedResponse as described there, and anything
+// else as the proto codec does.
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	r, ok := v.(*embedResponse)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	var b []byte
+	if len(data) == 1 {
+		b = data[0].ReadOnlyData()
+	} else {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		b = buf.ReadOnlyData()
+	}
+	// Every field but raw_output_contents goes to proto.Unmarshal (with
+	// Merge, which is what a message split between fields means), in
+	// runs of adjacent fields: one run when Triton writes them in order.
+	// The raw contents alias b, which lives until Unmarshal returns.
+	var raw [][]byte
+	start := 0 // of the current run of other fields
+	flush := func(end int) error {
+		if end == start {
+			return nil
+		}
+		return gproto.UnmarshalOptions{Merge: true}.Unmarshal(b[start:end], &r.Resp)
+	}
+	for i := 0; i < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[i:])
+		if n < 0 {
+			return fmt.Errorf("triton: unmarshal response: %w", protowire.ParseError(n))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[i+n:])
+		if m < 0 {
+			return fmt.Errorf("triton: unmarshal response: %w", protowire.ParseError(m))
+		}
+		if num == rawOutputContentsField && typ == protowire.BytesType {
+			if err := flush(i); err != nil {
+				return err
+			}
+			v, _ := protowire.ConsumeBytes(b[i+n:])
+			raw = append(raw, v)
+			start = i + n + m
+		}
+		i += n + m
+	}
+	if err := flush(len(b)); err != nil {
+		return err
+	}
+	r.Resp.RawOutputContents = raw
+	r.Out, r.Err = r.Codec.Decode(r.N, &r.Resp)
+	r.Resp.RawOutputContents = nil // they alias grpc-go's buffer
+	r.decoded = true
+	return nil
 }

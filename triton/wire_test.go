@@ -2,14 +2,19 @@ package triton
 
 import (
 	"bytes"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	gproto "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/morphik-org/colpali-gateway/gen/inference"
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -115,5 +120,72 @@ func TestWireCodecPassesOtherMessages(t *testing.T) {
 	got := new(inference.ModelReadyRequest)
 	if err := newWireCodec().Unmarshal(data, got); err != nil || got.GetName() != "m" {
 		t.Errorf("round trip: %v, %v", got, err)
+	}
+}
+
+// An answer decoded from grpc-go's buffers, in one piece or several, with
+// raw_output_contents before, between or after the other fields, is what
+// proto.Unmarshal and Decode make of it; the raw contents are not kept.
+func TestWireCodecDecodesEmbedResponse(t *testing.T) {
+	codec := NewCodec(model.Config{Dimension: 4})
+	resp := response(tensor.TypeFP16, 4, 3, []int32{2, 3})
+	resp.Id = "r9"
+	want, wantErr := codec.Decode(2, resp)
+	if wantErr != nil {
+		t.Fatal(wantErr)
+	}
+	raw := resp.RawOutputContents
+	rest := gproto.Clone(resp).(*inference.ModelInferResponse)
+	rest.RawOutputContents = nil
+	head, err := gproto.Marshal(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRaw := func(dst, v []byte) []byte {
+		dst = protowire.AppendTag(dst, rawOutputContentsField, protowire.BytesType)
+		return protowire.AppendBytes(dst, v)
+	}
+	inOrder, err := gproto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawFirst := appendRaw(appendRaw(nil, raw[0]), raw[1])
+	rawFirst = append(rawFirst, head...)
+	// raw[0] after the first field (the model name), raw[1] at the end.
+	_, _, n := protowire.ConsumeTag(head)
+	m := protowire.ConsumeFieldValue(1, protowire.BytesType, head[n:])
+	mixed := append(appendRaw(slices.Clone(head[:n+m]), raw[0]), head[n+m:]...)
+	mixed = appendRaw(mixed, raw[1])
+	for name, b := range map[string][]byte{"in order": inOrder, "raw first": rawFirst, "mixed": mixed} {
+		for _, pieces := range []int{1, 3} {
+			var data mem.BufferSlice
+			step := (len(b) + pieces - 1) / pieces
+			for i := 0; i < len(b); i += step {
+				data = append(data, mem.SliceBuffer(b[i:min(i+step, len(b))]))
+			}
+			got := &embedResponse{Codec: &codec, N: 2}
+			if err := newWireCodec().Unmarshal(data, got); err != nil {
+				t.Fatalf("%s, %d pieces: %v", name, pieces, err)
+			}
+			if got.Err != nil || !got.decoded {
+				t.Fatalf("%s, %d pieces: decoded %v, %v", name, pieces, got.decoded, got.Err)
+			}
+			if diff := cmp.Diff(want, got.Out); diff != "" {
+				t.Errorf("%s, %d pieces: embeddings (-want +got):\n%s", name, pieces, diff)
+			}
+			if diff := cmp.Diff(rest, &got.Resp, protocmp.Transform()); diff != "" {
+				t.Errorf("%s, %d pieces: the other fields (-want +got):\n%s", name, pieces, diff)
+			}
+		}
+	}
+
+	// An answer that breaks the contract: the call succeeded, Err says why.
+	bad := &embedResponse{Codec: &codec, N: 3}
+	if err := newWireCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(inOrder)}, bad); err != nil || !errors.Is(bad.Err, model.ErrBadResponse) {
+		t.Errorf("3 items for 2: Unmarshal %v, Err %v; want nil and ErrBadResponse", err, bad.Err)
+	}
+	// Bytes that are not a message: the call's error.
+	if err := newWireCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(inOrder[:len(inOrder)-1])}, &embedResponse{Codec: &codec, N: 2}); err == nil {
+		t.Error("a truncated message unmarshalled; want an error")
 	}
 }

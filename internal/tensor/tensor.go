@@ -193,8 +193,15 @@ func convertFloats(out []float32, raw []byte, datatype string) {
 		}
 		return
 	}
+	i := 0
+	if hasF16C && len(out) >= 8 {
+		// A signalling NaN comes out quiet (its top mantissa bit set),
+		// as F16C converts it; every other half as Float32FromFP16 does.
+		i = len(out) &^ 7
+		fromHalfF16C(&out[0], &raw[0], i)
+	}
 	raw = raw[:2*len(out)] // one bounds check for the loop
-	for i := range out {
+	for ; i < len(out); i++ {
 		out[i] = Float32FromFP16(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
 	}
 }

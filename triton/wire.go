@@ -101,24 +101,29 @@ func (c Codec) appendHeader(dst []byte, k model.Kind, n int, opt EmbedOptions) (
 	// The input tensor: its name and datatype, then its shape [n, 1], packed.
 	shape := protowire.SizeVarint(uint64(n)) + protowire.SizeVarint(1) // #nosec G115 -- n is a count of items
 	dst = protowire.AppendTag(dst, inputsField, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(len(h.input)+protowire.SizeTag(shapeField)+protowire.SizeBytes(shape)))
+	dst = appendLen(dst, len(h.input)+protowire.SizeTag(shapeField)+protowire.SizeBytes(shape))
 	dst = append(dst, h.input...)
 	dst = protowire.AppendTag(dst, shapeField, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(shape))
+	dst = appendLen(dst, shape)
 	dst = protowire.AppendVarint(dst, uint64(n)) // #nosec G115 -- n is a count of items
 	dst = protowire.AppendVarint(dst, 1)
 	return append(dst, h.tail...), nil
+}
+
+// appendLen appends a length-delimited field's length.
+func appendLen(dst []byte, n int) []byte {
+	return protowire.AppendVarint(dst, uint64(n)) // #nosec G115 -- a length, never negative
 }
 
 // appendInt64Param appends a parameters entry: key, InferParameter{int64_param: v}.
 func appendInt64Param(dst []byte, key string, v int64) []byte {
 	value := protowire.SizeTag(int64ParamField) + protowire.SizeVarint(uint64(v)) // #nosec G115 -- int64 fields travel as their two's complement
 	dst = protowire.AppendTag(dst, parametersField, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(protowire.SizeTag(mapKeyField)+protowire.SizeBytes(len(key))+protowire.SizeTag(mapValueField)+protowire.SizeBytes(value)))
+	dst = appendLen(dst, protowire.SizeTag(mapKeyField)+protowire.SizeBytes(len(key))+protowire.SizeTag(mapValueField)+protowire.SizeBytes(value))
 	dst = protowire.AppendTag(dst, mapKeyField, protowire.BytesType)
 	dst = protowire.AppendString(dst, key)
 	dst = protowire.AppendTag(dst, mapValueField, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(value))
+	dst = appendLen(dst, value)
 	dst = protowire.AppendTag(dst, int64ParamField, protowire.VarintType)
 	return protowire.AppendVarint(dst, uint64(v)) // #nosec G115 -- as above
 }

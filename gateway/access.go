@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 
 	"google.golang.org/grpc"
 
@@ -63,7 +64,7 @@ func (s *Server) admit(ctx context.Context, check *auth.Interceptor, method stri
 	if !ok {
 		return ctx, func() {}, nil
 	}
-	addLogAttrs(ctx, "tenant", p.Tenant, "subject", p.Subject)
+	addLogAttrs(ctx, slog.String("tenant", p.Tenant), slog.String("subject", p.Subject))
 	if s.deps.Quotas == nil {
 		return ctx, func() {}, nil
 	}

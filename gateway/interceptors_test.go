@@ -13,6 +13,28 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// Attributes added by the interceptors after the logging one (the tenant
+// and subject) follow the request id and method on every line of the call,
+// however many there are.
+func TestAddLogAttrs(t *testing.T) {
+	var buf bytes.Buffer
+	call := &callInfo{id: "r1", method: "/m", base: slog.New(slog.NewTextHandler(&buf, nil))}
+	ctx := context.WithValue(context.Background(), requestKey{}, call)
+	addLogAttrs(ctx, slog.String("tenant", "t1"), slog.String("subject", "k1"))
+	addLogAttrs(ctx, slog.Int("n", 3))
+	addLogAttrs(context.Background(), slog.String("lost", "x")) // outside a call: nothing
+	Logger(ctx, nil).Info("one")
+	Logger(ctx, nil).Info("two")
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.HasSuffix(line, "request_id=r1 method=/m tenant=t1 subject=k1 n=3") {
+			t.Errorf("log line %q lacks the call's attributes in order", line)
+		}
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Errorf("%d lines, want 2", n)
+	}
+}
+
 // Successful calls are logged at debug level only; failures always, with
 // the request id and method the call's logger carries.
 func TestLogOutcomeLevels(t *testing.T) {

@@ -136,7 +136,9 @@ type Client struct {
 	conn  *grpc.ClientConn
 	api   inference.GRPCInferenceServiceClient
 	codec Codec
-	wire  wireCodec // Embed's requests
+	// embedOpts are Embed's call options: its requests marshalled by
+	// wireCodec (built once, not per call).
+	embedOpts []grpc.CallOption
 }
 
 // New creates a client for cfg.Addr. It does not wait for the connection:
@@ -166,7 +168,8 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("triton: backend %s: %w", cfg.Addr, err)
 	}
-	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn), codec: NewCodec(cfg.Models), wire: newWireCodec()}, nil
+	return &Client{addr: cfg.Addr, conn: conn, api: inference.NewGRPCInferenceServiceClient(conn), codec: NewCodec(cfg.Models),
+		embedOpts: []grpc.CallOption{grpc.ForceCodecV2(newWireCodec())}}, nil
 }
 
 // Addr is the backend's address, as configured.

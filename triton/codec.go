@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/morphik-org/colpali-gateway/gen/inference"
 	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
@@ -30,10 +28,19 @@ type EmbedOptions struct {
 // tensors a model.Config names (see package model for the contract).
 type Codec struct {
 	cfg model.Config
+	// heads are each kind's request fields that no call changes,
+	// marshalled once (wire.go).
+	heads *[2]requestHead
 }
 
 // NewCodec is a Codec for cfg with its defaults applied.
-func NewCodec(cfg model.Config) Codec { return Codec{cfg: cfg.WithDefaults()} }
+func NewCodec(cfg model.Config) Codec {
+	c := Codec{cfg: cfg.WithDefaults(), heads: new([2]requestHead)}
+	for _, k := range []model.Kind{model.Query, model.Image} {
+		c.heads[k] = c.newRequestHead(k)
+	}
+	return c
+}
 
 // Request builds the ModelInferRequest that embeds items (query texts or
 // encoded images) with kind's model, as one batch.
@@ -152,17 +159,21 @@ func (c Codec) Decode(n int, resp *inference.ModelInferResponse) ([]model.Embedd
 //
 // The items travel to Triton without being copied into a tensor: the
 // request is marshalled around them (itemsRequest), so that a batch of
-// page images is held once, by its callers.
+// page images is held once, by its callers; and the request message is
+// never built: its bytes are written from the kind's precomputed fields
+// and the call's options. The answer is decoded from grpc-go's receive
+// buffer, its raw contents never copied (embedResponse).
 func (c *Client) Embed(ctx context.Context, kind model.Kind, items [][]byte, opt EmbedOptions) ([]model.Embedding, error) {
-	req := c.codec.header(kind, len(items), opt)
-	resp := new(inference.ModelInferResponse)
-	if err := c.conn.Invoke(ctx, inference.GRPCInferenceService_ModelInfer_FullMethodName, &itemsRequest{ModelInferRequest: req, Items: items}, resp,
-		grpc.ForceCodecV2(c.wire)); err != nil {
-		return nil, c.classify(ctx, "ModelInfer "+req.GetModelName(), err)
+	resp := &embedResponse{Codec: &c.codec, N: len(items)}
+	if err := c.conn.Invoke(ctx, inference.GRPCInferenceService_ModelInfer_FullMethodName,
+		&itemsRequest{Codec: &c.codec, Kind: kind, Items: items, Opt: opt}, resp, c.embedOpts...); err != nil {
+		return nil, c.classify(ctx, "ModelInfer "+c.codec.cfg.ModelName(kind), err)
 	}
-	out, err := c.codec.Decode(len(items), resp)
-	if err != nil {
-		return nil, fmt.Errorf("triton %s: model %s: %w", c.addr, resp.GetModelName(), err)
+	if !resp.decoded { // grpc-go answers a unary call with one message or an error
+		return nil, fmt.Errorf("triton %s: model %s: %w: no response message", c.addr, c.codec.cfg.ModelName(kind), model.ErrBadResponse)
 	}
-	return out, nil
+	if resp.Err != nil {
+		return nil, fmt.Errorf("triton %s: model %s: %w", c.addr, resp.Resp.GetModelName(), resp.Err)
+	}
+	return resp.Out, nil
 }

@@ -129,6 +129,17 @@ func AppendFP32(dst []byte, values []float32) []byte {
 	return dst
 }
 
+// FP32Bytes is values as little-endian float32 bytes. On little-endian
+// hosts (amd64, arm64) it is the values' own memory, not a copy: the bytes
+// change with values, so a caller shares them only while values are no
+// longer written (an embedding put in a response). Elsewhere it is a copy.
+func FP32Bytes(values []float32) []byte {
+	if littleEndian {
+		return floatBytes(values)
+	}
+	return AppendFP32(nil, values)
+}
+
 // AppendFP16 appends values as little-endian IEEE 754 half-precision floats,
 // rounding to nearest even.
 func AppendFP16(dst []byte, values []float32) []byte {
@@ -182,8 +193,16 @@ func convertFloats(out []float32, raw []byte, datatype string) {
 		}
 		return
 	}
-	for i := range out {
-		out[i] = Float32FromFP16(binary.LittleEndian.Uint16(raw[2*i:]))
+	i := 0
+	if hasF16C && len(out) >= 8 {
+		// A signalling NaN comes out quiet (its top mantissa bit set),
+		// as F16C converts it; every other half as Float32FromFP16 does.
+		i = len(out) &^ 7
+		fromHalfF16C(&out[0], &raw[0], i)
+	}
+	raw = raw[:2*len(out)] // one bounds check for the loop
+	for ; i < len(out); i++ {
+		out[i] = Float32FromFP16(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
 	}
 }
 
@@ -256,23 +275,15 @@ func FP16FromFloat32(f float32) uint16 {
 }
 
 // Float32FromFP16 converts IEEE 754 binary16 bits to a float32 exactly.
+// A finite half, normal or subnormal, is its exponent and mantissa bits
+// moved into a float32's (a value 2^112 too small) scaled by 2^112, which
+// is exact: one multiplication instead of a branch per class.
 func Float32FromFP16(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		// Subnormal: value is mant * 2^-24.
-		f := float32(mant) / (1 << 24)
-		if sign != 0 {
-			return -f
-		}
-		return f
+	bits := uint32(h & 0x7fff)
+	if bits >= 0x7c00 { // Inf or NaN, its payload kept
+		return math.Float32frombits(sign | 0x7f800000 | (bits&0x3ff)<<13)
 	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	f := math.Float32frombits(bits<<13) * 0x1p112
+	return math.Float32frombits(math.Float32bits(f) | sign)
 }

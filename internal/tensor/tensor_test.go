@@ -2,10 +2,12 @@ package tensor
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -188,5 +190,87 @@ func TestAppendAfterPrefixAndDecodeInto(t *testing.T) {
 	}
 	if got := AppendBytes([]byte("x"), [][]byte{[]byte("ab")}); string(got) != "x\x02\x00\x00\x00ab" {
 		t.Errorf("AppendBytes = %q", got)
+	}
+}
+
+// FP32Bytes is what AppendFP32 writes; on a little-endian host it is the
+// values' own memory.
+func TestFP32Bytes(t *testing.T) {
+	values := []float32{0, 1, -2.5, 65504, float32(math.Inf(-1)), 1e-3}
+	got := FP32Bytes(values)
+	if want := AppendFP32(nil, values); !bytes.Equal(got, want) {
+		t.Fatalf("FP32Bytes = %v, want %v", got, want)
+	}
+	if littleEndian && &got[0] != (*byte)(unsafe.Pointer(&values[0])) { // #nosec G103 -- compares addresses only
+		t.Error("FP32Bytes copied the values on a little-endian host")
+	}
+}
+
+// float32FromFP16Ref is the conversion by cases, as IEEE 754 defines it:
+// Float32FromFP16 must agree with it on every half, bit for bit.
+func float32FromFP16Ref(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		f := float32(mant) / (1 << 24) // a subnormal half is mant x 2^-24
+		if sign != 0 {
+			return -f
+		}
+		return f
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+// Float32FromFP16 agrees with the by-cases conversion on every half, bit
+// for bit; DecodeFloats too (by F16C for whole groups of eight where the
+// CPU has it, by Float32FromFP16 for the rest), but for signalling NaNs,
+// which F16C makes quiet: still NaNs of the same sign and payload.
+func TestFloat32FromFP16EveryHalf(t *testing.T) {
+	raw := make([]byte, 0, 2<<16)
+	for h := range 1 << 16 {
+		raw = binary.LittleEndian.AppendUint16(raw, uint16(h))
+	}
+	for _, n := range []int{1 << 16, 1<<16 - 3, 7} { // a tail after the groups of eight; none
+		got, err := DecodeFloats(raw[:2*n], TypeFP16, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for h := range n {
+			want := math.Float32bits(float32FromFP16Ref(uint16(h)))
+			if n == 1<<16 {
+				if b := math.Float32bits(Float32FromFP16(uint16(h))); b != want {
+					t.Errorf("Float32FromFP16(%#04x) = %#08x, want %#08x", h, b, want)
+				}
+			}
+			b := math.Float32bits(got[h])
+			if signalling := h&0x7c00 == 0x7c00 && h&0x3ff != 0 && h&0x200 == 0; signalling {
+				want |= 1 << 22 // quiet
+				b |= 1 << 22
+			}
+			if b != want {
+				t.Errorf("DecodeFloats of %d halves: %#04x = %#08x, want %#08x", n, h, b, want)
+			}
+		}
+	}
+}
+
+func BenchmarkDecodeFP16(b *testing.B) {
+	// One query's answer: 20 rows of 128 values of unit-length vectors.
+	values := make([]float32, 20*128)
+	for i := range values {
+		values[i] = float32(math.Sin(float64(i))) / 8
+	}
+	raw := AppendFP16(nil, values)
+	out := make([]float32, len(values))
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		_ = DecodeFloatsInto(out, raw, TypeFP16)
 	}
 }

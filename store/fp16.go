@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -34,16 +35,10 @@ func DecodeFP16(b []byte, dim int) model.Embedding {
 	return e
 }
 
-// decodeFP16Into unpacks len(dst) values of b into dst.
+// decodeFP16Into unpacks len(dst) values of b into dst (the same widening
+// as Triton's FP16 answers: internal/tensor, F16C where the CPU has it).
 func decodeFP16Into(dst []float32, b []byte) {
-	i := 0
-	if hasF16C && len(dst) >= 8 {
-		i = len(dst) &^ 7
-		fromHalfF16C(&dst[0], &halvesOf(b[:2*i])[0], i)
-	}
-	for ; i < len(dst); i++ {
-		dst[i] = fromHalf(binary.LittleEndian.Uint16(b[2*i:]))
-	}
+	_ = tensor.DecodeFloatsInto(dst, b[:2*len(dst)], tensor.TypeFP16) // cannot fail: the lengths match
 }
 
 // toHalf rounds to the nearest binary16, ties to even; overflow becomes
@@ -77,19 +72,4 @@ func toHalf(f float32) uint16 {
 		r++ // may carry into the exponent, which is right (up to infinity)
 	}
 	return sign | uint16(r) // #nosec G115 -- r fits 16 bits after the range checks above
-}
-
-func fromHalf(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch exp {
-	case 0:
-		// Zero or subnormal: mant x 2^-24.
-		v := float32(mant) * (1.0 / (1 << 24))
-		return math.Float32frombits(math.Float32bits(v) | sign)
-	case 31:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/morphik-org/colpali-gateway/internal/tensor"
 	"github.com/morphik-org/colpali-gateway/model"
 )
 
@@ -28,16 +29,16 @@ func TestHalfConversion(t *testing.T) {
 			t.Errorf("toHalf(%v) = %#04x, want %#04x", tc.in, got, tc.want)
 		}
 		if tc.want != 0x7c00 && !math.IsInf(float64(tc.in), 0) {
-			back := fromHalf(tc.want)
+			back := tensor.Float32FromFP16(tc.want)
 			if rel := math.Abs(float64(back-tc.in)) / math.Max(math.Abs(float64(tc.in)), 1e-7); tc.in != 0 && tc.want != 0 && rel > 1.0/1024 {
-				t.Errorf("fromHalf(%#04x) = %v, want about %v", tc.want, back, tc.in)
+				t.Errorf("tensor.Float32FromFP16(%#04x) = %v, want about %v", tc.want, back, tc.in)
 			}
 		}
 	}
 	// Every finite half survives fromHalf then toHalf.
 	for h := range uint16(0x7c00) {
 		for _, s := range []uint16{0, 0x8000} {
-			if got := toHalf(fromHalf(h | s)); got != h|s && h != 0 {
+			if got := toHalf(tensor.Float32FromFP16(h | s)); got != h|s && h != 0 {
 				t.Fatalf("round trip of %#04x gave %#04x", h|s, got)
 			}
 		}
@@ -63,7 +64,7 @@ func TestEncodeDecodeFP16(t *testing.T) {
 func TestFP16FastPathMatchesPortable(t *testing.T) {
 	var vals []float32
 	for h := range 1 << 16 {
-		if f := fromHalf(uint16(h)); !math.IsNaN(float64(f)) {
+		if f := tensor.Float32FromFP16(uint16(h)); !math.IsNaN(float64(f)) {
 			vals = append(vals, f, math.Nextafter32(f, 0), math.Nextafter32(f, float32(math.Inf(1))))
 		}
 	}
@@ -77,7 +78,7 @@ func TestFP16FastPathMatchesPortable(t *testing.T) {
 	e := DecodeFP16(b, len(vals))
 	for i := range vals {
 		h := uint16(b[2*i]) | uint16(b[2*i+1])<<8
-		if want := fromHalf(h); e.Values[i] != want && !(math.IsNaN(float64(want)) && math.IsNaN(float64(e.Values[i]))) {
+		if want := tensor.Float32FromFP16(h); e.Values[i] != want && !(math.IsNaN(float64(want)) && math.IsNaN(float64(e.Values[i]))) {
 			t.Fatalf("DecodeFP16(%#04x) = %g, want %g", h, e.Values[i], want)
 		}
 	}

@@ -19,6 +19,3 @@ func addAVX(dst, src *float32, n int)
 
 //go:noescape
 func toHalfF16C(dst *uint16, src *float32, n int)
-
-//go:noescape
-func fromHalfF16C(dst *float32, src *uint16, n int)

@@ -74,20 +74,3 @@ tohalfloop:
 	JLT       tohalfloop
 	VZEROUPPER
 	RET
-
-// func fromHalfF16C(dst *float32, src *uint16, n int)
-// Widens n binary16 values (a positive multiple of 8) to float32.
-TEXT ·fromHalfF16C(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	XORQ AX, AX
-
-fromhalfloop:
-	VCVTPH2PS (SI)(AX*2), Y0
-	VMOVUPS   Y0, (DI)(AX*4)
-	ADDQ      $8, AX
-	CMPQ      AX, CX
-	JLT       fromhalfloop
-	VZEROUPPER
-	RET

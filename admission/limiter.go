@@ -219,14 +219,10 @@ func (l *limiter) decideLocked(now time.Time, q, inFlightMean, served float64) f
 		l.cutAt, l.cutFrom, l.cutQ = now, l.limit, max(q, inFlightMean)
 		next := l.limit * target / q
 		if inFlightMean > target {
-			// The window's calls, those still in flight counted, took
-			// longer than the target on average. When calls take longer
-			// than a window the completed ones lag: after a start, or a
-			// backend that slowed down, the first to complete are the
-			// fast ones, while those admitted behind them queue unseen.
-			// By Little's law the class keeps served × latency calls in
-			// flight: cut to what keeps the latency in the band,
-			// served × GrowBelow × target.
+			// The calls waited longer than the target on average (see
+			// updateLocked). By Little's law the class keeps served ×
+			// latency calls in flight: cut to what keeps the latency in
+			// the band, served × GrowBelow × target.
 			next = min(next, served*l.cfg.GrowBelow*target)
 		}
 		return max(min(next, l.limit), l.limit/2)

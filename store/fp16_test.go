@@ -25,8 +25,8 @@ func TestHalfConversion(t *testing.T) {
 		{float32(math.Inf(1)), 0x7c00},   // infinity
 		{float32(6.1035156e-05), 0x0400}, // smallest normal
 	} {
-		if got := toHalf(tc.in); got != tc.want {
-			t.Errorf("toHalf(%v) = %#04x, want %#04x", tc.in, got, tc.want)
+		if got := tensor.FP16FromFloat32(tc.in); got != tc.want {
+			t.Errorf("tensor.FP16FromFloat32(%v) = %#04x, want %#04x", tc.in, got, tc.want)
 		}
 		if tc.want != 0x7c00 && !math.IsInf(float64(tc.in), 0) {
 			back := tensor.Float32FromFP16(tc.want)
@@ -35,10 +35,10 @@ func TestHalfConversion(t *testing.T) {
 			}
 		}
 	}
-	// Every finite half survives fromHalf then toHalf.
+	// Every finite half survives widening then narrowing (internal/tensor).
 	for h := range uint16(0x7c00) {
 		for _, s := range []uint16{0, 0x8000} {
-			if got := toHalf(tensor.Float32FromFP16(h | s)); got != h|s && h != 0 {
+			if got := tensor.FP16FromFloat32(tensor.Float32FromFP16(h | s)); got != h|s && h != 0 {
 				t.Fatalf("round trip of %#04x gave %#04x", h|s, got)
 			}
 		}
@@ -71,8 +71,8 @@ func TestFP16FastPathMatchesPortable(t *testing.T) {
 	vals = append(vals, 1e-8, -3e-6, 65519, 65520, -70000, 5.960464477539063e-08, 2.980232238769531e-08)
 	b := encodeFP16(model.Embedding{Rows: 1, Dim: len(vals), Values: vals})
 	for i, v := range vals {
-		if got, want := uint16(b[2*i])|uint16(b[2*i+1])<<8, toHalf(v); got != want {
-			t.Fatalf("encodeFP16(%g) = %#04x, toHalf %#04x", v, got, want)
+		if got, want := uint16(b[2*i])|uint16(b[2*i+1])<<8, tensor.FP16FromFloat32(v); got != want {
+			t.Fatalf("encodeFP16(%g) = %#04x, FP16FromFloat32 %#04x", v, got, want)
 		}
 	}
 	e := DecodeFP16(b, len(vals))
